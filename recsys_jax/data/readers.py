@@ -1,0 +1,336 @@
+"""Readers: each source format on disk -> `schema.Dataset`.
+
+Formats: the P5 / S3-Rec folder (`sequential_data.txt` + `items.tsv`), MovieLens-100K (original
+`u.data`/`u.item` or RecBole atomic `*.inter`/`*.item`), raw Amazon 2014 review + metadata JSON
+lines, and a generic CSV/TSV schema for users' own data (see README "Your own data").
+Every parse error names the file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import json
+import lzma
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from recsys_jax.data.schema import DataError, Dataset, build_dataset
+
+csv.field_size_limit(1 << 30)
+
+# MovieLens-100K genre flags in u.item, in file order (fixed by the dataset's documentation).
+ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+                 "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+def _open_text(path: Path, encoding="utf-8"):
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding=encoding)
+    if path.suffix == ".xz":
+        return lzma.open(path, "rt", encoding=encoding)
+    return open(path, "rt", encoding=encoding)
+
+
+def _find(folder: Path, *names: str) -> Path | None:
+    for name in names:
+        for candidate in (folder / name, folder / (name + ".xz"), folder / (name + ".gz")):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _parse_categories(text: str, where: str) -> list[str]:
+    """`categories_json` is a list of category paths; keep distinct names, most specific last."""
+    if not text:
+        return []
+    try:
+        paths = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: categories_json is not valid JSON ({e.msg})") from None
+    names: list[str] = []
+    for path in paths:
+        for name in path if isinstance(path, list) else [path]:
+            if name not in names:
+                names.append(str(name))
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# P5 / S3-Rec folder
+
+
+def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Dataset:
+    """`sequential_data.txt` (`user item item ...`, time order) plus optional `items.tsv`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: dataset folder not found")
+    seq_path = _find(folder, "sequential_data.txt")
+    if seq_path is None:
+        raise DataError(f"{folder}: no sequential_data.txt (expected the P5 / S3-Rec layout)")
+    catalog_rows = {}
+    items_path = _find(folder, "items.tsv")
+    if items_path is not None:
+        catalog_rows = _read_items_tsv(items_path)
+    events = []
+    with _open_text(seq_path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if not all(p.isdigit() for p in parts):
+                raise DataError(f"{seq_path}:{line_no}: expected integer ids "
+                                f"'user item item ...', got {line.strip()[:80]!r}")
+            if len(parts) < 2:
+                raise DataError(f"{seq_path}:{line_no}: user {parts[0]} has no items")
+            user = parts[0]
+            events.extend((user, item, pos) for pos, item in enumerate(parts[1:]))
+    return build_dataset(name or folder.name, events, catalog_rows, source=str(seq_path))
+
+
+def _read_items_tsv(path: Path) -> dict[str, tuple[str, list[str]]]:
+    rows = {}
+    with _open_text(path) as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or "item_id" not in header or "title" not in header:
+            raise DataError(f"{path}:1: header must name at least item_id and title")
+        col = {h: k for k, h in enumerate(header)}
+        for line_no, row in enumerate(reader, 2):
+            if len(row) != len(header):
+                raise DataError(f"{path}:{line_no}: {len(row)} fields, header has {len(header)}")
+            title = row[col["title"]].strip()
+            if not title and "idgenrec_text_id" in col:  # Sports: only a title-derived phrase
+                title = row[col["idgenrec_text_id"]].strip()
+            cats = (_parse_categories(row[col["categories_json"]], f"{path}:{line_no}")
+                    if "categories_json" in col else [])
+            rows[row[col["item_id"]]] = (title, cats)
+    return rows
+
+
+def read_embedded_beauty() -> Dataset:
+    """Amazon Beauty 5-core as vendored in the package (no path, no network)."""
+    root = resources.files("recsys_jax.data") / "embedded"
+    with resources.as_file(root) as folder:
+        events_path = Path(folder) / "amazon_beauty_sequential_data.txt.xz"
+        items_path = Path(folder) / "amazon_beauty_items.tsv.xz"
+        catalog_rows = _read_items_tsv(items_path)
+        events = []
+        with _open_text(events_path) as f:
+            for line in f:
+                parts = line.split()
+                events.extend((parts[0], item, pos) for pos, item in enumerate(parts[1:]))
+    return build_dataset("amazon_beauty", events, catalog_rows, source=str(events_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# MovieLens-100K
+
+
+def read_movielens(folder: str | os.PathLike, name: str = "movielens_100k") -> Dataset:
+    """Either layout: original (`u.data`, `u.item`) or RecBole atomic (`*.inter`, `*.item`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: MovieLens folder not found")
+    if (folder / "u.data").exists():
+        return _read_movielens_original(folder, name)
+    inter = sorted(folder.glob("*.inter"))
+    if inter:
+        return _read_movielens_atomic(inter[0], name)
+    raise DataError(f"{folder}: neither u.data (original layout) nor *.inter (RecBole atomic) found")
+
+
+def _read_movielens_original(folder: Path, name: str) -> Dataset:
+    catalog_rows = {}
+    item_path = folder / "u.item"
+    if item_path.exists():
+        with _open_text(item_path, encoding="latin-1") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\n").split("|")
+                if len(parts) < 5 + len(ML100K_GENRES):
+                    raise DataError(f"{item_path}:{line_no}: expected "
+                                    f"{5 + len(ML100K_GENRES)} '|' fields, got {len(parts)}")
+                flags = parts[5:5 + len(ML100K_GENRES)]
+                genres = [g for g, flag in zip(ML100K_GENRES, flags) if flag == "1"]
+                catalog_rows[parts[0]] = (parts[1].strip(), genres)
+    events = []
+    data_path = folder / "u.data"
+    with _open_text(data_path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            try:
+                user, item, rating, ts = parts[0], parts[1], float(parts[2]), int(parts[3])
+            except (ValueError, IndexError):
+                raise DataError(f"{data_path}:{line_no}: expected 'user item rating timestamp', "
+                                f"got {line.strip()[:80]!r}") from None
+            events.append((user, item, ts, rating))
+    return build_dataset(name, events, catalog_rows, with_rating=True, source=str(data_path))
+
+
+def _atomic_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """RecBole atomic file: tab-separated with a typed header `name:type`."""
+    with _open_text(path) as f:
+        header_line = f.readline()
+        if not header_line.strip():
+            raise DataError(f"{path}:1: empty header")
+        header = [h.split(":")[0] for h in header_line.rstrip("\n").split("\t")]
+        for line_no, line in enumerate(f, 2):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != len(header):
+                raise DataError(f"{path}:{line_no}: {len(fields)} fields, header has {len(header)}")
+            yield line_no, dict(zip(header, fields))
+
+
+def _read_movielens_atomic(inter_path: Path, name: str) -> Dataset:
+    catalog_rows = {}
+    item_path = inter_path.with_suffix(".item")
+    if item_path.exists():
+        for _, row in _atomic_rows(item_path):
+            title = row.get("movie_title", "").strip()
+            genres = row.get("class", "").split()
+            catalog_rows[row["item_id"]] = (title, genres)
+    events = []
+    for line_no, row in _atomic_rows(inter_path):
+        try:
+            events.append((row["user_id"], row["item_id"], int(float(row["timestamp"])),
+                           float(row["rating"])))
+        except (KeyError, ValueError):
+            raise DataError(f"{inter_path}:{line_no}: needs numeric rating and timestamp "
+                            "columns (user_id, item_id, rating, timestamp)") from None
+    return build_dataset(name, events, catalog_rows, with_rating=True, source=str(inter_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw Amazon 2014 review / metadata JSON lines
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """The 2014 review files are JSON; the metadata files are Python literals. Accept both."""
+    with _open_text(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                try:
+                    record = ast.literal_eval(line)
+                except (ValueError, SyntaxError):
+                    raise DataError(f"{path}:{line_no}: not a JSON object") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no}: not a JSON object")
+            yield line_no, record
+
+
+def read_amazon_reviews(reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None,
+                        name: str | None = None) -> Dataset:
+    """`reviews_X_5.json.gz` (reviewerID, asin, overall, reviewText, summary, unixReviewTime)
+    and optionally `meta_X.json.gz` (asin, title, categories)."""
+    reviews_path = Path(reviews_path)
+    catalog_rows = {}
+    if meta_path is not None:
+        meta_path = Path(meta_path)
+        for line_no, rec in _json_lines(meta_path):
+            if "asin" not in rec:
+                raise DataError(f"{meta_path}:{line_no}: record has no 'asin'")
+            cats = []
+            for path in rec.get("categories", []) or []:
+                for c in path if isinstance(path, list) else [path]:
+                    if c not in cats:
+                        cats.append(str(c))
+            catalog_rows[str(rec["asin"])] = (str(rec.get("title", "")).strip(), cats)
+    events = []
+    for line_no, rec in _json_lines(reviews_path):
+        try:
+            events.append((rec["reviewerID"], rec["asin"], int(rec["unixReviewTime"]),
+                           float(rec["overall"]), str(rec.get("reviewText", "")),
+                           str(rec.get("summary", ""))))
+        except (KeyError, ValueError, TypeError):
+            raise DataError(f"{reviews_path}:{line_no}: needs reviewerID, asin, overall and "
+                            "unixReviewTime") from None
+    stem = reviews_path.name.split(".")[0]
+    return build_dataset(name or stem, events, catalog_rows, with_rating=True, with_review=True,
+                         source=str(reviews_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic CSV / TSV
+
+
+def read_csv(interactions_path: str | os.PathLike, items_path: str | os.PathLike | None = None,
+             name: str | None = None) -> Dataset:
+    """Interactions file with header `user,item,timestamp[,rating][,review][,summary]`; optional
+    items file with header `item,title[,attributes]` (attributes separated by `|`). A `.tsv`
+    suffix means tab-separated, anything else comma-separated."""
+    interactions_path = Path(interactions_path)
+    catalog_rows = {}
+    if items_path is not None:
+        items_path = Path(items_path)
+        for line_no, row in _csv_rows(items_path, required=("item", "title")):
+            attrs = [a.strip() for a in row.get("attributes", "").split("|") if a.strip()]
+            catalog_rows[row["item"]] = (row["title"].strip(), attrs)
+    events = []
+    with_rating = with_review = False
+    for line_no, row in _csv_rows(interactions_path, required=("user", "item", "timestamp")):
+        with_rating = "rating" in row
+        with_review = "review" in row
+        try:
+            ev = [row["user"], row["item"], int(float(row["timestamp"]))]
+            if with_rating:
+                ev.append(float(row["rating"]))
+            elif with_review:
+                ev.append(float("nan"))
+            if with_review:
+                ev += [row["review"], row.get("summary", "")]
+        except ValueError:
+            raise DataError(f"{interactions_path}:{line_no}: timestamp and rating must be "
+                            "numbers") from None
+        events.append(tuple(ev))
+    return build_dataset(name or interactions_path.stem, events, catalog_rows,
+                         with_rating=with_rating or with_review, with_review=with_review,
+                         source=str(interactions_path))
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    delimiter = "\t" if ".tsv" in path.suffixes else ","
+    with _open_text(path) as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}:1: empty file")
+        header = [h.strip() for h in header]
+        missing = [r for r in required if r not in header]
+        if missing:
+            raise DataError(f"{path}:1: header lacks column(s) {missing}; expected "
+                            f"{', '.join(required)} (see README, 'Your own data')")
+        for line_no, fields in enumerate(reader, 2):
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"{path}:{line_no}: {len(fields)} fields, header has {len(header)}")
+            yield line_no, dict(zip(header, fields))
+
+
+def read_dataset(fmt: str, path: str | None = None, **kwargs) -> Dataset:
+    """Dispatch on a format name; `embedded` needs no path."""
+    if fmt == "embedded":
+        return read_embedded_beauty()
+    if path is None:
+        raise DataError(f"format {fmt!r} needs --path")
+    readers = {"p5": read_p5_folder, "movielens": read_movielens, "csv": read_csv,
+               "amazon_json": read_amazon_reviews}
+    if fmt not in readers:
+        raise DataError(f"unknown format {fmt!r}; choose one of {['embedded', *readers]}")
+    return readers[fmt](path, **kwargs)

@@ -1,0 +1,99 @@
+"""The multitask training mixture: one training record -> one tokenized example.
+
+Two kinds of record feed it: a user's leave-one-out training sequence (sequential, direct and
+plain sequence-text examples) and a training-split interaction row (rating, explanation, review).
+Each record draws a family by the configured weights, then a seen template of that family.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from recsys_jax.example import TokenizedExample
+from recsys_jax.prompts.builders import PromptFactory, user_name
+from recsys_jax.prompts.templates import Template, family_templates
+from recsys_jax.tokenizer import ENTITY, TEXT
+
+SEQUENCE_RECORD_FAMILIES = ("sequential", "direct", "sequence_text")
+ROW_RECORD_FAMILIES = ("rating", "explanation", "review")
+
+
+def active_families(weights: Mapping[str, float], has_ratings: bool, has_reviews: bool,
+                    log=print) -> dict[str, float]:
+    """Drop families the data cannot support, saying so, and families with zero weight."""
+    active = {}
+    for family, weight in weights.items():
+        if weight <= 0:
+            continue
+        if family == "rating" and not has_ratings:
+            log(f"[tasks] skipping family 'rating': this dataset has no ratings")
+            continue
+        if family in ("explanation", "review") and not has_reviews:
+            log(f"[tasks] skipping family '{family}': this dataset has no review text")
+            continue
+        active[family] = float(weight)
+    if not active:
+        raise ValueError("no task family is left to train on; check data.family_weights")
+    return active
+
+
+class TrainingMixture:
+    def __init__(self, factory: PromptFactory, weights: Mapping[str, float]):
+        self.factory = factory
+        self.seq_families = {f: w for f, w in weights.items() if f in SEQUENCE_RECORD_FAMILIES}
+        self.row_families = {f: w for f, w in weights.items() if f in ROW_RECORD_FAMILIES}
+        self.templates: dict[str, list[Template]] = {
+            f: family_templates(f, seen=True) for f in weights if f != "sequence_text"}
+
+    @property
+    def sequence_weight(self) -> float:
+        return sum(self.seq_families.values())
+
+    @property
+    def row_weight(self) -> float:
+        return sum(self.row_families.values())
+
+    @staticmethod
+    def _pick(options: Mapping[str, float], rng: np.random.Generator) -> str:
+        names = list(options)
+        p = np.array([options[n] for n in names], np.float64)
+        return names[rng.choice(len(names), p=p / p.sum())]
+
+    def from_sequence(self, user: int, train_items: Sequence[int],
+                      rng: np.random.Generator) -> TokenizedExample:
+        """A random cut of the user's training sequence: history before it, target at it."""
+        train_items = list(train_items)
+        if len(train_items) < 2:
+            raise ValueError(f"{user_name(user)}: a training sequence needs 2+ items")
+        family = self._pick(self.seq_families, rng)
+        if family == "sequence_text":
+            return self.sequence_text(user, train_items)
+        cut = int(rng.integers(1, len(train_items)))
+        history, target = train_items[:cut], train_items[cut]
+        template = self.templates[family][rng.integers(len(self.templates[family]))]
+        f = self.factory
+        return f.fit_history(lambda h: f.sequence_prompt(template, user, h, target, rng), history)
+
+    def sequence_text(self, user: int, train_items: Sequence[int]) -> TokenizedExample:
+        """Plain behaviour text, masked by the GLM objectives (entity-aware) without a prompt."""
+        f = self.factory
+        items = list(train_items)[-f.cfg.max_history:]
+        while True:
+            segments = [(f"{user_name(user)} bought ", TEXT)]
+            for k, item in enumerate(items):
+                segments += ([(", ", TEXT)] if k else []) + [(f.index.spell(item), ENTITY)]
+            segments.append((".", TEXT))
+            example = f.tokenizer.encode_segments(segments, "sequence_text")
+            if len(example.ids) + 2 * len(example.entity_spans) <= f.cfg.max_length or len(items) == 1:
+                example.sentence_spans = [(0, len(example.ids))]
+                return example
+            items = items[1:]
+
+    def from_row(self, user: int, item: int, rating: float, review: str, summary: str,
+                 rng: np.random.Generator) -> TokenizedExample:
+        family = self._pick(self.row_families, rng)
+        template = self.templates[family][rng.integers(len(self.templates[family]))]
+        return self.factory.encode(
+            self.factory.row_prompt(template, user, item, rating, review, summary, rng))

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from recsys_jax.prompts.mixture import TrainingMixture, active_families
+from recsys_jax.tokenizer import TokenizerError
+
+ALL = {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5, "rating": 1.0,
+       "explanation": 1.0, "review": 1.0}
+
+
+def test_families_without_data_are_skipped_with_a_message():
+    said = []
+    active = active_families(ALL, has_ratings=False, has_reviews=False, log=said.append)
+    assert set(active) == {"sequential", "direct", "sequence_text"}
+    assert any("rating" in s for s in said) and any("review text" in s for s in said)
+    with pytest.raises(ValueError, match="no task family"):
+        active_families({"rating": 1.0}, has_ratings=False, has_reviews=False, log=said.append)
+
+
+def _item_spans_as_items(tok, index, ex):
+    out = []
+    for s, e in ex.entity_spans:
+        out.append(index.item_of(tok.decode(ex.ids[s:e])))
+    return out
+
+
+def test_no_training_example_contains_a_validation_or_test_item(toy):
+    """Leakage (DESIGN.md §2.5): every item any training example mentions — history, target,
+    candidates, yes/no probes — comes from the user's training part or is a negative the user
+    never touched."""
+    ds, splits, index, tok, factory = toy
+    mix = TrainingMixture(factory, {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5})
+    rng = np.random.default_rng(0)
+    for k, user in enumerate(splits.users):
+        held_out = {int(splits.valid_target[k]), int(splits.test_target[k])}
+        train = list(splits.train[k])
+        if len(train) < 2:
+            continue
+        for _ in range(15):
+            ex = mix.from_sequence(int(user), train, rng)
+            mentioned = set(_item_spans_as_items(tok, index, ex))
+            assert not mentioned & held_out, (user, ex.task)
+
+
+def test_mixture_draws_every_family_with_seeded_determinism(toy):
+    ds, splits, index, tok, factory = toy
+    mix = TrainingMixture(factory, ALL)
+    tasks = []
+    for seed in (0, 0):
+        rng = np.random.default_rng(seed)
+        tasks.append([mix.from_sequence(int(u), list(t), rng).task
+                      for u, t in zip(splits.users, splits.train) if len(t) >= 2])
+    assert tasks[0] == tasks[1]
+    assert {t.split("-")[0] for t in tasks[0] if t != "sequence_text"} == {"2", "5"}
+    assert "sequence_text" in tasks[0]
+    inter = ds.interactions
+    rng = np.random.default_rng(0)
+    row_tasks = {mix.from_row(int(inter.user[r]), int(inter.item[r]), float(inter.rating[r]),
+                              inter.review[r], inter.summary[r], rng).task.split("-")[0]
+                 for r in range(60)}
+    assert row_tasks == {"1", "3", "4"}
+
+
+def test_sequence_text_has_entities_and_no_targets(toy):
+    ds, splits, index, tok, factory = toy
+    mix = TrainingMixture(factory, {"sequence_text": 1.0})
+    ex = mix.from_sequence(0, list(splits.train[0]) + [1, 2], np.random.default_rng(0))
+    assert ex.target_spans == [] and len(ex.entity_spans) == len(splits.train[0]) + 2
+    assert ex.sentence_spans == [(0, len(ex.ids))]

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from recsys_jax.example import SPECIAL_TOKENS
+from recsys_jax.tokenizer import (ENTITY, TARGET_ENTITY, TEXT, Tokenizer, TokenizerError,
+                                  train_sentencepiece)
+
+CORPUS = ["Red Nail Polish, 0.5 Ounce", "Blue Shampoo for dry hair", "user_12 bought things",
+          "Here is the purchase history of", "What to recommend next?"] * 20
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer(train_sentencepiece(CORPUS, vocab_size=400), ["<a_1>", "<b_2>"])
+
+
+def test_vocabulary_layout(tok):
+    assert tok.vocab_size == tok.sp_size + len(SPECIAL_TOKENS) + 2
+    assert tok.special.pad == tok.sp_size
+    assert tok.encode("[MASK]") == [tok.special.mask]
+    assert tok.encode("<a_1><b_2>") == [tok.vocab_size - 2, tok.vocab_size - 1]
+
+
+def test_encode_decode_is_exact(tok):
+    text = "user_12 bought Red Nail Polish, <a_1><b_2>, Zebra!"  # unseen chars via byte fallback
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_unknown_atomic_token_is_an_error(tok):
+    with pytest.raises(TokenizerError, match="unknown atomic token"):
+        tok.encode("<item_99>")
+
+
+def test_segments_give_entity_and_target_spans(tok):
+    segs = [("History: ", TEXT), ("Red Nail Polish", ENTITY), (", ", TEXT),
+            ("Blue Shampoo", ENTITY), (". Next: ", TEXT), ("<a_1><b_2>", TARGET_ENTITY)]
+    ex = tok.encode_segments(segs, "2-3")
+    assert ex.task == "2-3"
+    assert len(ex.entity_spans) == 3 and ex.target_spans == [ex.entity_spans[-1]]
+    for (s, e), (text, _) in zip(ex.entity_spans, [segs[1], segs[3], segs[5]]):
+        assert tok.decode(ex.ids[s:e]) == text
+    # An entity spells the same wherever it appears: context-free encoding.
+    assert list(ex.ids[slice(*ex.entity_spans[0])]) == tok.encode("Red Nail Polish")
+    assert tok.decode(ex.ids) == "".join(t for t, _ in segs)
+
+
+def test_save_load_roundtrip(tok, tmp_path):
+    tok.save(tmp_path / "tok")
+    again = Tokenizer.load(tmp_path / "tok")
+    assert again.vocab_size == tok.vocab_size and again.special == tok.special
+    assert again.encode("Blue <b_2> hair") == tok.encode("Blue <b_2> hair")
+    with pytest.raises(TokenizerError, match="no tokenizer"):
+        Tokenizer.load(tmp_path / "missing")
+
+
+def test_training_needs_text():
+    with pytest.raises(TokenizerError):
+        train_sentencepiece(["", "  "])
+
+
+def test_decode_rejects_out_of_range(tok):
+    with pytest.raises(TokenizerError):
+        tok.decode([tok.vocab_size + 5])
