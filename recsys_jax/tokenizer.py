@@ -69,6 +69,15 @@ class Tokenizer:
         self.special = SpecialIds(*(self._atomic_id[t] for t in SPECIAL_TOKENS))
 
     @property
+    def added_tokens(self) -> list[str]:
+        """The atomic tokens after the GLM specials (item-index tokens)."""
+        return self.atomic[len(SPECIAL_TOKENS):]
+
+    @property
+    def sp_model_bytes(self) -> bytes:
+        return self._sp_bytes
+
+    @property
     def vocab_size(self) -> int:
         return self.sp_size + len(self.atomic)
 
@@ -142,8 +151,7 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spm.model").write_bytes(self._sp_bytes)
-        extra = self.atomic[len(SPECIAL_TOKENS):]
-        (directory / "added_tokens.json").write_text(json.dumps(extra))
+        (directory / "added_tokens.json").write_text(json.dumps(self.added_tokens))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Tokenizer":

@@ -2,7 +2,8 @@
 
 - k-core: drop users and items with fewer than k interactions, repeatedly, until stable.
 - leave-one-out (sequential, direct): last item = test, second-to-last = validation, the rest
-  train; the test history includes the validation item.
+  train; the test history includes the validation item. A user's repeated item counts once,
+  at its first occurrence, so held-out items never reappear in the training part.
 - 80/10/10 random split (rating, review families), every user and item kept in train.
 - fixed, seeded negatives: for each user, items the user never interacted with.
 """
@@ -44,7 +45,7 @@ def k_core(dataset: Dataset, k: int = 5) -> Dataset:
 
 @dataclasses.dataclass
 class SequenceSplits:
-    """Leave-one-out. `users` lists the user indices kept (>= 3 interactions)."""
+    """Leave-one-out. `users` lists the user indices kept (>= 3 distinct items)."""
 
     users: np.ndarray  # [U] user index
     train: list[np.ndarray]  # per kept user: items before validation, chronological
@@ -66,6 +67,11 @@ def leave_one_out(dataset: Dataset) -> SequenceSplits:
     users, train, valid, test = [], [], [], []
     dropped = 0
     for u, seq in enumerate(dataset.sequences()):
+        # A repeated item (raw reviews, users' CSV) would put the validation or test item into
+        # the training part (DESIGN.md §2.5): keep each user's first interaction with an item.
+        _, first = np.unique(seq, return_index=True)
+        if len(first) < len(seq):
+            seq = seq[np.sort(first)]
         if len(seq) < MIN_SEQUENCE_LENGTH:
             dropped += 1
             continue

@@ -102,10 +102,11 @@ class PromptFactory:
         self.num_items = num_items
         self.known_items = known_items  # every item each user interacted with (exclusion only)
         self.cfg = cfg
-        # Pick-from-candidates prompts in training list as many items as half the budget holds.
-        mean_len = np.mean([len(tokenizer.encode(index.spell(i)))
-                            for i in range(0, num_items, max(1, num_items // 500))])
-        fit = int((cfg.max_length // 2) // (mean_len + 1))
+        # Pick-from-candidates prompts in training list as many items as half the budget holds
+        # for typical (90th percentile) item lengths; `fit_history` shrinks further if needed.
+        lengths = [len(tokenizer.encode(index.spell(i)))
+                   for i in range(0, num_items, max(1, num_items // 500))]
+        fit = int((cfg.max_length // 2) // (np.percentile(lengths, 90) + 1))
         self.train_candidates = max(2, min(cfg.train_candidates, fit))
 
     # -- negatives ---------------------------------------------------------------------------
@@ -128,10 +129,12 @@ class PromptFactory:
     def sequence_prompt(self, template: Template, user: int, history: Sequence[int],
                         target: Optional[int], rng: np.random.Generator,
                         candidates: Optional[Sequence[int]] = None,
-                        probe: Optional[int] = None) -> Prompt:
+                        probe: Optional[int] = None,
+                        num_candidates: Optional[int] = None) -> Prompt:
         """Sequential and direct families. For training, `target` is the true next item;
-        candidates / yes-no probes are sampled when not given. For evaluation pass target=None
-        with the candidates (pick-from prompts) or the probe item (yes/no prompts)."""
+        candidates (`num_candidates`, default `train_candidates`, the target among them) and
+        yes/no probes are sampled when not given. For evaluation pass target=None with the
+        candidates (pick-from prompts) or the probe item (yes/no prompts)."""
         if len(history) == 0:
             raise ValueError(f"{user_name(user)} has an empty history; a sequential or direct "
                              "prompt needs at least one earlier item")
@@ -140,7 +143,8 @@ class PromptFactory:
         answer = None
         if "candidates" in template.slots:
             if candidates is None:
-                candidates = self.negatives(user, self.train_candidates - 1, rng) + [target]
+                n = num_candidates or self.train_candidates
+                candidates = self.negatives(user, n - 1, rng) + [target]
                 rng.shuffle(candidates)
             slots["candidates"] = list(candidates)
             items += list(candidates)
@@ -205,22 +209,27 @@ class PromptFactory:
         return example
 
     def fit_history(self, build, history: Sequence[int]) -> TokenizedExample:
-        """Call `build(history)` with the most recent items that fit the length budget."""
+        """Call `build(history, num_candidates)` with the most recent items that fit the length
+        budget; when one history item is still too long, sampled candidate lists shrink."""
         history = list(history)[-self.cfg.max_history:]
+        candidates = self.train_candidates
         while True:
-            prompt = build(history)
+            prompt = build(history, candidates)
             example = self.tokenizer.encode_segments(prompt.segments, prompt.template.id)
             over = masked_length_bound(example) - self.cfg.max_length
             if over <= 0:
                 return example
-            if len(history) == 1:
+            if len(history) > 1:
+                # Drop as many of the oldest items as the overflow needs, at least one.
+                per_item = max(1, len(example.ids) // (len(history) + 1))
+                history = history[min(len(history) - 1, max(1, over // per_item)):]
+            elif "candidates" in prompt.template.slots and candidates > 2:
+                candidates -= 1
+            else:
                 raise ValueError(
-                    f"prompt {prompt.template.id} needs {over + self.cfg.max_length} tokens after "
-                    f"masking even with one history item, but max_length is "
+                    f"prompt {prompt.template.id} needs {over + self.cfg.max_length} tokens "
+                    f"after masking even with one history item, but max_length is "
                     f"{self.cfg.max_length}; raise data.seq_len or use a shorter item index")
-            # Drop as many of the oldest items as the overflow needs, at least one.
-            per_item = max(1, len(example.ids) // (len(history) + 1))
-            history = history[min(len(history) - 1, max(1, over // per_item)):]
 
 
 def masked_length_bound(example: TokenizedExample) -> int:

@@ -74,7 +74,9 @@ class TrainingMixture:
         history, target = train_items[:cut], train_items[cut]
         template = self.templates[family][rng.integers(len(self.templates[family]))]
         f = self.factory
-        return f.fit_history(lambda h: f.sequence_prompt(template, user, h, target, rng), history)
+        return f.fit_history(
+            lambda h, n: f.sequence_prompt(template, user, h, target, rng, num_candidates=n),
+            history)
 
     def sequence_text(self, user: int, train_items: Sequence[int]) -> TokenizedExample:
         """Plain behaviour text, masked by the GLM objectives (entity-aware) without a prompt."""

@@ -50,7 +50,7 @@ def test_fit_history_keeps_most_recent_items_within_budget(toy):
     rng = np.random.default_rng(0)
     long_history = list(range(40))
     ex = factory.fit_history(
-        lambda h: factory.sequence_prompt(TEMPLATES["2-3"], 0, h, 45, rng), long_history)
+        lambda h, n: factory.sequence_prompt(TEMPLATES["2-3"], 0, h, 45, rng), long_history)
     assert masked_length_bound(ex) <= factory.cfg.max_length
     shown = [index.item_of(tok.decode(ex.ids[s:e])) for s, e in ex.entity_spans[:-1]]
     assert shown == long_history[-len(shown):] and len(shown) < 40

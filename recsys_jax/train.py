@@ -1,0 +1,51 @@
+"""Train RecSysLLM: `python -m recsys_jax.train [configs/X.yaml] [section.key=value ...]`.
+
+With no arguments it trains the `tiny` model on the embedded Amazon Beauty data with the
+multitask mixture, writing runs/default/. Re-running with the same run_dir resumes from the
+latest checkpoint there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from recsys_jax import configlib
+from recsys_jax.config import Config, load_config
+from recsys_jax.data.schema import DataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys_jax.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        epilog="config keys (override with section.key=value; model.vocab_size is set from "
+               "the tokenizer and masking.max_length from data.seq_len):\n"
+               + configlib.help_text(Config))
+    parser.add_argument("args", nargs="*", metavar="CONFIG_OR_OVERRIDE",
+                        help="an optional YAML config file, then section.key=value overrides")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = None
+    overrides = list(args.args)
+    if overrides and "=" not in overrides[0]:
+        path = overrides.pop(0)
+    try:
+        cfg = load_config(path, overrides)
+        from recsys_jax.training.trainer import Trainer  # heavy imports after the config is OK
+
+        summary = Trainer(cfg).run()
+    except (configlib.ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""What a run fits before training, from training data only: the item index and the tokenizer.
+
+Both are saved in every checkpoint (`assets`) so a checkpoint decodes on its own; a resumed run
+reloads them instead of refitting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from recsys_jax.data.prepared import PreparedData, load_prepared
+from recsys_jax.data.schema import DataError
+from recsys_jax.indexing import build_index, load_index
+from recsys_jax.prompts.builders import PromptConfig, PromptFactory, user_name
+from recsys_jax.prompts.templates import TEMPLATES
+from recsys_jax.tokenizer import Tokenizer, build_tokenizer
+from recsys_jax.training.checkpointing import decode_bytes, encode_bytes
+
+
+def open_prepared(data_cfg, log=print) -> PreparedData:
+    """Load the prepared dataset, preparing it first when it is the embedded default."""
+    try:
+        return load_prepared(data_cfg.data_dir, data_cfg.dataset)
+    except DataError:
+        if data_cfg.format == "embedded" or data_cfg.path is not None:
+            from recsys_jax.data.prepare import prepare
+
+            log(f"[data] preparing {data_cfg.dataset} into {data_cfg.data_dir} (first run)")
+            prepare(data_cfg.format, data_cfg.path, data_dir=data_cfg.data_dir,
+                    name=None if data_cfg.format == "embedded" else data_cfg.dataset,
+                    seed=data_cfg.seed, log=log)
+            return load_prepared(data_cfg.data_dir, data_cfg.dataset)
+        raise
+
+
+def tokenizer_corpus(prepared: PreparedData, train_sequences, limit_users: int = 2000) -> list[str]:
+    """Training-side text only: items seen in training sequences or training rating rows,
+    training reviews, the prompt templates, and user names."""
+    catalog = prepared.catalog
+    items = set(np.concatenate(train_sequences).tolist()) if len(train_sequences) else set()
+    texts = [t.text for t in TEMPLATES.values()]
+    if prepared.has_ratings:
+        rows = prepared.rating_rows("rating_train")
+        items |= set(rows["item"].tolist())
+        texts += [r for r in rows["review"] if r] + [s for s in rows["summary"] if s]
+    for i in sorted(items):
+        texts.append(catalog.titles[i])
+        if catalog.attributes[i]:
+            texts.append(", ".join(catalog.attributes[i]))
+    texts += [user_name(u) for u in range(min(limit_users, prepared.num_users))]
+    return texts
+
+
+@dataclasses.dataclass
+class RunAssets:
+    prepared: PreparedData
+    index: object
+    tokenizer: Tokenizer
+
+    def to_json(self) -> dict:
+        return {"index": self.index.state_dict(),
+                "tokenizer": {"spm_model": encode_bytes(self.tokenizer.sp_model_bytes),
+                              "added_tokens": self.tokenizer.added_tokens}}
+
+    @classmethod
+    def from_json(cls, prepared: PreparedData, data: dict) -> "RunAssets":
+        tok = data["tokenizer"]
+        return cls(prepared, load_index(data["index"]),
+                   Tokenizer(decode_bytes(tok["spm_model"]), tok["added_tokens"]))
+
+    def prompt_factory(self, data_cfg) -> PromptFactory:
+        known = [set() for _ in range(self.prepared.num_users)]
+        for cases in (self.prepared.test_cases(),):
+            for user, history, target in zip(cases.users, cases.histories, cases.targets):
+                known[int(user)] = set(history.tolist()) | {int(target)}
+        if self.prepared.has_ratings:
+            for split in ("rating_train", "rating_validation", "rating_test"):
+                rows = self.prepared.rating_rows(split)
+                for u, i in zip(rows["user"].tolist(), rows["item"].tolist()):
+                    known[u].add(i)
+        cfg = PromptConfig(max_length=data_cfg.seq_len, max_history=data_cfg.max_history,
+                           train_candidates=data_cfg.train_candidates)
+        return PromptFactory(self.tokenizer, self.index, self.prepared.num_items, known, cfg)
+
+
+def fit_assets(prepared: PreparedData, data_cfg, saved: Optional[dict] = None,
+               log=print) -> RunAssets:
+    if saved is not None:
+        return RunAssets.from_json(prepared, saved)
+    train_sequences = prepared.train_sequences()
+    log(f"[assets] fitting the {data_cfg.index} index on training sequences")
+    index = build_index(data_cfg.index, prepared.catalog, train_sequences,
+                        seed=data_cfg.seed, **data_cfg.index_options)
+    log(f"[assets] training the SentencePiece tokenizer ({data_cfg.vocab_size} pieces)")
+    tokenizer = build_tokenizer(tokenizer_corpus(prepared, train_sequences), index,
+                                data_cfg.vocab_size)
+    return RunAssets(prepared, index, tokenizer)
+

@@ -1,0 +1,136 @@
+"""Prepared records -> tokenized task examples -> masked GLM examples -> static-shape batches.
+
+Training draws from two record kinds in one Grain stream: users' training sequences and
+training-split interaction rows. Their share follows the family weights; an "epoch" of the
+stream visits every record of both kinds at least once (the smaller kind repeats).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from recsys_jax.data.loader import make_train_iterator
+from recsys_jax.example import SpecialIds
+from recsys_jax.masking import MaskingConfig, mask_example, pack_batch, pad_batch
+from recsys_jax.prompts.mixture import TrainingMixture
+from recsys_jax.prompts.templates import get_template
+
+SEQUENCE_RECORD, ROW_RECORD = 0, 1
+
+
+class MixtureSource:
+    """Random-access view over sequence records and row records with a fixed share of each."""
+
+    def __init__(self, sequences: Sequence[tuple[int, np.ndarray]], rows: Optional[dict],
+                 sequence_weight: float, row_weight: float):
+        self.sequences = [(u, s) for u, s in sequences if len(s) >= 2]
+        self.rows = rows if rows is not None and row_weight > 0 else None
+        n_seq = len(self.sequences) if sequence_weight > 0 else 0
+        n_row = len(self.rows["user"]) if self.rows is not None else 0
+        if n_seq + n_row == 0:
+            raise ValueError("no training records: every sequence is shorter than 2 items and "
+                             "there are no rating rows")
+        total_w = (sequence_weight if n_seq else 0) + (row_weight if n_row else 0)
+        shares = [(n_seq, sequence_weight / total_w if n_seq else 0.0),
+                  (n_row, row_weight / total_w if n_row else 0.0)]
+        epoch = max(n / p for n, p in shares if n)
+        self.n_seq_virtual = int(round(epoch * shares[0][1])) if n_seq else 0
+        self.n_row_virtual = int(round(epoch * shares[1][1])) if n_row else 0
+
+    def __len__(self) -> int:
+        return self.n_seq_virtual + self.n_row_virtual
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        if index < self.n_seq_virtual:
+            user, items = self.sequences[index % len(self.sequences)]
+            return {"kind": SEQUENCE_RECORD, "user": int(user), "items": items}
+        r = (index - self.n_seq_virtual) % len(self.rows["user"])
+        return {"kind": ROW_RECORD, "user": int(self.rows["user"][r]),
+                "item": int(self.rows["item"][r]), "rating": float(self.rows["rating"][r]),
+                "review": self.rows["review"][r], "summary": self.rows["summary"][r]}
+
+
+@dataclasses.dataclass
+class Batcher:
+    """Turns records into masked examples and lists of those into fixed [rows, seq_len] batches."""
+
+    mixture: TrainingMixture
+    special: SpecialIds
+    masking: MaskingConfig
+    seq_len: int
+    rows: int  # batch rows on this process
+    pack: bool
+
+    def transform(self, record: dict, rng: np.random.Generator) -> dict:
+        if record["kind"] == SEQUENCE_RECORD:
+            example = self.mixture.from_sequence(record["user"], record["items"], rng)
+        else:
+            example = self.mixture.from_row(record["user"], record["item"], record["rating"],
+                                            record["review"], record["summary"], rng)
+        return mask_example(example, self.special, self.masking, rng)
+
+    def collate(self, examples: Sequence[dict]) -> dict:
+        if self.pack:
+            batch, leftover = pack_batch(examples, self.rows, self.seq_len, self.special)
+            used = len(examples) - len(leftover)
+        else:
+            batch, used = pad_batch(examples, self.seq_len, self.special, self.rows), len(examples)
+        batch["num_examples"] = np.asarray(used, np.int32)
+        return batch
+
+    def examples_per_batch(self, sample_lengths: Sequence[int]) -> int:
+        """Packing: enough examples to fill the rows on average (the rest wait a batch)."""
+        if not self.pack:
+            return self.rows
+        mean = max(1.0, float(np.mean(sample_lengths)))
+        return max(self.rows, int(self.rows * self.seq_len / mean))
+
+
+def measure_lengths(batcher: Batcher, source: MixtureSource, n: int = 64, seed: int = 0) -> list[int]:
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(source), size=min(n, len(source)), replace=False)
+    return [len(batcher.transform(source[int(i)], rng)["tokens"]) for i in picks]
+
+
+def train_iterator(batcher: Batcher, source: MixtureSource, seed: int,
+                   shard_index: int, shard_count: int):
+    per_batch = batcher.examples_per_batch(measure_lengths(batcher, source, seed=seed))
+    return make_train_iterator(source, batcher.transform, per_batch, seed=seed,
+                               batch_fn=batcher.collate, shard_index=shard_index,
+                               shard_count=shard_count)
+
+
+def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], limit: int,
+                       seed: int) -> list[dict]:
+    """Fixed validation examples: next-item prompt 2-3 on validation cases (and rating prompt
+    1-6 on validation rows when the data has ratings), masked with a fixed seed, padded."""
+    factory = batcher.mixture.factory
+    rng = np.random.default_rng(seed)
+    examples = []
+    template = get_template("2-3")
+    for k in range(min(limit, len(cases))):
+        user, history, target = int(cases.users[k]), cases.histories[k], int(cases.targets[k])
+        if len(history) == 0:
+            continue
+        ex = factory.fit_history(
+            lambda h, n: factory.sequence_prompt(template, user, h, target, rng), history)
+        examples.append(mask_example(ex, batcher.special, batcher.masking, rng))
+    if rating_rows is not None and len(rating_rows["user"]):
+        rating = get_template("1-6")
+        for r in range(min(limit, len(rating_rows["user"]))):
+            prompt = factory.row_prompt(rating, int(rating_rows["user"][r]),
+                                        int(rating_rows["item"][r]), float(rating_rows["rating"][r]),
+                                        rating_rows["review"][r], rating_rows["summary"][r], rng)
+            examples.append(mask_example(factory.encode(prompt), batcher.special,
+                                         batcher.masking, rng))
+    return [pad_batch(examples[i:i + batcher.rows], batcher.seq_len, batcher.special, batcher.rows)
+            for i in range(0, len(examples), batcher.rows)]
+
+
+def model_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The arrays the compiled step takes (drops bookkeeping such as `num_examples`)."""
+    return {k: v for k, v in batch.items() if k != "num_examples"}

@@ -1,0 +1,106 @@
+"""Orbax checkpoints of a run: model + optimizer state, step, RNG, data-iterator state, the
+resolved config and the tokenizer/index assets, so one checkpoint directory is self-contained.
+
+Kept: the `keep` most recent steps plus the best by validation loss. Saving is asynchronous;
+`wait()` before reading a checkpoint back or exiting.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_policy
+
+ITEMS = ("state", "data_iter", "config", "assets", "meta")
+
+
+def _manager(directory: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
+    policy = keep_policy.AnyPreservationPolicy([
+        keep_policy.LatestN(n=keep),
+        # BestN keeps the largest metric values: negate the loss.
+        keep_policy.BestN(get_metric_fn=lambda m: -m["valid_loss"], n=1,
+                          keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy,
+                                           enable_async_checkpointing=async_save, create=True)
+    return ocp.CheckpointManager(directory.resolve(), options=options, item_names=ITEMS)
+
+
+class RunCheckpoints:
+    def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True):
+        self.directory = Path(run_dir) / "checkpoints"
+        self.manager = _manager(self.directory, keep, async_save)
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def best_step(self) -> Optional[int]:
+        return self.manager.best_step()
+
+    def save(self, step: int, state: Any, data_iter: dict, config: dict, assets: dict,
+             meta: dict, valid_loss: Optional[float] = None) -> None:
+        metrics = None if valid_loss is None else {"valid_loss": float(valid_loss)}
+        self.manager.save(step, metrics=metrics, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data_iter=ocp.args.JsonSave(data_iter),
+            config=ocp.args.JsonSave(config),
+            assets=ocp.args.JsonSave(assets),
+            meta=ocp.args.JsonSave(meta)))
+
+    def restore(self, step: int, abstract_state: Any) -> dict:
+        """`abstract_state`: a pytree of jax.ShapeDtypeStruct with shardings (the target layout)."""
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data_iter=ocp.args.JsonRestore(), config=ocp.args.JsonRestore(),
+            assets=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        return {name: out[name] for name in ITEMS}
+
+    def restore_json(self, step: int, name: str) -> Any:
+        return self.manager.restore(step, args=ocp.args.Composite(
+            **{name: ocp.args.JsonRestore()}))[name]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def read_params(run_dir: str | Path, step: int) -> dict:
+    """The saved parameters of a checkpoint as a nested dict of host arrays (no target needed)."""
+    manager = ocp.CheckpointManager(Path(run_dir, "checkpoints").resolve(), item_names=("state",))
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    return state["state"]["params"]
+
+
+def encode_bytes(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_bytes(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, int]:
+    """Accept a run dir, its `checkpoints/` dir, or one step dir; return (run_dir, step)."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        return path.parent.parent, int(path.name)
+    if path.name == "checkpoints" and path.is_dir():
+        steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
+        if steps:
+            return path.parent, steps[-1]
+    raise FileNotFoundError(f"{path}: no checkpoint found (expected a run directory with "
+                            "checkpoints/<step>/ written by recsys_jax.train)")
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))

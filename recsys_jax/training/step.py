@@ -1,0 +1,120 @@
+"""Loss, optimizer and the compiled train / eval steps, as pure functions of explicit state.
+
+The model is split once into (graphdef, trainable, frozen): `trainable` is every parameter, or
+only the LoRA adapters with `train.lora_only`. The train state is a plain dict pytree
+{"params", "opt_state", "step", "rng"} that Orbax saves and `jax.jit` shards and donates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from recsys_jax.model.lora import LoRAParam
+
+MODEL_INPUTS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
+
+
+def learning_rate_schedule(cfg) -> optax.Schedule:
+    """Linear warm-up to `learning_rate`, then cosine decay to `learning_rate * end_lr_ratio`."""
+    warmup = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
+        decay_steps=max(cfg.steps, warmup + 1), end_value=cfg.learning_rate * cfg.end_lr_ratio)
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping; no weight decay on vectors (biases, LayerNorm)."""
+    decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip),
+        optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2,
+                    weight_decay=cfg.weight_decay, mask=decay_mask))
+
+
+def split_model(model, lora_only: bool):
+    """-> (graphdef, trainable State, frozen State)."""
+    trainable = LoRAParam if lora_only else nnx.Param
+    graphdef, params, frozen = nnx.split(model, trainable, ...)
+    return graphdef, params, frozen
+
+
+def token_loss_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array):
+    """(sum of masked cross-entropy, number of target tokens, number correct)."""
+    logits = logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return jnp.sum(ce * loss_mask), jnp.sum(loss_mask), jnp.sum(correct * loss_mask)
+
+
+def _model_loss(graphdef, params, frozen, batch, dropout_key):
+    model = nnx.merge(graphdef, params, frozen)
+    deterministic = dropout_key is None
+    logits = model(*(batch[k] for k in MODEL_INPUTS), deterministic=deterministic,
+                   rngs=None if deterministic else nnx.Rngs(dropout=dropout_key))
+    return token_loss_sums(logits, batch["targets"], batch["loss_mask"])
+
+
+def init_train_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(seed))}
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, grad_accum: int,
+                    schedule: Callable) -> Callable:
+    """`step(state, frozen, batch) -> (state, metrics)`; the batch's leading dim splits into
+    `grad_accum` micro-batches whose gradients are summed before one update. The loss is the
+    mean over all target tokens of the whole batch, whatever `grad_accum` is."""
+
+    def micro_grads(params, frozen, micro, key):
+        def loss_sum(p):
+            total, count, correct = _model_loss(graphdef, p, frozen, micro, key)
+            return total, (count, correct)
+
+        (total, (count, correct)), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
+        return grads, total, count, correct
+
+    def step(state, frozen, batch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+
+        def body(carry, inputs):
+            grads_acc, total_acc, count_acc, correct_acc = carry
+            index, mb = inputs
+            grads, total, count, correct = micro_grads(state["params"], frozen, mb,
+                                                       jax.random.fold_in(key, index))
+            grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
+            return (grads_acc, total_acc + total, count_acc + count, correct_acc + correct), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state["params"])
+        init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+        (grads, total, count, correct), _ = jax.lax.scan(
+            body, init, (jnp.arange(grad_accum), micro))
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": total / denom, "accuracy": correct / denom, "target_tokens": count,
+                   "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+                     "rng": state["rng"]}
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(graphdef) -> Callable:
+    """`eval_step(params, frozen, batch) -> (loss sum, target tokens, correct)`; no dropout."""
+
+    def eval_step(params, frozen, batch):
+        return _model_loss(graphdef, params, frozen, batch, None)
+
+    return eval_step
+
+
+def count_params(tree: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(tree))

@@ -1,0 +1,263 @@
+"""The training run: set up data, assets, model and mesh; train, validate, checkpoint, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+from flax import nnx
+from tqdm.auto import tqdm
+
+from recsys_jax import configlib, sharding
+from recsys_jax.config import Config
+from recsys_jax.model import GLM
+from recsys_jax.prompts.mixture import TrainingMixture, active_families
+from recsys_jax.training import batches as batches_lib
+from recsys_jax.training.assets import RunAssets, fit_assets, open_prepared
+from recsys_jax.model.lora import BASE_PARAMS
+from recsys_jax.training.checkpointing import RunCheckpoints, find_checkpoint, read_params
+from recsys_jax.training.run_log import RunLog, plot_losses
+from recsys_jax.training.step import (count_params, init_train_state, learning_rate_schedule,
+                                      make_eval_step, make_optimizer, make_train_step,
+                                      split_model)
+
+
+def maybe_initialize_distributed() -> None:
+    """Multi-host: initialise jax.distributed when the environment asks for it.
+
+    Explicit: RECSYS_JAX_COORDINATOR=host:port, RECSYS_JAX_NUM_PROCESSES, RECSYS_JAX_PROCESS_ID.
+    Managed clusters (TPU pods, SLURM, ...): RECSYS_JAX_DISTRIBUTED=auto lets JAX detect them.
+    """
+    if getattr(maybe_initialize_distributed, "done", False):
+        return
+    if os.environ.get("RECSYS_JAX_COORDINATOR"):
+        jax.distributed.initialize(
+            coordinator_address=os.environ["RECSYS_JAX_COORDINATOR"],
+            num_processes=int(os.environ["RECSYS_JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["RECSYS_JAX_PROCESS_ID"]))
+    elif os.environ.get("RECSYS_JAX_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
+    maybe_initialize_distributed.done = True
+
+
+def load_base_params(model, saved: dict) -> None:
+    """Copy every base (non-LoRA) parameter of `model` from a saved params tree, checking
+    names and shapes; adapters keep their fresh initialisation."""
+    state = nnx.state(model, BASE_PARAMS)
+    flat = dict(nnx.to_flat_state(state))
+    missing, mismatched = [], []
+    for path, var in flat.items():
+        node = saved
+        for key in path:
+            node = node.get(str(key)) if isinstance(node, dict) else None
+            if node is None:
+                break
+        value = node.get("value") if isinstance(node, dict) else node
+        name = ".".join(map(str, path))
+        if value is None:
+            missing.append(name)
+        elif tuple(value.shape) != tuple(var.get_value().shape):
+            mismatched.append(f"{name}: saved {tuple(value.shape)} vs model {var.get_value().shape}")
+        else:
+            var.set_value(jnp.asarray(value, var.get_value().dtype))
+    if missing or mismatched:
+        raise configlib.ConfigError("train.init_from does not fit this model: "
+                                    f"missing {missing[:5]}, shape mismatches {mismatched[:5]}")
+    nnx.update(model, state)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, log=None):
+        maybe_initialize_distributed()
+        self.is_main = jax.process_index() == 0
+        self.log = log or (lambda msg: print(msg, flush=True) if self.is_main else None)
+        self.cfg = cfg
+        self.run_dir = Path(cfg.train.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = RunCheckpoints(self.run_dir, cfg.train.keep_checkpoints,
+                                          cfg.train.async_checkpoint)
+        self.start_step = self.checkpoints.latest_step() or 0
+        saved_assets = None
+        self.init_from = None
+        if cfg.train.init_from and not self.start_step:
+            self.init_from = find_checkpoint(cfg.train.init_from)
+            self.log(f"[init] parameters from {self.init_from[0]} step {self.init_from[1]}; "
+                     "its tokenizer and item index are reused")
+            saved_assets = RunCheckpoints(self.init_from[0]).restore_json(self.init_from[1],
+                                                                         "assets")
+        if self.start_step:
+            self.log(f"[resume] found checkpoint at step {self.start_step} in {self.run_dir}")
+            self._check_same_config(self.checkpoints.restore_json(self.start_step, "config"))
+            saved_assets = self.checkpoints.restore_json(self.start_step, "assets")
+
+        prepared = open_prepared(cfg.data, self.log)
+        self.assets: RunAssets = fit_assets(prepared, cfg.data, saved_assets, self.log)
+        self.model_cfg = dataclasses.replace(cfg.model, vocab_size=self.assets.tokenizer.vocab_size)
+        self.masking_cfg = dataclasses.replace(cfg.masking, max_length=cfg.data.seq_len)
+        self._build_data(prepared)
+        self._build_model()
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def resolved_config(self) -> dict:
+        out = configlib.to_dict(self.cfg)
+        out["model"] = configlib.to_dict(self.model_cfg)
+        return out
+
+    def _check_same_config(self, saved: dict) -> None:
+        now = configlib.to_dict(self.cfg)
+        for section in ("model", "data", "masking", "mesh"):
+            for key, value in now[section].items():
+                if section == "model" and key == "vocab_size":
+                    continue
+                if saved.get(section, {}).get(key) != value:
+                    self.log(f"[resume] warning: {section}.{key} was "
+                             f"{saved.get(section, {}).get(key)!r} in the checkpoint, now {value!r}")
+
+    def _build_data(self, prepared) -> None:
+        cfg = self.cfg
+        families = active_families(cfg.data.family_weights, prepared.has_ratings,
+                                   prepared.has_reviews, self.log)
+        factory = self.assets.prompt_factory(cfg.data)
+        mixture = TrainingMixture(factory, families)
+        processes = jax.process_count()
+        if cfg.train.batch_size % processes:
+            raise configlib.ConfigError(f"train.batch_size={cfg.train.batch_size} must divide "
+                                        f"over {processes} processes")
+        self.batcher = batches_lib.Batcher(mixture, self.assets.tokenizer.special,
+                                           self.masking_cfg, cfg.data.seq_len,
+                                           cfg.train.batch_size // processes, cfg.data.pack)
+        rows = prepared.rating_rows("rating_train") if prepared.has_ratings else None
+        sequences = list(zip(prepared.train_users().tolist(), prepared.train_sequences()))
+        self.source = batches_lib.MixtureSource(sequences, rows, mixture.sequence_weight,
+                                                mixture.row_weight)
+        self.train_iter = batches_lib.train_iterator(self.batcher, self.source, cfg.data.seed,
+                                                     jax.process_index(), processes)
+        valid_rows = prepared.rating_rows("rating_validation") if prepared.has_ratings else None
+        self.valid_batches = batches_lib.validation_batches(
+            self.batcher, prepared.validation_cases(), valid_rows, cfg.data.valid_users,
+            cfg.data.seed + 1)
+        self.log(f"[data] {prepared.name}: {len(self.source):,} training records per epoch, "
+                 f"families {families}, {len(self.valid_batches)} validation batches")
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        self.mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+        model = sharding.init_sharded(lambda: GLM(self.model_cfg, rngs=nnx.Rngs(cfg.train.seed)),
+                                      self.mesh)
+        if self.init_from is not None:
+            load_base_params(model, read_params(*self.init_from))
+        self.graphdef, params, self.frozen = split_model(model, cfg.train.lora_only)
+        self.tx = make_optimizer(cfg.train)
+        self.state_shardings = sharding.state_shardings(
+            jax.eval_shape(lambda p: init_train_state(p, self.tx, cfg.train.seed), params),
+            self.mesh)
+        frozen_shardings = sharding.state_shardings(self.frozen, self.mesh)
+        self.frozen = jax.device_put(self.frozen, frozen_shardings)
+        init = jax.jit(lambda p: init_train_state(p, self.tx, cfg.train.seed),
+                       out_shardings=self.state_shardings)
+        self.state = init(params)
+        self.log(f"[model] {count_params(params):,} trainable / "
+                 f"{count_params(params) + count_params(self.frozen):,} parameters; mesh "
+                 f"{dict(self.mesh.shape)}")
+        if self.start_step:
+            self._restore(self.start_step)
+        batch_sh = sharding.batch_sharding(self.mesh)
+        self.train_step = jax.jit(
+            make_train_step(self.graphdef, self.tx, cfg.train.grad_accum,
+                            learning_rate_schedule(cfg.train)),
+            in_shardings=(self.state_shardings, frozen_shardings, batch_sh),
+            out_shardings=(self.state_shardings, None), donate_argnums=(0,))
+        self.eval_step = jax.jit(make_eval_step(self.graphdef))
+
+    def _restore(self, step: int) -> None:
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            self.state, self.state_shardings)
+        restored = self.checkpoints.restore(step, abstract)
+        self.state = restored["state"]
+        self.train_iter.set_state(restored["data_iter"])
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def validate(self) -> float:
+        total = count = 0.0
+        for batch in self.valid_batches:
+            s, c, _ = self.eval_step(self.state["params"], self.frozen,
+                                     sharding.shard_batch(batch, self.mesh))
+            total += float(s)
+            count += float(c)
+        return total / max(count, 1.0)
+
+    def save(self, step: int, valid_loss: Optional[float]) -> None:
+        meta = {"step": step, "time": time.time(), "jax": jax.__version__,
+                "valid_loss": valid_loss}
+        self.checkpoints.save(step, self.state, self.train_iter.get_state(),
+                              self.resolved_config(), self.assets.to_json(), meta, valid_loss)
+
+    def run(self) -> dict:
+        cfg = self.cfg.train
+        if self.is_main:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.resolved_config()))
+        runlog = RunLog(self.run_dir, self.start_step) if self.is_main else None
+        write = runlog.write if runlog else (lambda r: None)
+        last_valid = None
+        if self.start_step == 0 and self.valid_batches:
+            last_valid = self.validate()
+            write({"step": 0, "valid_loss": last_valid})
+            self.log(f"[valid] step 0: loss {last_valid:.4f}")
+        bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.is_main,
+                   desc="train", dynamic_ncols=True)
+        window_tokens, window_start = 0, time.perf_counter()
+        pending = []
+        for step in range(self.start_step + 1, cfg.steps + 1):
+            batch = next(self.train_iter)
+            tokens = int(np.count_nonzero(batch["segment_ids"]))
+            self.state, metrics = self.train_step(
+                self.state, self.frozen,
+                sharding.shard_batch(batches_lib.model_batch(batch), self.mesh))
+            pending.append((step, metrics, int(batch["num_examples"])))
+            window_tokens += tokens * jax.process_count()
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                fetched = jax.device_get([m for _, m, _ in pending])  # waits for the steps
+                elapsed = time.perf_counter() - window_start
+                for (s, _, n), m in zip(pending, fetched):
+                    record = {k: float(v) for k, v in m.items()}
+                    record.update(step=s, examples=n)
+                    if s == step:  # non-padding tokens per second over the logging window
+                        record["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                    write(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                tok_s=f"{record['tokens_per_s']:.0f}")
+                pending, window_tokens, window_start = [], 0, time.perf_counter()
+            valid = None
+            if self.valid_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
+                valid = last_valid = self.validate()
+                write({"step": step, "valid_loss": valid})
+                bar.write(f"[valid] step {step}: loss {valid:.4f}") if self.is_main else None
+                if cfg.plot and runlog:
+                    plot_losses(runlog.records(), self.run_dir / "loss.png")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                self.save(step, valid)
+        bar.close()
+        self.checkpoints.wait()
+        params_l2 = float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                                       for x in jax.tree.leaves(self.state["params"]))))
+        summary = {"run_dir": str(self.run_dir), "steps": cfg.steps, "valid_loss": last_valid,
+                   "best_step": self.checkpoints.best_step(), "params_l2": params_l2,
+                   "process_count": jax.process_count()}
+        self.checkpoints.close()
+        if cfg.plot and runlog:
+            plot_losses(runlog.records(), self.run_dir / "loss.png")
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary

@@ -1,0 +1,202 @@
+"""GLM transformer: mask rule, forward pass, tied output, precision, KV cache, presets."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from recsys_jax.model import GLM, MODEL_PRESETS, ModelConfig, attention_mask, param_count
+
+CFG = ModelConfig(vocab_size=96, num_layers=2, num_heads=4, hidden_size=32, mlp_dim=64,
+                  max_positions=32, max_block_positions=16, dropout_rate=0.1,
+                  attention_dropout_rate=0.1)
+
+
+def make_model(cfg=CFG, seed=0):
+    return GLM(cfg, rngs=nnx.Rngs(seed))
+
+
+def glm_example(prompt, answer):
+    """One unpadded GLM example: Part A = prompt (last token plays [gMASK]), Part B = answer.
+
+    Every Part B token takes the mask's position; block positions count 1.. in the span.
+    """
+    n, k = len(prompt), len(answer)
+    return dict(tokens=np.array(prompt + answer, np.int32),
+                positions=np.array(list(range(n)) + [n - 1] * k, np.int32),
+                block_positions=np.array([0] * n + list(range(1, k + 1)), np.int32),
+                segment_ids=np.ones(n + k, np.int32),
+                part_a=np.array([1] * n + [0] * k, np.int32))
+
+
+def stack(rows, length, left_pad=()):
+    """Pads each row dict to `length` (right, or left for indices in `left_pad`) and stacks."""
+    out = {}
+    for key in rows[0]:
+        padded = []
+        for i, row in enumerate(rows):
+            pad = length - len(row[key])
+            width = (pad, 0) if i in left_pad else (0, pad)
+            padded.append(np.pad(row[key], width))
+        out[key] = jnp.asarray(np.stack(padded))
+    return out
+
+
+def test_validate_rejects_impossible_configs():
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        ModelConfig(hidden_size=30, num_heads=4).validate()
+    with pytest.raises(ValueError, match="dtype"):
+        ModelConfig(dtype="float16").validate()
+    with pytest.raises(ValueError, match="lora_targets"):
+        ModelConfig(lora_rank=4, lora_targets=["query", "dense"]).validate()
+    with pytest.raises(ValueError, match="dropout_rate"):
+        ModelConfig(dropout_rate=1.0).validate()
+    with pytest.raises(ValueError, match="num_layers"):
+        GLM(ModelConfig(num_layers=0), rngs=nnx.Rngs(0))
+    assert dataclasses.replace(CFG, mlp_dim=None, hidden_size=48).ffn_dim == 192
+
+
+def test_attention_mask_on_packed_row():
+    # Example 1: Part A = slots 0-1, Part B = 2-3. Example 2: Part A = 4, Part B = 5-6. Slot 7 pads.
+    segment_ids = jnp.array([[1, 1, 1, 1, 2, 2, 2, 0]])
+    part_a = jnp.array([[1, 1, 0, 0, 1, 0, 0, 0]])
+    expected = np.array([
+        [1, 1, 0, 0, 0, 0, 0, 0],  # Part A sees all of its Part A, nothing of Part B
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0],  # Part B: all of Part A, causal in Part B
+        [1, 1, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 1, 0, 0, 0],  # example 2 never sees example 1
+        [0, 0, 0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0],  # padding attends nothing
+    ], bool)
+    np.testing.assert_array_equal(attention_mask(segment_ids, part_a)[0], expected)
+
+
+def test_attention_mask_is_glm_prefix_lm():
+    # DESIGN §2.1: tril(T, T) with the first len(Part A) columns set, then padding removed.
+    n_a, n, length = 3, 6, 8
+    segment_ids = jnp.array([[1] * n + [0] * (length - n)])
+    part_a = jnp.array([[1] * n_a + [0] * (length - n_a)])
+    expected = np.tril(np.ones((length, length), bool))
+    expected[:, :n_a] = True
+    expected[n:, :] = expected[:, n:] = False
+    np.testing.assert_array_equal(attention_mask(segment_ids, part_a)[0], expected)
+
+
+def test_forward_shapes_finite_and_packing_equals_separate_rows():
+    model = make_model()
+    ex1, ex2 = glm_example([5, 6, 7, 8], [9, 10, 11]), glm_example([12, 13, 14], [15, 16])
+    packed = {k: np.concatenate([ex1[k], ex2[k] * (2 if k == "segment_ids" else 1)])
+              for k in ex1}
+    packed = stack([packed], 16)  # 12 real tokens + 4 padding slots
+    logits = model(**packed)
+    assert logits.shape == (1, 16, CFG.vocab_size) and logits.dtype == jnp.float32
+    assert bool(jnp.isfinite(logits).all())  # padding rows included
+    alone = [model(**stack([ex], len(ex["tokens"])))[0] for ex in (ex1, ex2)]
+    np.testing.assert_allclose(logits[0, :12], jnp.concatenate(alone), atol=1e-5)
+
+
+def test_output_layer_is_tied_to_word_embeddings():
+    model = make_model()
+    params = jax.tree_util.tree_leaves_with_path(
+        nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
+    vocab_params = [tuple(k.key for k in path) for path, v in params
+                    if "vocab" in v.get_metadata()["out_sharding"]]
+    assert vocab_params == [("word_embeddings", "embedding")]  # no separate output kernel
+    batch = stack([glm_example([1, 2, 3], [4, 5])], 5)
+    before = model(**batch)
+    unused = 40  # not an input token: only the output layer can see its row
+    # A random direction: the final LayerNorm output has zero mean, so a constant is invisible.
+    shift = jax.random.normal(jax.random.key(1), (CFG.hidden_size,))
+    table = model.word_embeddings.embedding
+    table[...] = table[...].at[unused].add(shift)
+    after = model(**batch)
+    assert float(jnp.abs(after[..., unused] - before[..., unused]).min()) > 1e-3
+    np.testing.assert_allclose(np.delete(after, unused, -1), np.delete(before, unused, -1),
+                               atol=1e-6)
+
+
+def test_dropout_needs_rngs_and_is_off_when_deterministic():
+    model = make_model()
+    batch = stack([glm_example([1, 2, 3], [4, 5])], 5)
+    eval_logits = model(**batch)
+    np.testing.assert_array_equal(eval_logits, model(**batch, deterministic=True))
+    train_logits = model(**batch, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    assert float(jnp.abs(train_logits - eval_logits).max()) > 1e-4
+    with pytest.raises(Exception, match="rngs"):
+        model(**batch, deterministic=False)
+
+
+def test_bfloat16_compute_is_close_to_float32():
+    model32 = make_model()
+    model16 = make_model(dataclasses.replace(CFG, dtype="bfloat16"))
+    nnx.update(model16, nnx.state(model32))
+    params = jax.tree.leaves(nnx.state(model16, nnx.Param))
+    assert all(p.dtype == jnp.float32 for p in params)  # params stay float32
+    batch = stack([glm_example([1, 2, 3, 4, 5], [6, 7, 8])], 8)
+    logits32, logits16 = model32(**batch), model16(**batch)
+    assert logits16.dtype == jnp.float32
+    scale = float(jnp.abs(logits32).max())
+    err = float(jnp.abs(logits16 - logits32).max())
+    print(f"bf16 vs f32 logits: max err {err:.4f}, max |logit| {scale:.3f}")
+    assert err < 0.05 * scale, (err, scale)
+
+
+def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
+    model = make_model()
+    graphdef, state = nnx.split(model)
+    # Prompts of different lengths; row 1 is left-padded, rows 0 and 2 right-padded.
+    prompts = [[3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13, 14]]
+    answers = [[1, 20, 21, 22], [1, 23, 24, 25], [1, 26, 27, 28]]  # 1 plays [sop]
+    examples = [glm_example(p, a) for p, a in zip(prompts, answers)]
+    prompt_len, steps = 6, 4
+    prompt_rows = [{k: v[:len(p)] for k, v in ex.items()} for ex, p in zip(examples, prompts)]
+    prompt = stack(prompt_rows, prompt_len, left_pad=(1,))
+    parts_b = [{k: v[len(p):] for k, v in ex.items()} for ex, p in zip(examples, prompts)]
+
+    @jax.jit
+    def prefill_and_decode(state, prompt, tokens, positions, block_positions):
+        model = nnx.merge(graphdef, state)
+        cache = model.init_cache(len(prompts), prompt_len + steps)
+        prompt_logits, cache = model.prefill(**prompt, cache=cache)
+
+        def step(t, carry):  # traced slot index, as in a while_loop beam search
+            cache, out = carry
+            logits, cache = model.decode_step(tokens[:, t, None], positions[:, t, None],
+                                              block_positions[:, t, None], cache,
+                                              prompt_len + t)
+            return cache, out.at[:, t].set(logits[:, 0])
+
+        out = jnp.zeros((len(prompts), steps, CFG.vocab_size))
+        _, out = jax.lax.fori_loop(0, steps, step, (cache, out))
+        return prompt_logits, out
+
+    part_b = {k: jnp.asarray(np.stack([b[k] for b in parts_b])) for k in parts_b[0]}
+    prompt_logits, decoded = prefill_and_decode(state, prompt, part_b["tokens"],
+                                                part_b["positions"], part_b["block_positions"])
+    for i, (ex, p) in enumerate(zip(examples, prompts)):
+        full = model(**stack([ex], len(ex["tokens"])))[0]
+        start = prompt_len - len(p) if i == 1 else 0
+        np.testing.assert_allclose(prompt_logits[i, start:start + len(p)], full[:len(p)],
+                                   atol=1e-5, err_msg=f"prefill row {i}")
+        np.testing.assert_allclose(decoded[i], full[len(p):], atol=1e-5,
+                                   err_msg=f"decode row {i}")
+
+
+def test_prefill_rejects_prompt_longer_than_cache():
+    model = make_model()
+    batch = stack([glm_example([1, 2, 3], [4])], 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        model.prefill(**batch, cache=model.init_cache(1, 3))
+
+
+def test_preset_parameter_counts():
+    counts = {name: param_count(MODEL_PRESETS[name]) for name in ("tiny", "small", "base")}
+    print({name: f"{n / 1e6:.1f}M" for name, n in counts.items()})
+    assert counts["tiny"] < 10e6
+    assert 55e6 < counts["small"] < 65e6  # P5-small: ~60M with a 32k vocabulary
+    assert 200e6 < counts["base"] < 240e6  # P5-base: ~220M

@@ -1,0 +1,59 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from recsys_jax import configlib
+from recsys_jax.config import Config, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_tiny_yaml_is_the_default_run():
+    assert dataclasses.asdict(load_config(CONFIGS / "tiny.yaml")) == dataclasses.asdict(Config())
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "glm_10b"])
+def test_presets_load_and_validate(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg.data.seq_len <= cfg.model.max_positions
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["train.steps=7", "model.dtype=bfloat16", "data.pack=false",
+                             "masking.kind_probs=[0.5,0.5,0.0]",
+                             "data.family_weights={sequential: 2.0}", "data.path=null"])
+    assert cfg.train.steps == 7 and cfg.model.dtype == "bfloat16" and cfg.data.pack is False
+    assert cfg.masking.kind_probs == (0.5, 0.5, 0.0)
+    assert cfg.data.family_weights == {"sequential": 2.0} and cfg.data.path is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stepz=3", "unknown config key"),
+    ("train.steps=abc", "cannot read"),
+    ("trainsteps", "section.key=value"),
+    ("data.index=isbn", "choose title"),
+    ("model.num_heads=3", "not divisible"),
+    ("train.grad_accum=5", "divisible by"),
+    ("data.seq_len=2048", "exceeds model.max_positions"),
+])
+def test_bad_configs_fail_with_a_message(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_yaml_base_inheritance_and_missing_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("train:\n  steps: 11\n  batch_size: 8\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain:\n  steps: 12\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert (cfg.train.steps, cfg.train.batch_size) == (12, 8)
+    with pytest.raises(configlib.ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_help_lists_every_key_with_its_default():
+    text = configlib.help_text(Config)
+    for key in ("model.num_layers", "data.index", "masking.keep_span_order", "train.grad_accum",
+                "mesh.tensor"):
+        assert key in text
+    assert "default: 3000" in text

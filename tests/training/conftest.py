@@ -1,0 +1,50 @@
+"""A toy P5-layout dataset and a tiny config: a full training run in seconds on CPU."""
+
+import numpy as np
+import pytest
+
+WORDS = ("rose nail polish cream soap hair oil mask brush gel lip eye tint balm serum foam "
+         "clay wax musk lotion").split()
+
+
+def write_toy_p5(folder, num_users=48, num_items=120, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for u in range(1, num_users + 1):
+        # Users walk the catalog in small steps: a pattern a model can learn.
+        start = int(rng.integers(1, num_items + 1))
+        seq = [((start - 1 + 2 * k) % num_items) + 1 for k in range(int(rng.integers(5, 9)))]
+        lines.append(" ".join(map(str, [u] + seq)))
+    (folder / "sequential_data.txt").write_text("\n".join(lines) + "\n")
+    rows = ["item_id\tasin\ttitle\tcategories_json\tidgenrec_text_id\ttitle_source"]
+    for i in range(1, num_items + 1):
+        title = f"{WORDS[i % len(WORDS)].title()} {WORDS[(3 * i) % len(WORDS)]} {i % 7}"
+        rows.append(f'{i}\tA{i:05d}\t{title}\t"[[""Beauty"", ""{WORDS[i % 5]}""]]"\t\ttoy')
+    (folder / "items.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def tiny_overrides(data_path, data_dir, run_dir, steps=6, **extra):
+    base = {
+        "data.format": "p5", "data.path": str(data_path), "data.dataset": "toy",
+        "data.data_dir": str(data_dir), "data.vocab_size": 400, "data.seq_len": 96,
+        "data.max_history": 6, "data.valid_users": 16,
+        "model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2,
+        "model.max_positions": 128, "model.max_block_positions": 128,
+        "train.run_dir": str(run_dir), "train.steps": steps, "train.batch_size": 8,
+        "train.warmup_steps": 2, "train.log_every": 1, "train.eval_every": 3,
+        "train.checkpoint_every": 3, "train.plot": False, "train.learning_rate": 3e-3,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def overrides():
+    return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def toy_p5(tmp_path_factory):
+    return write_toy_p5(tmp_path_factory.mktemp("toy") / "toy")

@@ -1,0 +1,124 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recsys_jax.config import load_config
+from recsys_jax.training.trainer import Trainer
+
+
+def _losses(run_dir):
+    recs = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return ([(r["step"], r["loss"]) for r in recs if "loss" in r],
+            [(r["step"], r["valid_loss"]) for r in recs if "valid_loss" in r])
+
+
+def test_training_writes_a_run_directory_and_learns(toy_p5, tmp_path, overrides):
+    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=30,
+                                           **{"train.eval_every": 15, "train.plot": True}))
+    summary = Trainer(cfg, log=lambda m: None).run()
+    run = tmp_path / "run"
+    assert (run / "config.yaml").exists() and (run / "loss.png").stat().st_size > 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit())[-1] == "30"
+    train, valid = _losses(run)
+    assert [s for s, _ in train] == list(range(1, 31))
+    assert valid[0][0] == 0 and valid[-1][0] == 30
+    assert valid[-1][1] < valid[0][1] - 0.5  # validation loss clearly below step 0
+    assert summary["valid_loss"] == pytest.approx(valid[-1][1])
+
+
+def test_grad_accumulation_gives_the_same_first_step(toy_p5, tmp_path, overrides):
+    first = {}
+    for accum in (1, 4):
+        cfg = load_config(None, overrides(
+            toy_p5, tmp_path / "data", tmp_path / f"run{accum}", steps=2,
+            **{"train.grad_accum": accum, "model.dropout_rate": 0.0,
+               "model.attention_dropout_rate": 0.0}))
+        Trainer(cfg, log=lambda m: None).run()
+        first[accum] = _losses(tmp_path / f"run{accum}")[0]
+    for (s1, l1), (s4, l4) in zip(first[1], first[4]):
+        assert s1 == s4 and l1 == pytest.approx(l4, rel=1e-5, abs=1e-5)
+
+
+def test_killed_run_resumes_with_the_identical_loss_sequence(toy_p5, tmp_path, overrides):
+    """Train 9 steps uninterrupted; separately start the same run, SIGKILL it after its step-6
+    checkpoint, restart it: the logged losses of both runs are identical."""
+    data_dir = tmp_path / "data"
+    straight = tmp_path / "straight"
+    cfg = load_config(None, overrides(toy_p5, data_dir, straight, steps=9,
+                                           **{"train.async_checkpoint": False}))
+    Trainer(cfg, log=lambda m: None).run()
+    expected_train, expected_valid = _losses(straight)
+
+    killed = tmp_path / "killed"
+    args = overrides(toy_p5, data_dir, killed, steps=9, **{"train.async_checkpoint": False})
+    cmd = [sys.executable, "-m", "recsys_jax.train", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    metrics = killed / "metrics.jsonl"
+    while time.time() < deadline:
+        if (killed / "checkpoints" / "6").exists() and metrics.exists() and \
+                any(json.loads(l).get("step") == 7 for l in metrics.read_text().splitlines() if l):
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()  # it really died mid-way
+
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[resume] found checkpoint at step 6" in result.stdout
+    got_train, got_valid = _losses(killed)
+    assert [s for s, _ in got_train] == list(range(1, 10))
+    assert got_train == pytest.approx(expected_train, rel=1e-6)
+    assert got_valid == pytest.approx(expected_valid, rel=1e-6)
+
+
+def test_bad_config_on_the_command_line_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "recsys_jax.train", "train.stepz=3"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown config key 'train.stepz'" in result.stderr
+
+
+def test_lora_run_from_a_checkpoint_trains_only_adapters(toy_p5, tmp_path, overrides):
+    """LoRA fine-tuning from a trained base: base weights stay bit-identical, adapters move."""
+    import numpy as np
+    from flax import nnx
+
+    from recsys_jax.model.lora import LoRAParam
+    from recsys_jax.training.checkpointing import read_params
+
+    base_run = tmp_path / "base"
+    Trainer(load_config(None, overrides(toy_p5, tmp_path / "data", base_run, steps=3)),
+            log=lambda m: None).run()
+    lora_run = tmp_path / "lora"
+    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", lora_run, steps=3,
+                                      **{"train.init_from": str(base_run),
+                                         "train.lora_only": True, "model.lora_rank": 4}))
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.run()
+    base = read_params(base_run, 3)
+    tuned = read_params(lora_run, 3)
+
+    def leaves(tree, prefix=""):
+        for k, v in tree.items():
+            if isinstance(v, dict) and "value" not in v:
+                yield from leaves(v, prefix + str(k) + ".")
+            else:
+                yield prefix + str(k), np.asarray(v["value"] if isinstance(v, dict) else v)
+
+    tuned_leaves = dict(leaves(tuned))
+    assert all("lora" in name for name in tuned_leaves)  # the checkpoint holds adapters only
+    frozen = dict(leaves(nnx.to_pure_dict(trainer.frozen)))
+    for name, value in leaves(base):
+        assert np.array_equal(frozen[name], value), name  # bit-identical base weights
+    b_mats = [v for n, v in tuned_leaves.items() if n.endswith("b")]
+    assert b_mats and any(np.abs(b).max() > 0 for b in b_mats)  # B starts at 0, so it moved
