@@ -38,7 +38,8 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, seed_sente
     Whitespace is a piece *suffix* and no dummy prefix is added, so encoding is exact
     concatenation: segments encoded one by one decode back to the joined text, and a
     separator like ", " is one piece. Digits are split so numeric ids stay compositional;
-    byte fallback means nothing is ever <unk>."""
+    byte fallback means nothing is ever <unk>; no Unicode normalisation, so decode(encode(t)) == t
+    for every item text (NFKC would fold e.g. fullwidth brackets and break the round trip)."""
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise TokenizerError("no training text for the tokenizer")
@@ -46,7 +47,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, seed_sente
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buffer, vocab_size=vocab_size,
         model_type=model_type, byte_fallback=True, split_digits=True, treat_whitespace_as_suffix=True,
-        add_dummy_prefix=False, remove_extra_whitespaces=False, character_coverage=0.9995,
+        add_dummy_prefix=False, remove_extra_whitespaces=False, normalization_rule_name="identity", character_coverage=0.9995,
         input_sentence_size=seed_sentence_size, shuffle_input_sentence=True,
         unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False,
         num_threads=2, minloglevel=2)

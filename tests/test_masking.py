@@ -45,6 +45,14 @@ def test_paper_example_layout():
     assert all(out[k].dtype == np.int32 for k in FIELDS if k != "loss_mask")
 
 
+def test_gmask_over_two_items_restarts_intra_ids_at_the_second():
+    # "A1 A2 , B1 B2" with entities A, B; one [gMASK] span over all of it.
+    ex = TokenizedExample(ids=np.array([21, 22, 9, 23, 24]), entity_spans=[(0, 2), (3, 5)])
+    out = mask_spans(ex, [(0, 5)], ["gmask"], SP, CFG)
+    np.testing.assert_array_equal(out["tokens"], [SP.gmask, SP.sop, 21, 22, 9, 23, 24])
+    np.testing.assert_array_equal(out["block_positions"], [0, 1, 2, 3, 4, 1, 2])
+
+
 def test_paper_example_attention():
     out = mask_spans(paper_example(), [(0, 3), (4, 5)], ["mask", "mask"], SP, CFG)
     allowed = attention_allowed(np.ones(11, np.int32), out["part_a"])
@@ -193,13 +201,18 @@ def test_reconstruction_and_layout(ex, seed, cfg):
     assert a[:a.sum()].all()  # Part A first, then Part B
     mask_positions = np.flatnonzero(np.isin(out["tokens"][a], list(MASKS)))
     assert sorted(p for p, _ in spans) == mask_positions.tolist()  # one mask per span
-    # Part B: block ids 1..k+1 per span, targets are the tokens shifted left then <eop>.
+    # Part B: block ids count 1.. from <sop>, restarting at 1 where a later whole entity
+    # begins; targets are the tokens shifted left then <eop>.
     b_tok, b_tgt = out["tokens"][~a], out["targets"][~a]
     b_blk = out["block_positions"][~a]
     offset = 0
     for _, content in spans:
         k = len(content)
-        np.testing.assert_array_equal(b_blk[offset:offset + k + 1], np.arange(1, k + 2))
+        blk = b_blk[offset:offset + k + 1]
+        assert blk[0] == 1 and np.all((blk[1:] == blk[:-1] + 1) | (blk[1:] == 1))
+        assert np.count_nonzero(blk[1:] == 1) <= len(ex.entity_spans)
+        if not ex.entity_spans:
+            np.testing.assert_array_equal(blk, np.arange(1, k + 2))
         np.testing.assert_array_equal(b_tgt[offset:offset + k + 1], list(content) + [SP.eop])
         assert b_tok[offset] == SP.sop
         offset += k + 1
@@ -207,6 +220,14 @@ def test_reconstruction_and_layout(ex, seed, cfg):
         assert [p for p, _ in spans] == sorted(p for p, _ in spans)
     if not cfg.entity_positions:
         assert not out["block_positions"][a].any()
+
+
+def test_part_b_intra_ids_restart_at_each_later_entity():
+    from recsys_jax.masking.layout import part_b_intra_ids
+    # <sop> A A , B B B  (entities start at 0 and 3)
+    np.testing.assert_array_equal(part_b_intra_ids(6, [0, 3]), [1, 2, 3, 4, 1, 2, 3])
+    np.testing.assert_array_equal(part_b_intra_ids(3, [0]), [1, 2, 3, 4])
+    np.testing.assert_array_equal(part_b_intra_ids(2, []), [1, 2, 3])
 
 
 @PROPS

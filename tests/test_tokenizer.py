@@ -22,7 +22,7 @@ def test_vocabulary_layout(tok):
 
 
 def test_encode_decode_is_exact(tok):
-    text = "user_12 bought Red Nail Polish, <a_1><b_2>, Zebra!"  # unseen chars via byte fallback
+    text = "user_12 bought Red Nail Polish, <a_1><b_2>, Zebra（ｍｉｘ）!"  # byte fallback, no NFKC
     assert tok.decode(tok.encode(text)) == text
 
 

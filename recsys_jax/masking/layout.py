@@ -53,7 +53,7 @@ def mask_spans(example: TokenizedExample, spans: Sequence[Span], kinds: Sequence
         _check_whole_entities(example, n, spans)
     _check_length(example, n, len(spans), cfg)
     part_a = _part_a(ids, spans, kinds, special, example.entity_spans, cfg)
-    part_b = _part_b(ids, spans, part_a.pop("mask_index"), special)
+    part_b = _part_b(ids, spans, part_a.pop("mask_index"), special, example.entity_spans)
     return {k: np.concatenate([part_a[k], part_b[k]]) for k in FIELDS}
 
 
@@ -116,7 +116,23 @@ def _part_a(ids, spans, kinds, special, entities, cfg) -> dict[str, np.ndarray]:
     }
 
 
-def _part_b(ids, spans, mask_index, special) -> dict[str, np.ndarray]:
+def part_b_intra_ids(length: int, entity_starts: Sequence[int]) -> np.ndarray:
+    """Intra (block position) ids of one Part B span `<sop> t0..t(k-1)`: [k+1] ints.
+
+    `<sop>` is 1 and each token counts on from the one before, except that a token starting
+    a *new* entity (not the first after `<sop>`) restarts at 1 — the rule the decoder's
+    dynamic positions follow token by token (DESIGN.md §2.2). A span holding one entity is
+    simply 1..k+1.
+    """
+    ids = np.empty(length + 1, dtype=np.int32)
+    ids[0] = 1
+    starts = set(int(t) for t in entity_starts)
+    for t in range(length):
+        ids[t + 1] = 1 if (t in starts and t > 0) else ids[t] + 1
+    return ids
+
+
+def _part_b(ids, spans, mask_index, special, entities) -> dict[str, np.ndarray]:
     """Each span as <sop> t1..tk -> t1..tk <eop>, in the order given."""
     pieces = {k: [] for k in FIELDS}
     for (s, e), pos in zip(spans, mask_index):
@@ -124,7 +140,8 @@ def _part_b(ids, spans, mask_index, special) -> dict[str, np.ndarray]:
         pieces["tokens"].append(np.concatenate([[special.sop], ids[s:e]]))
         pieces["targets"].append(np.concatenate([ids[s:e], [special.eop]]))
         pieces["positions"].append(np.full(k + 1, pos))
-        pieces["block_positions"].append(np.arange(1, k + 2))
+        starts = [es - s for es, ee in entities if s <= es and ee <= e]
+        pieces["block_positions"].append(part_b_intra_ids(k, starts))
     length = sum(len(t) for t in pieces["tokens"])
     out = {k: np.concatenate(v).astype(np.int32) for k, v in pieces.items() if v}
     out["part_a"] = np.zeros(length, dtype=np.int32)
