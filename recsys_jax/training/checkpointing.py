@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_policy
 
 ITEMS = ("state", "data_iter", "config", "assets", "meta")
@@ -72,11 +74,47 @@ class RunCheckpoints:
 
 
 def read_params(run_dir: str | Path, step: int) -> dict:
-    """The saved parameters of a checkpoint as a nested dict of host arrays (no target needed)."""
+    """Every saved parameter of a checkpoint (trained and frozen) as one nested dict of host
+    arrays, read without a target structure."""
     manager = ocp.CheckpointManager(Path(run_dir, "checkpoints").resolve(), item_names=("state",))
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()
-    return state["state"]["params"]
+    return _merge_trees(state["state"]["frozen"], state["state"]["train"]["params"])
+
+
+def _merge_trees(a, b):
+    if not isinstance(a, dict) or not isinstance(b, dict) or "value" in a or "value" in b:
+        return b if b is not None else a
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge_trees(a.get(k), v) if k in a else v
+    return out
+
+
+def assign_params(model, saved: dict, which=nnx.Param) -> None:
+    """Set the parameters of `model` selected by `which` from a saved tree (`read_params`),
+    checking every name and shape; raises naming what is missing or mis-shaped."""
+    state = nnx.state(model, which)
+    missing, mismatched = [], []
+    for path, var in nnx.to_flat_state(state):
+        node = saved
+        for key in path:
+            node = node.get(str(key)) if isinstance(node, dict) else None
+            if node is None:
+                break
+        value = node.get("value") if isinstance(node, dict) else node
+        name = ".".join(map(str, path))
+        if value is None:
+            missing.append(name)
+        elif tuple(value.shape) != tuple(var.get_value().shape):
+            mismatched.append(f"{name}: saved {tuple(value.shape)} vs model "
+                              f"{tuple(var.get_value().shape)}")
+        else:
+            var.set_value(jnp.asarray(value, var.get_value().dtype))
+    if missing or mismatched:
+        raise ValueError(f"checkpoint parameters do not fit this model: missing {missing[:5]}, "
+                         f"shape mismatches {mismatched[:5]}")
+    nnx.update(model, state)
 
 
 def encode_bytes(data: bytes) -> str:

@@ -23,7 +23,8 @@ from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.training import batches as batches_lib
 from recsys_jax.training.assets import RunAssets, fit_assets, open_prepared
 from recsys_jax.model.lora import BASE_PARAMS
-from recsys_jax.training.checkpointing import RunCheckpoints, find_checkpoint, read_params
+from recsys_jax.training.checkpointing import (RunCheckpoints, assign_params, find_checkpoint,
+                                                read_params)
 from recsys_jax.training.run_log import RunLog, plot_losses
 from recsys_jax.training.step import (count_params, init_train_state, learning_rate_schedule,
                                       make_eval_step, make_optimizer, make_train_step,
@@ -46,32 +47,6 @@ def maybe_initialize_distributed() -> None:
     elif os.environ.get("RECSYS_JAX_DISTRIBUTED") == "auto":
         jax.distributed.initialize()
     maybe_initialize_distributed.done = True
-
-
-def load_base_params(model, saved: dict) -> None:
-    """Copy every base (non-LoRA) parameter of `model` from a saved params tree, checking
-    names and shapes; adapters keep their fresh initialisation."""
-    state = nnx.state(model, BASE_PARAMS)
-    flat = dict(nnx.to_flat_state(state))
-    missing, mismatched = [], []
-    for path, var in flat.items():
-        node = saved
-        for key in path:
-            node = node.get(str(key)) if isinstance(node, dict) else None
-            if node is None:
-                break
-        value = node.get("value") if isinstance(node, dict) else node
-        name = ".".join(map(str, path))
-        if value is None:
-            missing.append(name)
-        elif tuple(value.shape) != tuple(var.get_value().shape):
-            mismatched.append(f"{name}: saved {tuple(value.shape)} vs model {var.get_value().shape}")
-        else:
-            var.set_value(jnp.asarray(value, var.get_value().dtype))
-    if missing or mismatched:
-        raise configlib.ConfigError("train.init_from does not fit this model: "
-                                    f"missing {missing[:5]}, shape mismatches {mismatched[:5]}")
-    nnx.update(model, state)
 
 
 class Trainer:
@@ -154,13 +129,13 @@ class Trainer:
         model = sharding.init_sharded(lambda: GLM(self.model_cfg, rngs=nnx.Rngs(cfg.train.seed)),
                                       self.mesh)
         if self.init_from is not None:
-            load_base_params(model, read_params(*self.init_from))
+            assign_params(model, read_params(*self.init_from), BASE_PARAMS)
         self.graphdef, params, self.frozen = split_model(model, cfg.train.lora_only)
         self.tx = make_optimizer(cfg.train)
         self.state_shardings = sharding.state_shardings(
             jax.eval_shape(lambda p: init_train_state(p, self.tx, cfg.train.seed), params),
             self.mesh)
-        frozen_shardings = sharding.state_shardings(self.frozen, self.mesh)
+        self.frozen_shardings = frozen_shardings = sharding.state_shardings(self.frozen, self.mesh)
         self.frozen = jax.device_put(self.frozen, frozen_shardings)
         init = jax.jit(lambda p: init_train_state(p, self.tx, cfg.train.seed),
                        out_shardings=self.state_shardings)
@@ -181,9 +156,10 @@ class Trainer:
     def _restore(self, step: int) -> None:
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            self.state, self.state_shardings)
+            {"train": self.state, "frozen": self.frozen},
+            {"train": self.state_shardings, "frozen": self.frozen_shardings})
         restored = self.checkpoints.restore(step, abstract)
-        self.state = restored["state"]
+        self.state, self.frozen = restored["state"]["train"], restored["state"]["frozen"]
         self.train_iter.set_state(restored["data_iter"])
 
     # -- loop ----------------------------------------------------------------------------------
@@ -200,7 +176,10 @@ class Trainer:
     def save(self, step: int, valid_loss: Optional[float]) -> None:
         meta = {"step": step, "time": time.time(), "jax": jax.__version__,
                 "valid_loss": valid_loss}
-        self.checkpoints.save(step, self.state, self.train_iter.get_state(),
+        # Frozen parameters (the base model of a LoRA run) are saved too: a checkpoint is
+        # self-contained for evaluation and export.
+        self.checkpoints.save(step, {"train": self.state, "frozen": self.frozen},
+                              self.train_iter.get_state(),
                               self.resolved_config(), self.assets.to_json(), meta, valid_loss)
 
     def run(self) -> dict:

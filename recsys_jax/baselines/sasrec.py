@@ -1,0 +1,466 @@
+"""SASRec (Kang & McAuley, 2018) in Flax NNX, trained with cross-entropy over all items.
+
+    python -m recsys_jax.baselines.sasrec --data-dir DIR --dataset amazon_beauty --epochs 30 \
+        [--out DIR] [--seed 0]
+
+Model (RecBole's layout): item embedding (id 0 = padding, item i -> i + 1) + learned absolute
+positions (0 = oldest item of the window) -> LayerNorm -> dropout -> `num_layers` post-LN
+Transformer blocks (causal multi-head self-attention, GELU feed-forward), and the score of
+item i at a position is the dot product of the hidden state with item i's (tied) embedding.
+
+Loss, stated: at every position t of a training window, softmax cross-entropy over the full
+catalog (all `num_items` items, padding excluded) of the true next item s[t+1], averaged over
+all real positions in the batch. A user's training sequence (leave-one-out training part:
+never the validation or test item) of length n gives the n - 1 next-item targets; sequences
+longer than `max_len` + 1 are cut, from the end, into windows of at most `max_len` inputs so
+every target is used once per epoch (targets early in a later window see a shorter context).
+This is the same set of (prefix -> next item) examples RecBole's CE SASRec trains on, with one
+batch row per window instead of per prefix. Adam, no weight decay.
+
+Protocol (DESIGN.md §2.5, §3): the epoch is chosen by validation NDCG@10 (history = training
+part, target = validation item, full ranking with the history excluded); test uses history =
+training part + validation item and reports full ranking with the history excluded (headline)
+and unfiltered, plus direct 1 + 99 over the fixed negatives.
+
+Static shapes: training windows are grouped into a few length buckets (`length_buckets` plus
+`max_len`) and every batch is padded to `batch_size` rows, so the jitted step compiles once per
+bucket; evaluation always runs [eval_batch, max_len].
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from recsys_jax.baselines import evaluate_direct, evaluate_sequential, machine_info
+from recsys_jax.evaluation.metrics import ranking_rows, write_metrics, write_predictions
+
+LOSS_DESCRIPTION = ("softmax cross-entropy over all catalog items of the next item, at every "
+                    "position of the training windows, mean over real positions")
+
+
+@dataclasses.dataclass
+class SASRecConfig:
+    num_items: int
+    max_len: int = 50
+    hidden: int = 64
+    num_layers: int = 2
+    num_heads: int = 1
+    inner: int = 256  # feed-forward width (RecBole inner_size)
+    dropout: float = 0.5  # embeddings, attention output and feed-forward
+    attention_dropout: float = 0.5  # attention probabilities
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 10  # stop after this many epochs without a better validation NDCG@10
+    eval_batch: int = 1024
+    length_buckets: tuple[int, ...] = (8, 16, 32)
+    seed: int = 0
+
+
+# -- model -------------------------------------------------------------------------------------
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
+        if cfg.hidden % cfg.num_heads:
+            raise ValueError(f"hidden {cfg.hidden} is not divisible by {cfg.num_heads} heads")
+        init = nnx.initializers.normal(cfg.init_std)
+        dense = lambda: nnx.Linear(cfg.hidden, cfg.hidden, kernel_init=init, rngs=rngs)
+        self.query, self.key, self.value, self.out = dense(), dense(), dense(), dense()
+        self.attention_dropout = nnx.Dropout(cfg.attention_dropout)
+        self.dropout = nnx.Dropout(cfg.dropout)
+        self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
+        self.num_heads = cfg.num_heads
+
+    def __call__(self, x, mask, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
+        b, length, h = x.shape
+        heads, d = self.num_heads, h // self.num_heads
+        split = lambda y: y.reshape(b, length, heads, d)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+        logits = jnp.where(mask[:, None], logits, jnp.finfo(logits.dtype).min)
+        probs = jax.nn.softmax(logits, axis=-1)
+        probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
+        y = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, h)
+        y = self.dropout(self.out(y), deterministic=deterministic, rngs=rngs)
+        return self.norm(y + x)
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(cfg.init_std)
+        self.up = nnx.Linear(cfg.hidden, cfg.inner, kernel_init=init, rngs=rngs)
+        self.down = nnx.Linear(cfg.inner, cfg.hidden, kernel_init=init, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout)
+        self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
+
+    def __call__(self, x, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
+        y = self.down(jax.nn.gelu(self.up(x), approximate=False))
+        y = self.dropout(y, deterministic=deterministic, rngs=rngs)
+        return self.norm(y + x)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
+        self.attention = CausalSelfAttention(cfg, rngs=rngs)
+        self.feed_forward = FeedForward(cfg, rngs=rngs)
+
+    def __call__(self, x, mask, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
+        x = self.attention(x, mask, deterministic=deterministic, rngs=rngs)
+        return self.feed_forward(x, deterministic=deterministic, rngs=rngs)
+
+
+class SASRec(nnx.Module):
+    """`model(tokens)` -> hidden states [B, L, hidden]; `model.scores(hidden)` -> [.., items].
+    `tokens` [B, L] int: 0 = padding, item i -> i + 1, oldest first, padding on the right."""
+
+    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        init = nnx.initializers.normal(cfg.init_std)
+        self.item_embedding = nnx.Embed(cfg.num_items + 1, cfg.hidden, embedding_init=init,
+                                        rngs=rngs)
+        self.position_embedding = nnx.Embed(cfg.max_len, cfg.hidden, embedding_init=init,
+                                            rngs=rngs)
+        self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout)
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+
+    def __call__(self, tokens, *, deterministic: bool = True, rngs: Optional[nnx.Rngs] = None):
+        length = tokens.shape[1]
+        if length > self.cfg.max_len:
+            raise ValueError(f"sequence length {length} > max_len {self.cfg.max_len}")
+        x = self.item_embedding(tokens) + self.position_embedding(jnp.arange(length))[None]
+        x = self.dropout(self.norm(x), deterministic=deterministic, rngs=rngs)
+        causal = jnp.tril(jnp.ones((length, length), bool))
+        mask = causal[None] & (tokens > 0)[:, None, :]  # [B, query, key]
+        for block in self.blocks:
+            x = block(x, mask, deterministic=deterministic, rngs=rngs)
+        return x
+
+    def scores(self, hidden):
+        """Dot product with every real item's embedding (padding row 0 excluded)."""
+        return hidden @ self.item_embedding.embedding[...][1:].T
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def training_windows(sequences: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Cut each sequence, from its end, into windows of at most max_len + 1 items that overlap
+    by one item, so each of the n - 1 next-item targets is in exactly one window."""
+    windows = []
+    for seq in sequences:
+        seq = np.asarray(seq, np.int64)
+        end = len(seq)  # exclusive end of the current window
+        while end >= 2:
+            start = max(0, end - (max_len + 1))
+            windows.append(seq[start:end])
+            end = start + 1
+    return windows
+
+
+def bucket_lengths(max_len: int, buckets: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted({b for b in buckets if 0 < b < max_len} | {max_len}))
+
+
+def make_batches(windows: list[np.ndarray], cfg: SASRecConfig, batch_size: int,
+                 buckets: Sequence[int], rng: np.random.Generator) -> Iterator[dict]:
+    """Shuffled batches of windows grouped by length bucket; each batch is
+    {"inputs", "targets": int32 [batch_size, bucket]} with 0 = padding (inputs) / -1 = no
+    target, and {"mask": float32} marking real targets. Short batches are padded with empty
+    rows so shapes stay static."""
+    sizes = bucket_lengths(cfg.max_len, buckets)
+    by_bucket: dict[int, list[int]] = {b: [] for b in sizes}
+    for i, w in enumerate(windows):
+        n_inputs = len(w) - 1
+        by_bucket[next(b for b in sizes if n_inputs <= b)].append(i)
+    plan = []
+    for length, members in by_bucket.items():
+        members = rng.permutation(np.asarray(members, np.int64))
+        plan += [(length, members[s:s + batch_size]) for s in range(0, len(members), batch_size)]
+    for j in rng.permutation(len(plan)):
+        length, members = plan[j]
+        inputs = np.zeros((batch_size, length), np.int32)
+        targets = np.zeros((batch_size, length), np.int32)
+        mask = np.zeros((batch_size, length), np.float32)
+        for row, i in enumerate(members):
+            w = windows[i]
+            n = len(w) - 1
+            inputs[row, :n] = w[:-1] + 1
+            targets[row, :n] = w[1:]
+            mask[row, :n] = 1.0
+        yield {"inputs": inputs, "targets": targets, "mask": mask}
+
+
+def num_batches(windows: list[np.ndarray], max_len: int, batch_size: int,
+                buckets: Sequence[int]) -> int:
+    sizes = bucket_lengths(max_len, buckets)
+    counts = {b: 0 for b in sizes}
+    for w in windows:
+        counts[next(b for b in sizes if len(w) - 1 <= b)] += 1
+    return sum(-(-c // batch_size) for c in counts.values())
+
+
+def history_tokens(histories: Sequence[np.ndarray], max_len: int,
+                   rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The last max_len items of each history as right-padded tokens [rows, max_len] and the
+    index of each row's newest item (rows beyond len(histories) are empty)."""
+    rows = len(histories) if rows is None else rows
+    tokens = np.zeros((rows, max_len), np.int32)
+    last = np.zeros((rows,), np.int32)
+    for r, h in enumerate(histories):
+        h = np.asarray(h, np.int64)[-max_len:]
+        tokens[r, :len(h)] = h + 1
+        last[r] = max(len(h) - 1, 0)
+    return tokens, last
+
+
+# -- training ----------------------------------------------------------------------------------
+
+class Trainer:
+    """Holds the split model, optimizer state and the two jitted functions."""
+
+    def __init__(self, cfg: SASRecConfig, train_cfg: TrainConfig):
+        self.cfg, self.train_cfg = cfg, train_cfg
+        model = SASRec(cfg, rngs=nnx.Rngs(params=train_cfg.seed))
+        self.graphdef, self.params = nnx.split(model, nnx.Param)
+        self.tx = optax.adam(train_cfg.learning_rate)
+        self.opt_state = self.tx.init(self.params)
+        self.key = jax.random.key(train_cfg.seed + 1)
+        graphdef, tx = self.graphdef, self.tx
+
+        def loss_fn(params, batch, key):
+            model = nnx.merge(graphdef, params)
+            hidden = model(batch["inputs"], deterministic=False, rngs=nnx.Rngs(dropout=key))
+            logits = model.scores(hidden)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+            mask = batch["mask"]
+            return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+        def train_step(params, opt_state, batch, key):
+            loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        def score(params, tokens, last):
+            model = nnx.merge(graphdef, params)
+            hidden = model(tokens, deterministic=True)
+            newest = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+            return model.scores(newest)
+
+        self._train_step = jax.jit(train_step)
+        self._score = jax.jit(score)
+
+    @property
+    def model(self) -> SASRec:
+        return nnx.merge(self.graphdef, self.params)
+
+    def step(self, batch: dict) -> float:
+        self.key, sub = jax.random.split(self.key)
+        self.params, self.opt_state, loss = self._train_step(self.params, self.opt_state,
+                                                             batch, sub)
+        return loss
+
+    def scorer(self, params=None):
+        """histories -> scores [len, num_items] (numpy), in fixed-size [eval_batch] calls."""
+        params = self.params if params is None else params
+        rows = self.train_cfg.eval_batch
+
+        def run(histories):
+            out = []
+            for s in range(0, len(histories), rows):
+                chunk = histories[s:s + rows]
+                tokens, last = history_tokens(chunk, self.cfg.max_len, rows)
+                out.append(np.asarray(self._score(params, tokens, last))[:len(chunk)])
+            return np.concatenate(out) if out else np.zeros((0, self.cfg.num_items))
+        return run
+
+
+def train(data, cfg: SASRecConfig, train_cfg: TrainConfig, *, progress: bool = True,
+          log_path: Optional[Path] = None, log=print) -> dict:
+    """Train on the training sequences, select the epoch by validation NDCG@10 (history
+    excluded). Returns {"trainer", "best_params", "best_epoch", "history", ...}."""
+    from tqdm import tqdm
+
+    windows = training_windows(data.train_sequences(), cfg.max_len)
+    steps_per_epoch = num_batches(windows, cfg.max_len, train_cfg.batch_size,
+                                  train_cfg.length_buckets)
+    trainer = Trainer(cfg, train_cfg)
+    rng = np.random.default_rng(train_cfg.seed)
+    valid = data.validation_cases()
+    best = {"ndcg": -1.0, "epoch": 0, "params": None, "metrics": None}
+    history, train_seconds, since_best = [], 0.0, 0
+    bar = tqdm(total=train_cfg.epochs * steps_per_epoch, disable=not progress,
+               desc="sasrec", unit="step", mininterval=2.0, dynamic_ncols=True)
+    for epoch in range(1, train_cfg.epochs + 1):
+        start = time.perf_counter()
+        losses = []
+        for batch in make_batches(windows, cfg, train_cfg.batch_size,
+                                  train_cfg.length_buckets, rng):
+            losses.append(trainer.step(batch))
+            bar.update(1)
+        mean_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
+        epoch_seconds = time.perf_counter() - start
+        train_seconds += epoch_seconds
+        start = time.perf_counter()
+        val = evaluate_sequential(trainer.scorer(), valid.histories, valid.targets,
+                                  batch_size=train_cfg.eval_batch, unfiltered=False)
+        val_metrics = val["history_excluded"]
+        record = {"epoch": epoch, "loss": round(mean_loss, 5),
+                  "valid_HR@10": round(val_metrics["HR@10"], 5),
+                  "valid_NDCG@10": round(val_metrics["NDCG@10"], 5),
+                  "train_seconds": round(epoch_seconds, 1),
+                  "valid_seconds": round(time.perf_counter() - start, 1)}
+        history.append(record)
+        if val_metrics["NDCG@10"] > best["ndcg"]:
+            best = {"ndcg": val_metrics["NDCG@10"], "epoch": epoch, "metrics": val_metrics,
+                    "params": jax.tree.map(np.array, trainer.params)}
+            since_best = 0
+        else:
+            since_best += 1
+        bar.set_postfix(loss=f"{mean_loss:.3f}", val_ndcg10=f"{val_metrics['NDCG@10']:.4f}",
+                        best=best["epoch"])
+        (bar.write if progress else log)(json.dumps(record))
+        if log_path is not None:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if train_cfg.patience and since_best >= train_cfg.patience:
+            (bar.write if progress else log)(
+                f"stopping: no better validation NDCG@10 for {since_best} epochs")
+            break
+    bar.close()
+    return {"trainer": trainer, "best_params": best["params"], "best_epoch": best["epoch"],
+            "best_validation": best["metrics"], "history": history,
+            "train_seconds": train_seconds, "steps_per_epoch": steps_per_epoch,
+            "num_windows": len(windows)}
+
+
+def evaluate_test(data, trainer: Trainer, params) -> dict:
+    """Test full ranking (history = training part + validation item) and direct 1 + 99."""
+    cases = data.test_cases()
+    scorer = trainer.scorer(params)
+    seq = evaluate_sequential(scorer, cases.histories, cases.targets,
+                              batch_size=trainer.train_cfg.eval_batch)
+    direct = None
+    if cases.negatives is not None:
+        direct = evaluate_direct(scorer, cases.histories, cases.targets, cases.negatives,
+                                 batch_size=trainer.train_cfg.eval_batch)
+    return {"cases": cases, "sequential": seq, "direct": direct}
+
+
+def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = None,
+        progress: bool = True, command: str = "") -> dict:
+    out_dir = Path(out) if out else None
+    log_path = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = out_dir / "training_log.jsonl"
+        log_path.write_text("")
+    start = time.perf_counter()
+    result = train(data, cfg, train_cfg, progress=progress, log_path=log_path)
+    test = evaluate_test(data, result["trainer"], result["best_params"])
+    seq, direct = test["sequential"], test["direct"]
+    metrics = {
+        "model": "sasrec",
+        "loss": LOSS_DESCRIPTION,
+        "dataset": data.name, "split": "test", "num_items": data.num_items,
+        "test": {"history_excluded": seq["history_excluded"], "unfiltered": seq["unfiltered"]},
+        "direct": direct["metrics"] if direct else None,
+        "best_epoch": result["best_epoch"],
+        "epochs_run": len(result["history"]),
+        "best_validation_history_excluded": result["best_validation"],
+        "selection": "best epoch by validation NDCG@10, full ranking, history excluded",
+        "training_seconds": round(result["train_seconds"], 1),
+        "seconds_per_epoch": round(result["train_seconds"] / max(len(result["history"]), 1), 1),
+        "total_seconds": round(time.perf_counter() - start, 1),
+        "steps_per_epoch": result["steps_per_epoch"],
+        "training_windows": result["num_windows"],
+        "config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(train_cfg),
+        "history": result["history"],
+        "command": command,
+        "machine": machine_info(),
+    }
+    if out_dir is not None:
+        cases = test["cases"]
+        ids = (data.user_ids, data.catalog.item_ids, cases.users, cases.targets)
+        write_predictions(out_dir / "predictions.jsonl",
+                          ranking_rows(*ids, seq["ranked_history_excluded"]))
+        write_predictions(out_dir / "predictions_unfiltered.jsonl",
+                          ranking_rows(*ids, seq["ranked_unfiltered"]))
+        if direct:
+            write_predictions(out_dir / "predictions_direct.jsonl",
+                              ranking_rows(*ids, direct["ranked"]))
+        write_metrics(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m recsys_jax.baselines.sasrec",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=None, help="prepared data folder (default "
+                   "$RECSYS_JAX_DATA_DIR or ./data_prepared)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--out", default=None, help="folder for metrics.json and predictions.jsonl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=10,
+                   help="early stop after this many epochs without improvement (0: never)")
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--inner", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--attention-dropout", type=float, default=0.5)
+    p.add_argument("--eval-batch", type=int, default=1024)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from recsys_jax.data.prepared import load_prepared
+    from recsys_jax.data.schema import DataError
+
+    args = build_parser().parse_args(argv)
+    command = "python -m recsys_jax.baselines.sasrec " + " ".join(
+        sys.argv[1:] if argv is None else list(argv))
+    try:
+        data = load_prepared(args.data_dir, args.dataset)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = SASRecConfig(num_items=data.num_items, max_len=args.max_len, hidden=args.hidden,
+                       num_layers=args.layers, num_heads=args.heads, inner=args.inner,
+                       dropout=args.dropout, attention_dropout=args.attention_dropout)
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                            learning_rate=args.lr, patience=args.patience,
+                            eval_batch=args.eval_batch, seed=args.seed)
+    metrics = run(data, cfg, train_cfg, args.out, progress=not args.no_progress,
+                  command=command)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Decoder inputs built by the training masking, so inference sees exactly what training saw.
+
+A prompt (no answer) gets a one-token placeholder answer appended as its target entity; the
+masking replaces it by the same mask token as in training and lays out Part A with the same
+2D positions. Part A is the decoder's prompt; Part B is generated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from recsys_jax.example import SpecialIds, TokenizedExample
+from recsys_jax.masking import MaskingConfig, mask_spans, target_mask_kind
+
+PROMPT_KEYS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
+
+
+def with_answer_slot(example: TokenizedExample, special: SpecialIds,
+                     answer_is_item: bool = True) -> tuple[TokenizedExample, tuple[int, int]]:
+    n = len(example.ids)
+    slot = (n, n + 1)
+    ids = np.append(np.asarray(example.ids, np.int32), special.pad)
+    entities = list(example.entity_spans) + ([slot] if answer_is_item else [])
+    return dataclasses.replace(example, ids=ids, entity_spans=entities,
+                               target_spans=[slot]), slot
+
+
+def part_a_prompt(example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig,
+                  answer_is_item: bool = True) -> tuple[dict[str, np.ndarray], int]:
+    """Part A arrays (1-D) of `example` with its answer masked, and the mask's position."""
+    full, slot = with_answer_slot(example, special, answer_is_item)
+    kind = target_mask_kind(full, slot)
+    cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, len(full.ids) + 2))
+    out = mask_spans(full, [slot], [kind], special, cfg)
+    a = out["part_a"] == 1
+    prompt = {k: out[k][a] for k in ("tokens", "positions", "block_positions", "part_a")}
+    mask_pos = int(prompt["positions"][-1])
+    return prompt, mask_pos
+
+
+def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds) -> dict:
+    """Right-pad 1-D Part A prompts to [B, length] with segment 0 padding."""
+    batch = len(prompts)
+    out = {"tokens": np.full((batch, length), special.pad, np.int32),
+           "positions": np.zeros((batch, length), np.int32),
+           "block_positions": np.zeros((batch, length), np.int32),
+           "segment_ids": np.zeros((batch, length), np.int32),
+           "part_a": np.zeros((batch, length), np.int32)}
+    for row, p in enumerate(prompts):
+        n = len(p["tokens"])
+        if n > length:
+            raise ValueError(f"prompt of {n} tokens exceeds the decoding length {length}")
+        for k in ("tokens", "positions", "block_positions", "part_a"):
+            out[k][row, :n] = p[k]
+        out["segment_ids"][row, :n] = 1
+    return out
