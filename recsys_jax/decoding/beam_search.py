@@ -73,38 +73,62 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         alive = jnp.any(s["logp"] > NEG_INF / 2)
         return (s["step"] < steps) & alive
 
+    roots_b = flat_roots.reshape(batch, beam)
+
+    def from_roots(s, logp):
+        """Step 0: every live beam sits at its root; the dense first level says what may start
+        an item. Two-stage top-k (per beam, then over beams) is exact and avoids one huge sort."""
+        allowed = trie.root_next[roots_b] >= 0  # [B, K, V]
+        cand = jnp.where(allowed, s["logp"][..., None] + logp, NEG_INF)
+        per_beam, tok = jax.lax.top_k(cand, beam)  # [B, K, beam]
+        best, flat = jax.lax.top_k(per_beam.reshape(batch, -1), beam)
+        src = flat // beam
+        token = jnp.take_along_axis(tok.reshape(batch, -1), flat, 1).astype(jnp.int32)
+        node = trie.root_next[roots_b, token]
+        return best, src, token, node
+
+    def from_children(s, logp):
+        """Later steps: only the (static-width) child window of each beam's node is scored."""
+        child_tok, child_node = trie_lib.children(trie, s["node"])  # [B, K, F]
+        picked = jnp.take_along_axis(logp, jnp.maximum(child_tok, 0), axis=-1)
+        cand = jnp.where(child_tok >= 0, s["logp"][..., None] + picked, NEG_INF)
+        best, flat = jax.lax.top_k(cand.reshape(batch, -1), beam)
+        src, slot = flat // trie.fanout, flat % trie.fanout
+        token = jnp.take_along_axis(child_tok.reshape(batch, -1), flat, 1)
+        node = jnp.take_along_axis(child_node.reshape(batch, -1), flat, 1)
+        return best, src, token, node
+
     def body(s):
         logits, cache = model.decode_step(
             s["token"].reshape(-1, 1), flat_pos, s["intra"].reshape(-1, 1), s["cache"],
             prompt_len + s["step"])
         logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
-        vocab = logp.shape[-1]
-        logp = logp.reshape(batch, beam, vocab)
-        allowed = trie_lib.allowed_tokens_mask(trie, s["node"], flat_roots.reshape(batch, beam), eop)
+        logp = logp.reshape(batch, beam, -1)
         live = s["logp"] > NEG_INF / 2
-        cand = jnp.where(allowed & live[..., None], s["logp"][..., None] + logp, NEG_INF)
+        s_live = dict(s, logp=jnp.where(live, s["logp"], NEG_INF))
 
-        # Finishing: <eop> completes the node's item.
+        # Finishing: <eop> where the node completes an item (never at a root).
         item = trie.end_item[s["node"]]
-        banned = jnp.any(item[..., None] == exclude[:, None, :], axis=-1) & (item >= 0)
+        banned = jnp.any(item[..., None] == exclude[:, None, :], axis=-1)
         length = s["step"] + 1  # item tokens + <eop>
-        fin = jnp.where(banned, NEG_INF, cand[..., eop] / _length_norm(length, length_penalty))
+        fin_logp = s["logp"] + logp[..., eop]
+        ok = live & (item >= 0) & ~banned
+        fin = jnp.where(ok, fin_logp / _length_norm(length, length_penalty), NEG_INF)
         scores = jnp.concatenate([s["done_score"], fin], axis=1)
-        items = jnp.concatenate([s["done_item"], jnp.where(fin > NEG_INF / 2, item, -1)], axis=1)
+        items = jnp.concatenate([s["done_item"], jnp.where(ok, item, -1)], axis=1)
         done_score, pick = jax.lax.top_k(scores, top_k)
         done_item = jnp.take_along_axis(items, pick, axis=1)
 
-        # Continuing: best `beam` (beam, token) pairs other than <eop>.
-        cont = cand.at[..., eop].set(NEG_INF).reshape(batch, beam * vocab)
-        logp_new, flat = jax.lax.top_k(cont, beam)
-        src, token = flat // vocab, (flat % vocab).astype(jnp.int32)
+        # Continuing: the best `beam` (beam, token) pairs that stay inside the trie.
+        logp_new, src, token, node = jax.lax.cond(
+            s["step"] == 0, from_roots, from_children, s_live, logp)
+        logp_new = jnp.where(logp_new > NEG_INF / 2, logp_new, NEG_INF)
         src_flat = (base + src).reshape(-1)
-        roots_b = flat_roots.reshape(batch, beam)
-        node = trie_lib.next_node(trie, jnp.take_along_axis(s["node"], src, 1), roots_b, token)
         intra = trie_lib.next_intra(jnp.take_along_axis(s["intra"], src, 1),
                                     jnp.zeros_like(token, bool))
-        return {"step": s["step"] + 1, "cache": _gather_beams(cache, src_flat), "token": token,
-                "intra": intra, "node": node, "logp": logp_new,
+        return {"step": s["step"] + 1, "cache": _gather_beams(cache, src_flat),
+                "token": token.astype(jnp.int32), "intra": intra,
+                "node": node.astype(jnp.int32), "logp": logp_new,
                 "done_score": done_score, "done_item": done_item}
 
     out = jax.lax.while_loop(cond, body, init)

@@ -108,7 +108,7 @@ def build_trie(pools: Sequence[Sequence[tuple[int, ...]]], items: Sequence[Seque
 # -- device-side lookups (jnp; used inside jit / while_loop) ---------------------------------
 
 
-def _window(trie: Trie, nodes: jax.Array):
+def children(trie: Trie, nodes: jax.Array):
     """Children of non-root nodes: (tokens, next nodes) [..., fanout], -1 where absent."""
     start = trie.row_start[nodes]
     count = trie.row_start[nodes + 1] - start
@@ -124,7 +124,7 @@ def allowed_tokens_mask(trie: Trie, nodes: jax.Array, roots: jax.Array, eop: int
     completes an item). `roots` gives each entry's root (its trie)."""
     vocab = trie.root_next.shape[1]
     at_root = nodes < trie.num_roots
-    tokens, _ = _window(trie, nodes)
+    tokens, _ = children(trie, nodes)
     flat_tokens = tokens.reshape(-1, trie.fanout)
     rows = jnp.arange(flat_tokens.shape[0])[:, None]
     below = jnp.zeros((flat_tokens.shape[0], vocab + 1), bool)
@@ -140,7 +140,7 @@ def next_node(trie: Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array)
     """The node reached from `nodes` by `tokens` (-1 if the token leaves the trie)."""
     at_root = nodes < trie.num_roots
     from_root = trie.root_next[roots, tokens]
-    child_tokens, child_nodes = _window(trie, nodes)
+    child_tokens, child_nodes = children(trie, nodes)
     hit = child_tokens == tokens[..., None]
     below = jnp.max(jnp.where(hit, child_nodes, -1), axis=-1)
     return jnp.where(at_root, from_root, below)
