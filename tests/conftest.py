@@ -1,4 +1,4 @@
-"""A toy P5-layout dataset and a tiny config: a full training run in seconds on CPU."""
+"""Shared fixtures: a toy P5-layout dataset and a tiny config (a training run in seconds)."""
 
 import numpy as np
 import pytest
@@ -48,3 +48,16 @@ def overrides():
 @pytest.fixture(scope="session")
 def toy_p5(tmp_path_factory):
     return write_toy_p5(tmp_path_factory.mktemp("toy") / "toy")
+
+
+@pytest.fixture(scope="session")
+def toy_run(toy_p5, tmp_path_factory):
+    """A tiny model trained for a few steps on the toy data: (run_dir, data_dir)."""
+    from recsys_jax.config import load_config
+    from recsys_jax.training.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("toy_run")
+    cfg = load_config(None, tiny_overrides(toy_p5, root / "data", root / "run", steps=4,
+                                           **{"train.eval_every": 4, "train.checkpoint_every": 4}))
+    Trainer(cfg, log=lambda m: None).run()
+    return root / "run", root / "data"
