@@ -133,14 +133,17 @@ class Recommender:
         self._check_k(k, len(self.catalog) - (max(map(len, hist)) if exclude_history else 0))
         return self._sequential(hist, k, exclude_history)
 
-    def _prompts(self, hist, template_id, candidates=None):
+    def prompts(self, hist, template_id, candidates=None, users=None):
+        """Decoder inputs for histories (internal ids): ([B, seq_len] arrays, mask_pos [B]).
+        `users` (internal ids) fill the {user} slot of templates that have one."""
         template = get_template(template_id)
         rng = np.random.default_rng(0)
         out = []
         for row, h in enumerate(hist):
             cands = None if candidates is None else candidates[row]
+            user = 0 if users is None else int(users[row])
             example = self.factory.fit_history(
-                lambda hh, n: self.factory.sequence_prompt(template, 0, hh, None, rng,
+                lambda hh, n: self.factory.sequence_prompt(template, user, hh, None, rng,
                                                            candidates=cands), h)
             out.append(part_a_prompt(example, self.special, self.masking))
         length = self.cfg.data.seq_len
@@ -148,7 +151,7 @@ class Recommender:
             np.array([m for _, m in out], np.int32)
 
     def _sequential(self, hist, k, exclude_history):
-        prompt, mask_pos = self._prompts(hist, DEFAULT_TEMPLATES["sequential"])
+        prompt, mask_pos = self.prompts(hist, DEFAULT_TEMPLATES["sequential"])
         width = max(len(h) for h in hist) if exclude_history else 1
         exclude = np.full((len(hist), width), -1, np.int32)
         if exclude_history:
@@ -167,7 +170,7 @@ class Recommender:
         padded = np.full((len(cands), width), -1, np.int32)
         for row, c in enumerate(cands):
             padded[row, :len(c)] = c
-        prompt, mask_pos = self._prompts(hist, DEFAULT_TEMPLATES["direct"], cands)
+        prompt, mask_pos = self.prompts(hist, DEFAULT_TEMPLATES["direct"], cands)
         if method == "generate":
             tries = trie_lib.candidate_tries(self.pool, padded, self.tokenizer.vocab_size)
             items, scores = beam_search(

@@ -37,8 +37,8 @@ LOSS_DESCRIPTION = ("mean squared error + l2 * (b_u^2 + b_i^2 + |p_u|^2 + |q_i|^
 @dataclasses.dataclass
 class MFConfig:
     dim: int = 32
-    l2: float = 0.05
-    learning_rate: float = 0.005
+    l2: float = 0.1
+    learning_rate: float = 0.002
     batch_size: int = 512
     epochs: int = 200
     patience: int = 10
