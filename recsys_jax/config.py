@@ -68,7 +68,7 @@ class TrainConfig:
     lora_only: bool = False  # train only LoRA adapters (needs model.lora_rank > 0)
     init_from: Optional[str] = None  # a run dir / checkpoint to start from (params + assets)
     log_every: int = 10
-    eval_every: int = 200
+    eval_every: int = 100
     checkpoint_every: int = 200
     keep_checkpoints: int = 3  # most recent kept, plus the best by validation loss
     async_checkpoint: bool = True

@@ -61,3 +61,13 @@ def toy_run(toy_p5, tmp_path_factory):
                                            **{"train.eval_every": 4, "train.checkpoint_every": 4}))
     Trainer(cfg, log=lambda m: None).run()
     return root / "run", root / "data"
+
+
+@pytest.fixture(autouse=True)
+def exact_float32_matmuls():
+    """Equality tests compare float32 paths within 1e-5; GPUs default to TF32 matmuls
+    (about 1e-4 apart), so tests ask for full float32 precision everywhere."""
+    import jax
+
+    with jax.default_matmul_precision("float32"):
+        yield
