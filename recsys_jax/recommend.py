@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 from flax import nnx
 

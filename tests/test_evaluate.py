@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from recsys_jax.evaluate import evaluate, main
 from recsys_jax.recommend import Recommender

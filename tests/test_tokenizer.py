@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from recsys_jax.example import SPECIAL_TOKENS

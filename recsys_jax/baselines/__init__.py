@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from recsys_jax.evaluation.metrics import (candidate_ranking, full_ranking_from_scores,
-                                           ranking_metrics)
+                                           ranking_metrics, ranking_rows, write_metrics,
+                                           write_predictions)
 
 # histories (list of int arrays, internal item ids) -> float scores [len(histories), num_items]
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
@@ -63,6 +64,24 @@ def evaluate_direct(scorer: Scorer, histories: Sequence[np.ndarray], targets: np
         ranked.append(candidate_ranking(cand, np.take_along_axis(scores, cand, axis=1)))
     ranked = np.concatenate(ranked) if ranked else np.zeros((0, candidates.shape[1]), np.int64)
     return {"metrics": ranking_metrics(targets, ranked, (5, 10), hr_at_1=True), "ranked": ranked}
+
+
+def write_outputs(out_dir, data, cases, seq: dict, direct: Optional[dict], metrics: dict) -> None:
+    """metrics.json plus predictions.jsonl (history excluded), predictions_unfiltered.jsonl and
+    predictions_direct.jsonl, in dataset ids."""
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = (data.user_ids, data.catalog.item_ids, cases.users, cases.targets)
+    write_predictions(out_dir / "predictions.jsonl",
+                      ranking_rows(*ids, seq["ranked_history_excluded"]))
+    write_predictions(out_dir / "predictions_unfiltered.jsonl",
+                      ranking_rows(*ids, seq["ranked_unfiltered"]))
+    if direct:
+        write_predictions(out_dir / "predictions_direct.jsonl",
+                          ranking_rows(*ids, direct["ranked"]))
+    write_metrics(out_dir / "metrics.json", metrics)
 
 
 def machine_info() -> dict:

@@ -19,13 +19,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from recsys_jax.baselines import evaluate_direct, evaluate_sequential, machine_info
-from recsys_jax.evaluation.metrics import ranking_rows, write_metrics, write_predictions
+from recsys_jax.baselines import (evaluate_direct, evaluate_sequential, machine_info,
+                                  write_outputs)
 
 
 def item_counts(train_sequences: Sequence[np.ndarray], num_items: int) -> np.ndarray:
@@ -71,17 +70,7 @@ def evaluate(data, split: str = "test", out: Optional[str] = None, command: str 
         "machine": machine_info(),
     }
     if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ids = (data.user_ids, data.catalog.item_ids, cases.users, cases.targets)
-        write_predictions(out_dir / "predictions.jsonl",
-                          ranking_rows(*ids, seq["ranked_history_excluded"]))
-        write_predictions(out_dir / "predictions_unfiltered.jsonl",
-                          ranking_rows(*ids, seq["ranked_unfiltered"]))
-        if direct:
-            write_predictions(out_dir / "predictions_direct.jsonl",
-                              ranking_rows(*ids, direct["ranked"]))
-        write_metrics(out_dir / "metrics.json", metrics)
+        write_outputs(out, data, cases, seq, direct, metrics)
     return metrics
 
 

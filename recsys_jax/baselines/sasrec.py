@@ -44,8 +44,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from recsys_jax.baselines import evaluate_direct, evaluate_sequential, machine_info
-from recsys_jax.evaluation.metrics import ranking_rows, write_metrics, write_predictions
+from recsys_jax.baselines import (evaluate_direct, evaluate_sequential, machine_info,
+                                  write_outputs)
 
 LOSS_DESCRIPTION = ("softmax cross-entropy over all catalog items of the next item, at every "
                     "position of the training windows, mean over real positions")
@@ -431,16 +431,7 @@ def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = No
         "machine": machine_info(),
     }
     if out_dir is not None:
-        cases = test["cases"]
-        ids = (data.user_ids, data.catalog.item_ids, cases.users, cases.targets)
-        write_predictions(out_dir / "predictions.jsonl",
-                          ranking_rows(*ids, seq["ranked_history_excluded"]))
-        write_predictions(out_dir / "predictions_unfiltered.jsonl",
-                          ranking_rows(*ids, seq["ranked_unfiltered"]))
-        if direct:
-            write_predictions(out_dir / "predictions_direct.jsonl",
-                              ranking_rows(*ids, direct["ranked"]))
-        write_metrics(out_dir / "metrics.json", metrics)
+        write_outputs(out_dir, data, test["cases"], seq, direct, metrics)
     return metrics
 
 

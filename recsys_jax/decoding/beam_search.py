@@ -93,7 +93,7 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         picked = jnp.take_along_axis(logp, jnp.maximum(child_tok, 0), axis=-1)
         cand = jnp.where(child_tok >= 0, s["logp"][..., None] + picked, NEG_INF)
         best, flat = jax.lax.top_k(cand.reshape(batch, -1), beam)
-        src, slot = flat // trie.fanout, flat % trie.fanout
+        src = flat // trie.fanout
         token = jnp.take_along_axis(child_tok.reshape(batch, -1), flat, 1)
         node = jnp.take_along_axis(child_node.reshape(batch, -1), flat, 1)
         return best, src, token, node

@@ -28,7 +28,7 @@ def active_families(weights: Mapping[str, float], has_ratings: bool, has_reviews
         if weight <= 0:
             continue
         if family == "rating" and not has_ratings:
-            log(f"[tasks] skipping family 'rating': this dataset has no ratings")
+            log("[tasks] skipping family 'rating': this dataset has no ratings")
             continue
         if family in ("explanation", "review") and not has_reviews:
             log(f"[tasks] skipping family '{family}': this dataset has no review text")

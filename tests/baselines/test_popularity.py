@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from recsys_jax.baselines import popularity

@@ -1,7 +1,6 @@
 """Beam search over the trie equals exhaustive scoring when the beam holds the catalog, every
 result is a catalog (or candidate) item, and repeated calls do not recompile."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
-from recsys_jax.tokenizer import TokenizerError
 
 ALL = {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5, "rating": 1.0,
        "explanation": 1.0, "review": 1.0}

@@ -93,7 +93,6 @@ def test_lora_run_from_a_checkpoint_trains_only_adapters(toy_p5, tmp_path, overr
     import numpy as np
     from flax import nnx
 
-    from recsys_jax.model.lora import LoRAParam
     from recsys_jax.training.checkpointing import read_params
 
     base_run = tmp_path / "base"
