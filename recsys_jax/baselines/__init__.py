@@ -84,6 +84,27 @@ def write_outputs(out_dir, data, cases, seq: dict, direct: Optional[dict], metri
     write_metrics(out_dir / "metrics.json", metrics)
 
 
+def baseline_parser(module: str, doc: str):
+    """The arguments every baseline CLI takes: --data-dir, --dataset, --out."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=f"python -m recsys_jax.baselines.{module}",
+                                description=doc.split("\n\n")[0])
+    p.add_argument("--data-dir", default=None, help="prepared data folder (default "
+                   "$RECSYS_JAX_DATA_DIR or ./data_prepared)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", default=None, help="folder for metrics.json and predictions.jsonl")
+    return p
+
+
+def command_line(module: str, argv) -> str:
+    """The command that produced a result, recorded in metrics.json."""
+    import sys
+
+    return f"python -m recsys_jax.baselines.{module} " + " ".join(
+        sys.argv[1:] if argv is None else list(argv))
+
+
 def machine_info() -> dict:
     """Where a number was measured: host CPU, core count, JAX backend and devices."""
     info = {"platform": platform.platform(), "python": platform.python_version(),

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from recsys_jax.baselines import machine_info
+from recsys_jax.baselines import baseline_parser, command_line, machine_info
 from recsys_jax.evaluation.metrics import rating_metrics, write_metrics, write_predictions
 
 LOSS_DESCRIPTION = ("mean squared error + l2 * (b_u^2 + b_i^2 + |p_u|^2 + |q_i|^2) per example, "
@@ -160,12 +160,7 @@ def run(data, cfg: MFConfig, out: Optional[str] = None, command: str = "", log=N
 
 def build_parser() -> argparse.ArgumentParser:
     d = MFConfig()
-    p = argparse.ArgumentParser(prog="python -m recsys_jax.baselines.matrix_factorization",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=None, help="prepared data folder (default "
-                   "$RECSYS_JAX_DATA_DIR or ./data_prepared)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", default=None, help="folder for metrics.json and predictions.jsonl")
+    p = baseline_parser("matrix_factorization", __doc__)
     p.add_argument("--dim", type=int, default=d.dim)
     p.add_argument("--l2", type=float, default=d.l2)
     p.add_argument("--lr", type=float, default=d.learning_rate)
@@ -182,8 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from recsys_jax.data.schema import DataError
 
     args = build_parser().parse_args(argv)
-    command = "python -m recsys_jax.baselines.matrix_factorization " + " ".join(
-        sys.argv[1:] if argv is None else list(argv))
+    command = command_line("matrix_factorization", argv)
     cfg = MFConfig(dim=args.dim, l2=args.l2, learning_rate=args.lr, batch_size=args.batch_size,
                    epochs=args.epochs, patience=args.patience, seed=args.seed)
     try:

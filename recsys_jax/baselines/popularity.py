@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from recsys_jax.baselines import (evaluate_direct, evaluate_sequential, machine_info,
-                                  write_outputs)
+from recsys_jax.baselines import (baseline_parser, command_line, evaluate_direct,
+                                  evaluate_sequential, machine_info, write_outputs)
 
 
 def item_counts(train_sequences: Sequence[np.ndarray], num_items: int) -> np.ndarray:
@@ -75,13 +75,8 @@ def evaluate(data, split: str = "test", out: Optional[str] = None, command: str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m recsys_jax.baselines.popularity",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=None, help="prepared data folder (default "
-                   "$RECSYS_JAX_DATA_DIR or ./data_prepared)")
-    p.add_argument("--dataset", required=True)
+    p = baseline_parser("popularity", __doc__)
     p.add_argument("--split", default="test", choices=("test", "validation"))
-    p.add_argument("--out", default=None, help="folder for metrics.json and predictions.jsonl")
     return p
 
 
@@ -90,8 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from recsys_jax.data.schema import DataError
 
     args = build_parser().parse_args(argv)
-    command = "python -m recsys_jax.baselines.popularity " + " ".join(
-        sys.argv[1:] if argv is None else list(argv))
+    command = command_line("popularity", argv)
     try:
         data = load_prepared(args.data_dir, args.dataset)
         metrics = evaluate(data, args.split, args.out, command=command)

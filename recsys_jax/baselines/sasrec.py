@@ -3,7 +3,7 @@
     python -m recsys_jax.baselines.sasrec --data-dir DIR --dataset amazon_beauty --epochs 30 \
         [--out DIR] [--seed 0]
 
-Model (RecBole's layout): item embedding (id 0 = padding, item i -> i + 1) + learned absolute
+Model (`sasrec_model.py`, RecBole's layout): item embedding (id 0 = padding, item i -> i + 1) + learned absolute
 positions (0 = oldest item of the window) -> LayerNorm -> dropout -> `num_layers` post-LN
 Transformer blocks (causal multi-head self-attention, GELU feed-forward), and the score of
 item i at a position is the dot product of the hidden state with item i's (tied) embedding.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,25 +43,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from recsys_jax.baselines import (evaluate_direct, evaluate_sequential, machine_info,
-                                  write_outputs)
+from recsys_jax.baselines import (baseline_parser, command_line, evaluate_direct,
+                                  evaluate_sequential, machine_info, write_outputs)
+from recsys_jax.baselines.sasrec_model import SASRec, SASRecConfig
 
 LOSS_DESCRIPTION = ("softmax cross-entropy over all catalog items of the next item, at every "
                     "position of the training windows, mean over real positions")
-
-
-@dataclasses.dataclass
-class SASRecConfig:
-    num_items: int
-    max_len: int = 50
-    hidden: int = 64
-    num_layers: int = 2
-    num_heads: int = 1
-    inner: int = 256  # feed-forward width (RecBole inner_size)
-    dropout: float = 0.5  # embeddings, attention output and feed-forward
-    attention_dropout: float = 0.5  # attention probabilities
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
 
 
 @dataclasses.dataclass
@@ -77,90 +63,6 @@ class TrainConfig:
     eval_batch: int = 1024
     length_buckets: tuple[int, ...] = (8, 16, 32)
     seed: int = 0
-
-
-# -- model -------------------------------------------------------------------------------------
-
-class CausalSelfAttention(nnx.Module):
-    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
-        if cfg.hidden % cfg.num_heads:
-            raise ValueError(f"hidden {cfg.hidden} is not divisible by {cfg.num_heads} heads")
-        init = nnx.initializers.normal(cfg.init_std)
-        dense = lambda: nnx.Linear(cfg.hidden, cfg.hidden, kernel_init=init, rngs=rngs)
-        self.query, self.key, self.value, self.out = dense(), dense(), dense(), dense()
-        self.attention_dropout = nnx.Dropout(cfg.attention_dropout)
-        self.dropout = nnx.Dropout(cfg.dropout)
-        self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
-        self.num_heads = cfg.num_heads
-
-    def __call__(self, x, mask, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
-        b, length, h = x.shape
-        heads, d = self.num_heads, h // self.num_heads
-        split = lambda y: y.reshape(b, length, heads, d)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
-        logits = jnp.where(mask[:, None], logits, jnp.finfo(logits.dtype).min)
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
-        y = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, h)
-        y = self.dropout(self.out(y), deterministic=deterministic, rngs=rngs)
-        return self.norm(y + x)
-
-
-class FeedForward(nnx.Module):
-    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
-        init = nnx.initializers.normal(cfg.init_std)
-        self.up = nnx.Linear(cfg.hidden, cfg.inner, kernel_init=init, rngs=rngs)
-        self.down = nnx.Linear(cfg.inner, cfg.hidden, kernel_init=init, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.dropout)
-        self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
-
-    def __call__(self, x, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
-        y = self.down(jax.nn.gelu(self.up(x), approximate=False))
-        y = self.dropout(y, deterministic=deterministic, rngs=rngs)
-        return self.norm(y + x)
-
-
-class Block(nnx.Module):
-    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
-        self.attention = CausalSelfAttention(cfg, rngs=rngs)
-        self.feed_forward = FeedForward(cfg, rngs=rngs)
-
-    def __call__(self, x, mask, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
-        x = self.attention(x, mask, deterministic=deterministic, rngs=rngs)
-        return self.feed_forward(x, deterministic=deterministic, rngs=rngs)
-
-
-class SASRec(nnx.Module):
-    """`model(tokens)` -> hidden states [B, L, hidden]; `model.scores(hidden)` -> [.., items].
-    `tokens` [B, L] int: 0 = padding, item i -> i + 1, oldest first, padding on the right."""
-
-    def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        init = nnx.initializers.normal(cfg.init_std)
-        self.item_embedding = nnx.Embed(cfg.num_items + 1, cfg.hidden, embedding_init=init,
-                                        rngs=rngs)
-        self.position_embedding = nnx.Embed(cfg.max_len, cfg.hidden, embedding_init=init,
-                                            rngs=rngs)
-        self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.dropout)
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-
-    def __call__(self, tokens, *, deterministic: bool = True, rngs: Optional[nnx.Rngs] = None):
-        length = tokens.shape[1]
-        if length > self.cfg.max_len:
-            raise ValueError(f"sequence length {length} > max_len {self.cfg.max_len}")
-        x = self.item_embedding(tokens) + self.position_embedding(jnp.arange(length))[None]
-        x = self.dropout(self.norm(x), deterministic=deterministic, rngs=rngs)
-        causal = jnp.tril(jnp.ones((length, length), bool))
-        mask = causal[None] & (tokens > 0)[:, None, :]  # [B, query, key]
-        for block in self.blocks:
-            x = block(x, mask, deterministic=deterministic, rngs=rngs)
-        return x
-
-    def scores(self, hidden):
-        """Dot product with every real item's embedding (padding row 0 excluded)."""
-        return hidden @ self.item_embedding.embedding[...][1:].T
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -438,13 +340,8 @@ def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = No
 # -- command line ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m recsys_jax.baselines.sasrec",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=None, help="prepared data folder (default "
-                   "$RECSYS_JAX_DATA_DIR or ./data_prepared)")
-    p.add_argument("--dataset", required=True)
+    p = baseline_parser("sasrec", __doc__)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--out", default=None, help="folder for metrics.json and predictions.jsonl")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
                    help="training windows (rows) per step; each row holds all next-item "
@@ -469,8 +366,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from recsys_jax.data.schema import DataError
 
     args = build_parser().parse_args(argv)
-    command = "python -m recsys_jax.baselines.sasrec " + " ".join(
-        sys.argv[1:] if argv is None else list(argv))
+    command = command_line("sasrec", argv)
     try:
         data = load_prepared(args.data_dir, args.dataset)
     except DataError as e:
