@@ -1,14 +1,17 @@
 """Evaluate a checkpoint: `python -m recsys_jax.evaluate --checkpoint DIR [--split test]`.
 
-Protocol (DESIGN.md §2.5, §3.1), every case of the split, never dropped:
-- sequential: the next item by trie-constrained beam search over the whole catalog, full
-  ranking. Headline = the user's history excluded (inside the beam search, so the top-k are
-  the best non-history items); `--unfiltered` adds a second pass without the exclusion.
-- direct: target + the 99 fixed test negatives; the 100 candidates are ranked by beam search
-  over the restricted candidate trie (`direct_gen`). The candidate-listing templates 5-5..5-8
-  do not fit 100 items into a short context, so direct uses the sequential prompt, labelled.
-Seen prompts: 2-3 (sequential); unseen (zero-shot): 2-13. Writes metrics.json and
-predictions.jsonl (one file per family and prompt) under --out.
+Protocol (DESIGN.md §2.5, §3.1); every case of the split counts, none is dropped:
+- sequential: next item by trie-constrained beam search over the whole catalog (full ranking).
+  Headline = the user's history excluded inside the beam; `--unfiltered` adds a second pass.
+- direct: target + the 99 fixed test negatives, ranked by generation over the candidate trie
+  (`generate`), by exact log-likelihood of each candidate (`score`), or by P("yes") of a
+  yes/no prompt per candidate (`yes_no`, templates 5-1/5-4; 100 prompts per case). The
+  candidate-listing templates 5-5..5-8 cannot hold 100 items in a short context, so
+  `generate`/`score` use the sequential prompt (2-3 seen, 2-13 unseen), labelled.
+- rating (RMSE/MAE), explanation (BLEU-4, ROUGE), review (summary: BLEU-2, ROUGE; stars from
+  the review: RMSE/MAE): greedy generation on the held-out rating rows.
+Families the data cannot support are skipped with a message. `--prompts seen unseen` or
+explicit template ids. Writes metrics.json and predictions_<family>_<prompt>[_<method>].jsonl.
 """
 
 from __future__ import annotations
@@ -22,144 +25,164 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from recsys_jax.data.schema import DataError
-from recsys_jax.decoding import trie as trie_lib
-from recsys_jax.decoding.beam_search import beam_search
 from recsys_jax.evaluation import metrics as M
+from recsys_jax.evaluation import ranking
+from recsys_jax.evaluation.row_tasks import evaluate_rows
+from recsys_jax.prompts.templates import UNSEEN, get_template
 from recsys_jax.recommend import Recommender
 
-SEQUENTIAL_PROMPTS = {"seen": "2-3", "unseen": "2-13"}
+FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
+# Seen prompts per family (DESIGN.md §2.3); direct uses the sequential prompt for the
+# candidate-trie and scoring methods, and 5-1/5-4 for yes/no.
+SEEN_PROMPTS = {"sequential": ["2-3"], "direct": ["2-3", "5-1", "5-4"], "rating": ["1-6"],
+                "explanation": ["3-3", "3-9"], "review": ["4-1", "4-2"]}
+UNSEEN_PROMPTS = {"sequential": ["2-13"], "direct": ["2-13"], "rating": ["1-10"],
+                  "explanation": ["3-12"], "review": ["4-4"]}
+DIRECT_METHODS = ("generate", "score", "yes_no")
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
+def prompts_for(family: str, prompts: Sequence[str]) -> list[str]:
+    """Template ids for a family from 'seen' / 'unseen' / explicit ids (other families' ids
+    are ignored; sequential-family ids also serve direct)."""
+    out: list[str] = []
+    for p in prompts:
+        if p == "seen":
+            out += SEEN_PROMPTS[family]
+        elif p == "unseen":
+            out += UNSEEN_PROMPTS[family]
+        else:
+            t = get_template(p)
+            if t.family == family or (family == "direct" and t.family == "sequential"
+                                      and t.answer == "item" and "candidates" not in t.slots):
+                out.append(p)
+    return list(dict.fromkeys(out))
 
 
-def _pad_rows(rows: Sequence[Sequence[int]], width: Optional[int] = None) -> np.ndarray:
-    width = width or max(1, max(len(r) for r in rows))
-    out = np.full((len(rows), width), -1, np.int32)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r[:width]
+def supported_families(prepared, split: str, requested: Sequence[str], log=print) -> list[str]:
+    out = []
+    for family in requested:
+        if family == "direct" and split != "test":
+            log("[evaluate] skipping direct: the fixed negatives exist for the test split only")
+        elif family == "rating" and not prepared.has_ratings:
+            log("[evaluate] skipping rating: this dataset has no ratings")
+        elif family in ("explanation", "review") and not prepared.has_reviews:
+            log(f"[evaluate] skipping {family}: this dataset has no review text")
+        else:
+            out.append(family)
     return out
 
 
-def sequential_ranking(rec: Recommender, cases, template: str, batch_size: int, k: int,
-                       exclude_history: bool, desc: str) -> list[np.ndarray]:
-    # One exclusion width for every batch keeps a single compiled shape.
-    width = max(len(h) for h in cases.histories)
-    ranked = []
-    for sl in tqdm(list(_batches(len(cases), batch_size)), desc=desc, dynamic_ncols=True):
-        users, hist = cases.users[sl], cases.histories[sl]
-        rows = len(hist)
-        pad = batch_size - rows  # keep one compiled shape: pad the last batch
-        hist_p = list(hist) + [hist[0]] * pad
-        prompt, mask_pos = rec.prompts(hist_p, template, users=np.r_[users, [users[0]] * pad])
-        exclude = (_pad_rows(hist_p, width) if exclude_history
-                   else np.full((batch_size, width), -1, np.int32))
-        items, _ = beam_search(rec.graphdef, rec.state, prompt, mask_pos, rec.trie,
-                               np.zeros(batch_size, np.int32), exclude, beam=max(rec.beam, k),
-                               top_k=k, eop=rec.special.eop, sop=rec.special.sop,
-                               length_penalty=rec.length_penalty)
-        ranked.extend(np.asarray(items)[:rows])
-    return ranked
+def _limited(cases, limit: Optional[int]):
+    if not limit:
+        return cases
+    return type(cases)(cases.users[:limit], cases.histories[:limit], cases.targets[:limit],
+                       None if cases.negatives is None else cases.negatives[:limit])
 
 
-def direct_ranking(rec: Recommender, cases, template: str, batch_size: int, k: int,
-                   desc: str) -> list[np.ndarray]:
-    if cases.negatives is None:
-        raise DataError("direct evaluation needs the fixed test negatives (use --split test)")
-    ranked = []
-    for sl in tqdm(list(_batches(len(cases), batch_size)), desc=desc, dynamic_ncols=True):
-        users, hist = cases.users[sl], cases.histories[sl]
-        cands = np.concatenate([cases.targets[sl, None], cases.negatives[sl]], axis=1)
-        rows, pad = len(hist), batch_size - len(hist)
-        hist_p = list(hist) + [hist[0]] * pad
-        cands_p = np.concatenate([cands, np.repeat(cands[:1], pad, 0)]) if pad else cands
-        prompt, mask_pos = rec.prompts(hist_p, template, users=np.r_[users, [users[0]] * pad])
-        tries = trie_lib.candidate_tries(rec.pool, cands_p, rec.tokenizer.vocab_size)
-        items, _ = beam_search(rec.graphdef, rec.state, prompt, mask_pos, tries.device_put(),
-                               np.arange(batch_size, dtype=np.int32),
-                               np.full((batch_size, 1), -1, np.int32), beam=max(rec.beam, k),
-                               top_k=k, eop=rec.special.eop, sop=rec.special.sop,
-                               length_penalty=rec.length_penalty)
-        ranked.extend(np.asarray(items)[:rows])
-    return ranked
+def _rows_limited(rows: dict, limit: Optional[int]) -> dict:
+    return rows if not limit else {k: v[:limit] for k, v in rows.items()}
 
 
-def evaluate(rec: Recommender, split: str, prompts: Sequence[str], families: Sequence[str],
-             out_dir: Path, batch_size: int = 64, unfiltered: bool = False,
-             limit: Optional[int] = None) -> dict:
+def _ranking_entries(rec, family, template, cases, args):
+    """Yield (name, metrics entry, prediction rows) for a sequential or direct template."""
+    ids = (rec.assets.prepared.user_ids, rec.catalog.item_ids, cases.users, cases.targets)
+    if family == "sequential":
+        ranked = ranking.sequential_ranking(rec, cases, template, args.batch_size, 20, True,
+                                            f"sequential {template}")
+        entry = {"history_excluded": M.ranking_metrics(cases.targets, ranked)}
+        if args.unfiltered:
+            raw = ranking.sequential_ranking(rec, cases, template, args.batch_size, 20, False,
+                                             f"sequential {template} unfiltered")
+            entry["unfiltered"] = M.ranking_metrics(cases.targets, raw)
+        yield f"sequential_{template}", entry, M.ranking_rows(*ids, ranked)
+        return
+    is_yes_no = get_template(template).answer == "yes_no"
+    for method in args.direct_methods:
+        if (method == "yes_no") != is_yes_no:
+            continue
+        fn = {"generate": ranking.direct_generate, "score": ranking.direct_score,
+              "yes_no": ranking.direct_yes_no}[method]
+        ranked = fn(rec, cases, template, args.batch_size, 10, f"direct {template} {method}")
+        entry = {"method": method,
+                 "candidates_1_plus_99": M.ranking_metrics(cases.targets, ranked, ks=(1, 5, 10))}
+        yield f"direct_{template}_{method}", entry, M.ranking_rows(*ids, ranked)
+
+
+def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
     prepared = rec.assets.prepared
-    cases = prepared.test_cases() if split == "test" else prepared.validation_cases()
-    if limit:
-        cases = type(cases)(cases.users[:limit], cases.histories[:limit], cases.targets[:limit],
-                            None if cases.negatives is None else cases.negatives[:limit])
-    catalog, users_ids = prepared.catalog, prepared.user_ids
-    results = {"checkpoint": getattr(rec, "checkpoint", None), "split": split, "cases": len(cases),
-               "partial": bool(limit), "beam": rec.beam, "machine": platform.machine(),
+    families = supported_families(prepared, args.split, args.families)
+    results = {"checkpoint": getattr(rec, "checkpoint", None), "split": args.split,
+               "partial": bool(args.limit), "beam": rec.beam, "machine": platform.machine(),
                "date": time.strftime("%Y-%m-%d"), "families": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
+    cases = rows = None
     for family in families:
-        for which in prompts:
-            template = SEQUENTIAL_PROMPTS[which]
+        for template in prompts_for(family, args.prompts):
             start = time.perf_counter()
-            if family == "sequential":
-                ranked = sequential_ranking(rec, cases, template, batch_size, 20, True,
-                                            f"sequential {template}")
-                entry = {"prompt": template, "seen": which == "seen",
-                         "history_excluded": M.ranking_metrics(cases.targets, ranked)}
-                rows = M.ranking_rows(users_ids, catalog.item_ids, cases.users, cases.targets,
-                                      ranked)
-                if unfiltered:
-                    raw = sequential_ranking(rec, cases, template, batch_size, 20, False,
-                                             f"sequential {template} unfiltered")
-                    entry["unfiltered"] = M.ranking_metrics(cases.targets, raw)
-            elif family == "direct":
-                ranked = direct_ranking(rec, cases, template, batch_size, 10,
-                                        f"direct {template}")
-                entry = {"prompt": template, "seen": which == "seen",
-                         "method": "generation over the 100-candidate trie",
-                         "candidates_1_plus_99": M.ranking_metrics(cases.targets, ranked,
-                                                                   ks=(1, 5, 10))}
-                rows = M.ranking_rows(users_ids, catalog.item_ids, cases.users, cases.targets,
-                                      ranked)
+            if family in ("sequential", "direct"):
+                if cases is None:
+                    cases = _limited(prepared.test_cases() if args.split == "test"
+                                     else prepared.validation_cases(), args.limit)
+                entries = list(_ranking_entries(rec, family, template, cases, args))
+                n = len(cases)
             else:
-                raise ValueError(f"family {family!r} is not evaluated by this command yet")
-            entry["seconds"] = round(time.perf_counter() - start, 1)
-            entry["ms_per_case"] = round(1000 * entry["seconds"] / max(len(cases), 1), 2)
-            name = f"{family}_{template}"
-            M.write_predictions(out_dir / f"predictions_{name}.jsonl", rows)
-            results["families"][name] = entry
-            M.write_metrics(out_dir / "metrics.json", results)
-            print(json.dumps({name: entry}), flush=True)
+                if rows is None:
+                    rows = _rows_limited(prepared.rating_rows(f"rating_{args.split}"), args.limit)
+                    train_mean = float(np.mean(prepared.rating_rows("rating_train")["rating"]))
+                entry, preds = evaluate_rows(rec, family, template, rows, args.batch_size,
+                                             train_mean, prepared.user_ids,
+                                             rec.catalog.item_ids)
+                entries, n = [(f"{family}_{template}", entry, preds)], len(preds)
+            seconds = time.perf_counter() - start
+            for name, entry, preds in entries:
+                entry.update({"prompt": template, "seen": template not in UNSEEN, "cases": n,
+                              "seconds": round(seconds / len(entries), 1),
+                              "ms_per_case": round(1000 * seconds / len(entries) / max(n, 1), 2)})
+                M.write_predictions(out_dir / f"predictions_{name}.jsonl", preds)
+                results["families"][name] = entry
+                M.write_metrics(out_dir / "metrics.json", results)
+                print(json.dumps({name: entry}), flush=True)
     return results
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m recsys_jax.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="run dir or checkpoint step dir")
+    p.add_argument("--split", choices=["test", "validation"], default="test")
+    p.add_argument("--prompts", nargs="+", default=["seen"],
+                   help="seen, unseen and/or template ids such as 2-3 1-10")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                   help="default: every family the dataset supports")
+    p.add_argument("--direct-methods", nargs="+", choices=DIRECT_METHODS,
+                   default=["generate", "score"],
+                   help="yes_no costs 100 prompts per case; ask for it explicitly")
+    p.add_argument("--out", help="output folder (default: <checkpoint>/eval_<split>)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--unfiltered", action="store_true",
+                   help="sequential: also rank without excluding history (a second pass)")
+    p.add_argument("--limit", type=int, help="only the first N cases / rows (marked partial)")
+    p.add_argument("--data-dir", help="where the prepared dataset lives (default: as trained)")
+    return p
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys_jax.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--split", choices=["test", "validation"], default="test")
-    parser.add_argument("--prompts", nargs="+", choices=["seen", "unseen"], default=["seen"])
-    parser.add_argument("--families", nargs="+", choices=["sequential", "direct"],
-                        default=["sequential", "direct"])
-    parser.add_argument("--out", help="output folder (default: <run>/eval_<split>)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--beam", type=int, default=20)
-    parser.add_argument("--unfiltered", action="store_true",
-                        help="also rank without excluding history (a second pass)")
-    parser.add_argument("--limit", type=int, help="only the first N cases (marked partial)")
-    parser.add_argument("--data-dir")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    for p in args.prompts:
+        if p not in ("seen", "unseen"):
+            try:
+                get_template(p)
+            except ValueError as e:
+                print(f"error: --prompts: {e}", file=sys.stderr)
+                return 2
     try:
         rec = Recommender.from_checkpoint(args.checkpoint, args.data_dir, beam=args.beam)
         rec.checkpoint = str(args.checkpoint)
         out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.split}"
-        evaluate(rec, args.split, args.prompts, args.families, out, args.batch_size,
-                 args.unfiltered, args.limit)
+        evaluate(rec, args, out)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

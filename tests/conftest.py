@@ -63,6 +63,60 @@ def toy_run(toy_p5, tmp_path_factory):
     return root / "run", root / "data"
 
 
+def write_toy_reviews(folder, num_users=60, num_items=30, per_user=8):
+    """Amazon review-JSON layout with stars, review text and summaries: user u reviews items
+    u..u+per_user-1 (mod num_items); each review's text names the item's first word."""
+    import gzip
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = 1_400_000_000
+    with gzip.open(folder / "reviews_Toyrev_5.json.gz", "wt") as f:
+        for u in range(num_users):
+            for j in range(per_user):
+                i, t = (u + j) % num_items, t + 1
+                word = WORDS[i % len(WORDS)]
+                f.write(json.dumps({
+                    "reviewerID": f"U{u}", "asin": f"B{i:03d}", "overall": float(1 + (u + i) % 5),
+                    "unixReviewTime": t, "summary": f"good {word}",
+                    "reviewText": f"The {word} feels great on skin. I would buy it again."}) + "\n")
+    with gzip.open(folder / "meta_Toyrev.json.gz", "wt") as f:
+        for i in range(num_items):
+            f.write(repr({"asin": f"B{i:03d}", "title": f"{WORDS[i % len(WORDS)].title()} {i}",
+                          "categories": [["Beauty"]]}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_review_run(tmp_path_factory):
+    """A tiny model trained a few steps on every family of a toy review dataset with stars:
+    (run_dir, data_dir)."""
+    from recsys_jax.config import load_config
+    from recsys_jax.data.prepare import prepare
+    from recsys_jax.training.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("toy_review_run")
+    src = write_toy_reviews(root / "src")
+    prepare("amazon_json", str(src), data_dir=str(root / "data"), num_negatives=20,
+            progress=False, log=lambda m: None)
+    cfg = load_config(None, tiny_overrides(
+        src, root / "data", root / "run", steps=4,
+        **{"data.format": "amazon_json", "data.dataset": "reviews_Toyrev_5",
+           "data.train_candidates": 8, "train.eval_every": 4, "train.checkpoint_every": 4}))
+    Trainer(cfg, log=lambda m: None).run()
+    return root / "run", root / "data"
+
+
+@pytest.fixture(scope="session")
+def toy_bundle(toy_run, tmp_path_factory):
+    """`toy_run` exported as a serving bundle (beam 8, float32): its folder."""
+    from recsys_jax.export import export_bundle
+
+    run_dir, _ = toy_run
+    return export_bundle(run_dir, tmp_path_factory.mktemp("bundle") / "toy", beam=8,
+                         log=lambda m: None)
+
+
 @pytest.fixture(autouse=True)
 def exact_float32_matmuls():
     """Equality tests compare float32 paths within 1e-5; GPUs default to TF32 matmuls
