@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Reproduce one row of the results table end to end: prepare -> train -> evaluate.
+#
+#   bash scripts/reproduce.sh ROW [key=value training overrides...]
+#
+# Rows (see README "Results"): pop_beauty sasrec_beauty pop_sports sasrec_sports mf_ml100k
+#   glm_beauty_semantic glm_beauty_title glm_sports_semantic glm_ml100k
+#   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
+#   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
+# Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
+#   EVAL_LIMIT (evaluate only the first N test cases; unset = the full protocol),
+#   EVAL_ARGS (extra flags for recsys_jax.evaluate), RUN_NAME (run folder, default ROW).
+# Every step writes into runs/<RUN_NAME>/; a finished step is not redone (delete the folder to redo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROW=${1:?usage: bash scripts/reproduce.sh ROW [overrides...]}; shift
+SHARED=${SHARED:-../shared/data}; DATA=${DATA:-data_prepared}; RUN=runs/${RUN_NAME:-$ROW}
+LIMIT=${EVAL_LIMIT:+--limit $EVAL_LIMIT}
+
+prepare() {  # prepare NAME FORMAT PATH  (skipped when already prepared)
+  [ -d "$DATA/$1" ] || python -m recsys_jax.data.prepare --name "$1" --format "$2" \
+    --path "$3" --data-dir "$DATA"
+}
+prepare_beauty() { [ -d "$DATA/amazon_beauty" ] || python -m recsys_jax.data.prepare --dataset amazon_beauty --data-dir "$DATA"; }
+train() {  # train CONFIG [overrides]
+  local config=$1; shift
+  python -m recsys_jax.train "$config" "data.data_dir=$DATA" "train.run_dir=$RUN" "$@" "${EXTRA[@]}" \
+    2>&1 | tee -a "$RUN.train.log"
+}
+evaluate() { python -m recsys_jax.evaluate --checkpoint "$RUN" --data-dir "$DATA" $LIMIT ${EVAL_ARGS:-} "$@"; }
+baseline() { python -m "recsys_jax.baselines.$1" --data-dir "$DATA" --dataset "$2" --out "$RUN" "${@:3}"; }
+
+EXTRA=("$@")
+mkdir -p runs
+case $ROW in
+  pop_beauty)    prepare_beauty; baseline popularity amazon_beauty ;;
+  sasrec_beauty) prepare_beauty; baseline sasrec amazon_beauty --epochs 30 ;;
+  pop_sports)    prepare amazon_sports p5 "$SHARED/amazon_sports"; baseline popularity amazon_sports ;;
+  sasrec_sports) prepare amazon_sports p5 "$SHARED/amazon_sports"; baseline sasrec amazon_sports --epochs 30 ;;
+  mf_ml100k)     prepare movielens_100k movielens "$SHARED/movielens_100k"; baseline matrix_factorization movielens_100k ;;
+  glm_beauty_semantic) prepare_beauty; train configs/beauty_semantic.yaml
+                 evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_beauty_title) prepare_beauty; train configs/beauty_semantic.yaml data.index=title data.seq_len=256 model.max_positions=512
+                 evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_sports_semantic) prepare amazon_sports p5 "$SHARED/amazon_sports"
+                 train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports"
+                 evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_ml100k)    prepare movielens_100k movielens "$SHARED/movielens_100k"
+                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k"
+                 evaluate --families rating sequential --prompts seen unseen ;;
+  ablate_none)             prepare_beauty; train configs/beauty_semantic.yaml
+                 evaluate --families sequential --prompts seen ;;
+  ablate_entity_aware)     prepare_beauty; train configs/beauty_semantic.yaml masking.entity_aware=false
+                 evaluate --families sequential --prompts seen ;;
+  ablate_span_order)       prepare_beauty; train configs/beauty_semantic.yaml masking.keep_span_order=false
+                 evaluate --families sequential --prompts seen ;;
+  ablate_entity_positions) prepare_beauty; train configs/beauty_semantic.yaml masking.entity_positions=false
+                 evaluate --families sequential --prompts seen ;;
+  *) echo "unknown row '$ROW' (see the header of $0)" >&2; exit 2 ;;
+esac
