@@ -2,6 +2,10 @@
 
 Vocabulary layout: [0, sp_size) SentencePiece pieces, then the GLM special tokens
 (`example.SPECIAL_TOKENS`), then the atomic tokens the item index adds (`<item_7>`, `<a_3>`...).
+A wrapped pretrained vocabulary (`Tokenizer.wrap_pretrained`, e.g. the SentencePiece model of
+an imported GLM checkpoint) keeps the checkpoint's ids: the specials and item tokens start at
+the pretrained embedding's row count, and ids in [sp_size, that count) (the checkpoint's own
+special tokens and padding rows) are never produced.
 
 Entities are encoded on their own, never together with surrounding text, so an item always has
 the same token sequence wherever it appears: the trie, the masking and the prompts agree.
@@ -55,10 +59,17 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, seed_sente
 
 
 class Tokenizer:
-    def __init__(self, sp_model: bytes, added_tokens: Sequence[str] = ()):
+    def __init__(self, sp_model: bytes, added_tokens: Sequence[str] = (),
+                 first_added_id: int | None = None):
         self._sp_bytes = sp_model
         self.sp = spm.SentencePieceProcessor(model_proto=sp_model)
         self.sp_size = self.sp.get_piece_size()
+        # Where the specials start: sp_size for our own tokenizer, the pretrained vocabulary
+        # size (embedding rows) for a wrapped one.
+        self.first_added_id = self.sp_size if first_added_id is None else int(first_added_id)
+        if self.first_added_id < self.sp_size:
+            raise TokenizerError(f"the pretrained vocabulary ({self.first_added_id} ids) is "
+                                 f"smaller than its SentencePiece model ({self.sp_size} pieces)")
         extra = [t for t in added_tokens if t not in SPECIAL_TOKENS]
         if len(set(extra)) != len(extra):
             raise TokenizerError("added tokens contain duplicates")
@@ -66,8 +77,22 @@ class Tokenizer:
         if bad:
             raise TokenizerError(f"added tokens must look like <name> with no spaces: {bad[:3]}")
         self.atomic = list(SPECIAL_TOKENS) + extra
-        self._atomic_id = {t: self.sp_size + k for k, t in enumerate(self.atomic)}
+        self._atomic_id = {t: self.first_added_id + k for k, t in enumerate(self.atomic)}
         self.special = SpecialIds(*(self._atomic_id[t] for t in SPECIAL_TOKENS))
+
+    @classmethod
+    def wrap_pretrained(cls, sp_model: bytes, pretrained_vocab_size: int,
+                        added_tokens: Sequence[str] = ()) -> "Tokenizer":
+        """A pretrained SentencePiece vocabulary of `pretrained_vocab_size` ids (the embedding
+        rows of its model) with our special and `added_tokens` appended after it; the model's
+        embedding grows by `len(SPECIAL_TOKENS) + len(added_tokens)` rows
+        (`recsys_jax.model.glm_import.resize_vocabulary`).
+
+        The pretrained model keeps its own normalisation: the exact-concatenation property of
+        our own models (`train_sentencepiece`) holds only if it has no dummy prefix; otherwise
+        each separately encoded segment starts with a word boundary. Items are always encoded
+        on their own, so the trie, masking and prompts still agree."""
+        return cls(sp_model, added_tokens, first_added_id=pretrained_vocab_size)
 
     @property
     def added_tokens(self) -> list[str]:
@@ -80,7 +105,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.sp_size + len(self.atomic)
+        return self.first_added_id + len(self.atomic)
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -137,9 +162,13 @@ class Tokenizer:
             if run:
                 out.append(self.sp.decode(run))
                 run = []
-            if not 0 <= i - self.sp_size < len(self.atomic):
+            if self.sp_size <= i < self.first_added_id:  # a pretrained special / padding id
+                if not skip_special:
+                    out.append(f"<pretrained_{i}>")
+                continue
+            if not 0 <= i - self.first_added_id < len(self.atomic):
                 raise TokenizerError(f"id {i} is outside the vocabulary ({self.vocab_size})")
-            token = self.atomic[i - self.sp_size]
+            token = self.atomic[i - self.first_added_id]
             if not (skip_special and token in SPECIAL_TOKENS):
                 out.append(token)
         if run:
@@ -153,14 +182,20 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spm.model").write_bytes(self._sp_bytes)
         (directory / "added_tokens.json").write_text(json.dumps(self.added_tokens))
+        if self.first_added_id != self.sp_size:  # a wrapped pretrained vocabulary
+            (directory / "pretrained_vocab.json").write_text(
+                json.dumps({"first_added_id": self.first_added_id}))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Tokenizer":
         directory = Path(directory)
         if not (directory / "spm.model").exists():
             raise TokenizerError(f"{directory}: no tokenizer (spm.model) found")
+        pretrained = directory / "pretrained_vocab.json"
+        first = (json.loads(pretrained.read_text())["first_added_id"] if pretrained.exists()
+                 else None)
         return cls((directory / "spm.model").read_bytes(),
-                   json.loads((directory / "added_tokens.json").read_text()))
+                   json.loads((directory / "added_tokens.json").read_text()), first)
 
 
 def entity_token_ids(tokenizer: Tokenizer, index) -> list[tuple[int, ...]]:

@@ -60,3 +60,35 @@ def test_training_needs_text():
 def test_decode_rejects_out_of_range(tok):
     with pytest.raises(TokenizerError):
         tok.decode([tok.vocab_size + 5])
+
+
+def _pretrained_style_spm():
+    """A SentencePiece model with the library's default settings (dummy prefix, NFKC), as a
+    pretrained GLM ships one (e.g. cog-pretrain.model)."""
+    import io
+
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=buffer,
+                                   vocab_size=45, minloglevel=2)
+    return buffer.getvalue()
+
+
+def test_wrapping_a_pretrained_vocabulary_appends_after_its_ids(tmp_path):
+    model = _pretrained_style_spm()
+    pieces = Tokenizer(model).sp_size
+    rows = pieces + 7  # the checkpoint's own special tokens / padding rows
+    tok = Tokenizer.wrap_pretrained(model, rows, ["<a_1>", "<b_2>"])
+    assert tok.first_added_id == rows and tok.special.pad == rows
+    assert tok.vocab_size == rows + len(SPECIAL_TOKENS) + 2
+    assert tok.encode("<b_2>") == [tok.vocab_size - 1]
+    ids = tok.encode("Red Nail Polish")
+    assert ids and max(ids) < pieces  # text uses the pretrained pieces, unchanged
+    assert tok.decode(ids + [pieces + 3, tok.special.mask]) == "Red Nail Polish"
+    assert tok.decode([pieces + 3], skip_special=False) == f"<pretrained_{pieces + 3}>"
+    tok.save(tmp_path / "tok")
+    again = Tokenizer.load(tmp_path / "tok")
+    assert again.first_added_id == rows and again.encode("<a_1>") == tok.encode("<a_1>")
+    with pytest.raises(TokenizerError, match="smaller than its SentencePiece model"):
+        Tokenizer.wrap_pretrained(model, pieces - 1)

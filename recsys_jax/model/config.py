@@ -27,6 +27,7 @@ class ModelConfig:
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     dtype: str = "float32"  # compute dtype; parameters are always float32
+    remat: bool = False  # recompute each block in the backward pass (memory: one block's)
     lora_rank: int = 0  # 0 = no adapters
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0

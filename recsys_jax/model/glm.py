@@ -261,10 +261,34 @@ class GLM(nnx.Module):
         x = self.embedding_dropout(x.astype(self.cfg.compute_dtype), **kw)
         new_caches = []
         for i, layer in enumerate(self.layers):
-            x, c = layer(x, mask, cache=None if caches is None else caches[i], index=index, **kw)
+            if self.cfg.remat and caches is None:
+                x, c = _checkpointed_block(layer, x, mask, rngs, deterministic), None
+            else:
+                x, c = layer(x, mask, cache=None if caches is None else caches[i], index=index,
+                             **kw)
             new_caches.append(c)
         logits = self.word_embeddings.attend(self.final_layernorm(x))
         return logits, (None if caches is None else new_caches)
+
+
+def _checkpointed_block(layer, x, mask, rngs, deterministic):
+    """`layer`'s output with only its inputs kept for the backward pass (`cfg.remat`).
+
+    Activation memory becomes layers x tokens x hidden plus one block's worth, recomputed in
+    the backward pass (what lets GLM-10B train on 1024-token rows; scripts/memory_estimate.py).
+    Functional split/merge around `jax.checkpoint`, so it also works when the model itself was
+    merged inside a traced train step. Dropout draws one key per block from `rngs`, so its
+    masks differ from the non-remat path's (same distribution).
+    """
+    graphdef, state = nnx.split(layer)
+    key = rngs.dropout() if rngs is not None and not deterministic else None
+
+    def run(state, x, mask, key):
+        block = nnx.merge(graphdef, state)
+        return block(x, mask, deterministic=deterministic,
+                     rngs=None if key is None else nnx.Rngs(dropout=key))[0]
+
+    return jax.checkpoint(run)(state, x, mask, key)
 
 
 def param_count(cfg: ModelConfig) -> int:

@@ -61,15 +61,22 @@ class RunAssets:
     tokenizer: Tokenizer
 
     def to_json(self) -> dict:
-        return {"index": self.index.state_dict(),
-                "tokenizer": {"spm_model": encode_bytes(self.tokenizer.sp_model_bytes),
-                              "added_tokens": self.tokenizer.added_tokens}}
+        tok = {"spm_model": encode_bytes(self.tokenizer.sp_model_bytes),
+               "added_tokens": self.tokenizer.added_tokens}
+        if self.tokenizer.first_added_id != self.tokenizer.sp_size:  # a wrapped pretrained vocab
+            tok["first_added_id"] = self.tokenizer.first_added_id
+        return {"index": self.index.state_dict(), "tokenizer": tok}
 
     @classmethod
     def from_json(cls, prepared: PreparedData, data: dict) -> "RunAssets":
+        if "index" not in data:
+            raise DataError("this checkpoint has no item index (an imported pretrained model, "
+                            "`recsys_jax.convert`): fine-tune it first with "
+                            "`python -m recsys_jax.train ... train.init_from=<it>`")
         tok = data["tokenizer"]
         return cls(prepared, load_index(data["index"]),
-                   Tokenizer(decode_bytes(tok["spm_model"]), tok["added_tokens"]))
+                   Tokenizer(decode_bytes(tok["spm_model"]), tok["added_tokens"],
+                             tok.get("first_added_id")))
 
     def prompt_factory(self, data_cfg) -> PromptFactory:
         known = [set() for _ in range(self.prepared.num_users)]
@@ -88,14 +95,32 @@ class RunAssets:
 
 def fit_assets(prepared: PreparedData, data_cfg, saved: Optional[dict] = None,
                log=print) -> RunAssets:
-    if saved is not None:
+    """The saved assets of a checkpoint, or new ones fit on training data. Saved assets
+    without an index are a pretrained vocabulary (`recsys_jax.convert`): the index is fit and
+    the pretrained tokenizer wrapped with its tokens (`pretrained_vocabulary`)."""
+    if saved is not None and "index" in saved:
         return RunAssets.from_json(prepared, saved)
     train_sequences = prepared.train_sequences()
     log(f"[assets] fitting the {data_cfg.index} index on training sequences")
     index = build_index(data_cfg.index, prepared.catalog, train_sequences,
                         seed=data_cfg.seed, **data_cfg.index_options)
+    if saved is not None:
+        spm_model, rows = pretrained_vocabulary(saved)
+        tokenizer = Tokenizer.wrap_pretrained(spm_model, rows, index.added_tokens())
+        log(f"[assets] wrapped the pretrained vocabulary ({rows} ids) with "
+            f"{tokenizer.vocab_size - rows} special and item tokens")
+        return RunAssets(prepared, index, tokenizer)
     log(f"[assets] training the SentencePiece tokenizer ({data_cfg.vocab_size} pieces)")
     tokenizer = build_tokenizer(tokenizer_corpus(prepared, train_sequences), index,
                                 data_cfg.vocab_size)
     return RunAssets(prepared, index, tokenizer)
+
+
+def pretrained_vocabulary(saved: dict) -> tuple[bytes, int]:
+    """(SentencePiece model, vocabulary size) of an imported checkpoint's assets."""
+    tok = saved.get("pretrained_tokenizer")
+    if tok is None:
+        raise DataError("the imported checkpoint has no SentencePiece tokenizer: rerun "
+                        "`python -m recsys_jax.convert` with --tokenizer PATH.model")
+    return decode_bytes(tok["spm_model"]), int(tok["vocab_size"])
 

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_policy
@@ -110,11 +112,21 @@ def assign_params(model, saved: dict, which=nnx.Param) -> None:
             mismatched.append(f"{name}: saved {tuple(value.shape)} vs model "
                               f"{tuple(var.get_value().shape)}")
         else:
-            var.set_value(jnp.asarray(value, var.get_value().dtype))
+            var.set_value(_place_like(value, var.get_value()))
     if missing or mismatched:
         raise ValueError(f"checkpoint parameters do not fit this model: missing {missing[:5]}, "
                          f"shape mismatches {mismatched[:5]}")
     nnx.update(model, state)
+
+
+def _place_like(value, current: jax.Array) -> jax.Array:
+    """`value` as an array with `current`'s dtype and sharding, each device getting only its
+    shard: a large model (GLM-10B) never has a whole copy of a parameter on one device."""
+    value = np.asarray(value).astype(current.dtype)
+    sharding = getattr(current, "sharding", None)
+    if sharding is None:
+        return jnp.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def encode_bytes(data: bytes) -> str:

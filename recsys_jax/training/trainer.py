@@ -22,6 +22,7 @@ from recsys_jax.model import GLM
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.training import batches as batches_lib
 from recsys_jax.training.assets import RunAssets, fit_assets, open_prepared
+from recsys_jax.model.glm_import import resize_vocabulary
 from recsys_jax.model.lora import BASE_PARAMS
 from recsys_jax.training.checkpointing import (RunCheckpoints, assign_params, find_checkpoint,
                                                 read_params)
@@ -62,12 +63,16 @@ class Trainer:
         self.start_step = self.checkpoints.latest_step() or 0
         saved_assets = None
         self.init_from = None
+        self.pretrained_import = False
         if cfg.train.init_from and not self.start_step:
             self.init_from = find_checkpoint(cfg.train.init_from)
             self.log(f"[init] parameters from {self.init_from[0]} step {self.init_from[1]}; "
                      "its tokenizer and item index are reused")
             saved_assets = RunCheckpoints(self.init_from[0]).restore_json(self.init_from[1],
                                                                          "assets")
+            # An imported pretrained model (recsys_jax.convert) has no index yet: its
+            # vocabulary is wrapped with our tokens and its embedding grows to match.
+            self.pretrained_import = "index" not in saved_assets
         if self.start_step:
             self.log(f"[resume] found checkpoint at step {self.start_step} in {self.run_dir}")
             self._check_same_config(self.checkpoints.restore_json(self.start_step, "config"))
@@ -129,7 +134,10 @@ class Trainer:
         model = sharding.init_sharded(lambda: GLM(self.model_cfg, rngs=nnx.Rngs(cfg.train.seed)),
                                       self.mesh)
         if self.init_from is not None:
-            assign_params(model, read_params(*self.init_from), BASE_PARAMS)
+            saved = read_params(*self.init_from)
+            if self.pretrained_import:
+                saved = resize_vocabulary(saved, self.model_cfg.vocab_size, cfg.train.seed)
+            assign_params(model, saved, BASE_PARAMS)
         self.graphdef, params, self.frozen = split_model(model, cfg.train.lora_only)
         self.tx = make_optimizer(cfg.train)
         self.state_shardings = sharding.state_shardings(
