@@ -38,7 +38,8 @@ def build_index(kind: str, catalog: Catalog, train_sequences: Sequence[Sequence[
 
     `train_sequences` are internal item indices per user, e.g. `leave_one_out(ds).train`; they
     must never contain validation or test items. `options` go to the kind (semantic_id:
-    features, levels, codebook_size, dim, window, cooc_weight, kmeans_n_init).
+    features, embedding, encoder_path, levels, codebook_size, dim, window, cooc_weight, method,
+    kmeans_n_init).
     """
     cls = _index_class(kind)
     return cls.fit(catalog, train_sequences, seed=seed, **options)

@@ -4,13 +4,18 @@ new tokens, one per level, e.g. `<a_5><b_17><c_3><d_0>`.
 Building it, every learned piece is fit on TRAINING data only (DESIGN.md §2.5):
 
 1. Item features, option `features`:
-   - "text": TF-IDF of title + attribute text. The vectorizer (vocabulary, idf) is fit on the
-     text of items that occur in `train_sequences`; every catalog item is then transformed.
+   - "text": an embedding of title + attribute text, option `embedding`:
+     "tfidf" (the default): TF-IDF whose vectorizer (vocabulary, idf) is fit on the text of
+     items that occur in `train_sequences`; every catalog item is then transformed.
+     "encoder": mean-pooled sentence embeddings from a pretrained BERT folder (option
+     `encoder_path`; None = the bundled all-MiniLM-L6-v2, `recsys_jax.encoders`). Nothing is
+     fit on our data, so an item's vector depends on its own text only.
    - "cooc": item-item co-occurrence within a window along the training sequences, turned into
      positive PMI (context-distribution smoothing 0.75). Items with no training co-occurrence
      get zeros.
    - "text+cooc" (the default): both.
-2. Each part is reduced with TruncatedSVD (fit on the rows of training items) to `dim` dims and
+2. TF-IDF and co-occurrence are reduced with TruncatedSVD (fit on the rows of training items)
+   to `dim` dims; encoder embeddings keep their width (already dense). Each part is
    L2-normalised; for "text+cooc" the parts are concatenated (cooc scaled by `cooc_weight`) and
    L2-normalised again.
 3. Clustering into `levels` codes of at most `codebook_size` each, k-means (sklearn, seeded)
@@ -40,13 +45,15 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from recsys_jax.data.schema import Catalog, DataError
+from recsys_jax.encoders.item_embeddings import (  # noqa: F401  (re-exported)
+    fit_text_vectorizer, item_embeddings, item_text, text_features)
 from recsys_jax.indexing.base import ItemIndex, check_train_sequences, seeded_rng
 
 FEATURES = ("text", "cooc", "text+cooc")
+EMBEDDINGS = ("tfidf", "encoder")
 METHODS = ("residual", "hierarchical")
 LETTERS = string.ascii_lowercase
 _TOKEN = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
@@ -54,31 +61,6 @@ _TOKEN = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
 
 # ---------------------------------------------------------------------------------------------
 # Features
-
-
-def item_text(title: str, attributes: Sequence[str]) -> str:
-    """The text TF-IDF reads for an item: its title followed by its attribute strings."""
-    return " ".join([str(title), *map(str, attributes)])
-
-
-def fit_text_vectorizer(catalog: Catalog, train_items: np.ndarray) -> TfidfVectorizer:
-    """TF-IDF (unigrams + bigrams, sublinear tf) fit on the text of training items only."""
-    vectorizer = TfidfVectorizer(lowercase=True, strip_accents="unicode",
-                                 token_pattern=r"(?u)\b\w+\b", ngram_range=(1, 2),
-                                 sublinear_tf=True, dtype=np.float32)
-    texts = [item_text(catalog.titles[i], catalog.attributes[i]) for i in train_items]
-    try:
-        vectorizer.fit(texts)
-    except ValueError as err:  # e.g. every training item has empty text
-        raise DataError(f"semantic_id: cannot build text features from the training items' "
-                        f"titles and attributes ({err})") from None
-    return vectorizer
-
-
-def text_features(catalog: Catalog, vectorizer: TfidfVectorizer) -> sp.csr_matrix:
-    """[num_items, vocabulary] TF-IDF rows for every catalog item."""
-    return vectorizer.transform(
-        [item_text(t, a) for t, a in zip(catalog.titles, catalog.attributes)]).tocsr()
 
 
 def cooccurrence_counts(train_sequences: Sequence[np.ndarray], num_items: int,
@@ -236,7 +218,8 @@ class SemanticIdIndex(ItemIndex):
             raise ValueError("semantic_id codes fall outside their codebooks")
         self.options = dict(options or {})
         self.stats = dict(stats or collision_stats(self._codes))
-        self.fit_seconds: float | None = None
+        self.fit_seconds: float | None = None  # timings of a fresh fit; not saved in the state
+        self.feature_seconds: float | None = None
         self._spelled = [self._spell_code(c) for c in self._codes]
         self._item_of = {s: i for i, s in enumerate(self._spelled)}
         if len(self._item_of) != len(self._spelled):
@@ -245,11 +228,16 @@ class SemanticIdIndex(ItemIndex):
     @classmethod
     def fit(cls, catalog: Catalog, train_sequences, seed: int = 0, *, features: str = "text+cooc",
             levels: int = 3, codebook_size: int = 64, dim: int = 64, window: int = 5,
-            cooc_weight: float = 1.0, method: str = "residual",
-            kmeans_n_init: int = 1) -> "SemanticIdIndex":
+            cooc_weight: float = 1.0, method: str = "residual", kmeans_n_init: int = 1,
+            embedding: str = "tfidf", encoder_path: str | None = None) -> "SemanticIdIndex":
         start = time.perf_counter()
         if features not in FEATURES:
             raise ValueError(f"semantic_id features must be one of {FEATURES}, got {features!r}")
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"semantic_id embedding must be one of {EMBEDDINGS}, got "
+                             f"{embedding!r}")
+        if encoder_path is not None and embedding != "encoder":
+            raise ValueError("semantic_id encoder_path is only read with embedding: encoder")
         if method not in METHODS:
             raise ValueError(f"semantic_id method must be one of {METHODS}, got {method!r}")
         if not 1 <= levels <= len(LETTERS) - 1:
@@ -266,7 +254,9 @@ class SemanticIdIndex(ItemIndex):
         # One BLAS/OpenMP thread: the codes do not depend on the machine's core count (summation
         # order), and on a shared CPU this is faster than oversubscribed threads.
         with threadpool_limits(limits=1):
-            x = cls._features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed)
+            x = cls._features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed,
+                              embedding=embedding, encoder_path=encoder_path)
+            feature_seconds = time.perf_counter() - start
             cluster = residual_kmeans if method == "residual" else hierarchical_kmeans
             prefix, sizes = cluster(x, train_items, levels, codebook_size, seed, kmeans_n_init)
 
@@ -276,20 +266,29 @@ class SemanticIdIndex(ItemIndex):
         codes = np.concatenate([prefix, last[:, None]], axis=1)
         options = {"seed": seed, "features": features, "levels": levels,
                    "codebook_size": codebook_size, "dim": dim, "window": window,
-                   "cooc_weight": cooc_weight, "method": method, "kmeans_n_init": kmeans_n_init}
+                   "cooc_weight": cooc_weight, "method": method, "kmeans_n_init": kmeans_n_init,
+                   "embedding": embedding}
+        if embedding == "encoder":
+            options["encoder_path"] = None if encoder_path is None else str(encoder_path)
         stats = {**collision_stats(codes), "fit_items": int(len(train_items)),
                  "feature_dim": int(x.shape[1]), "codebook_sizes": sizes}
         index = cls(codes, [*sizes, int(last.max()) + 1], options, stats)
         index.fit_seconds = time.perf_counter() - start
+        index.feature_seconds = feature_seconds
         return index
 
     @staticmethod
-    def _features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed):
+    def _features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed, *,
+                  embedding="tfidf", encoder_path=None):
         """[num_items, d] L2-normalised item features (see the module docstring)."""
         parts = []
-        if "text" in features:
-            vectorizer = fit_text_vectorizer(catalog, train_items)
-            parts.append(reduce_dims(text_features(catalog, vectorizer), train_items, dim, seed))
+        if "text" in features and embedding == "tfidf":
+            tfidf = item_embeddings(catalog, "tfidf", fit_items=train_items)
+            parts.append(reduce_dims(tfidf, train_items, dim, seed))
+        elif "text" in features:
+            vectors = item_embeddings(catalog, "encoder", encoder_path=encoder_path,
+                                      progress=True)
+            parts.append(_l2_normalise(vectors.astype(np.float64)))
         if "cooc" in features:
             cooc = ppmi(cooccurrence_counts(seqs, len(catalog), window))
             parts.append(cooc_weight * reduce_dims(cooc, train_items, dim, seed))

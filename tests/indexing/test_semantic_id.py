@@ -1,5 +1,7 @@
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,3 +256,89 @@ def test_bad_options_and_empty_training():
             build_index("semantic_id", catalog, [[0, 1]], **bad)
     with pytest.raises(DataError, match="hold no items"):
         build_index("semantic_id", catalog, [[], []])
+
+
+# ---------------------------------------------------------------------------------------------
+# Text embedded by a pretrained encoder (`embedding: encoder`, recsys_jax.encoders)
+
+_spec = importlib.util.spec_from_file_location(
+    "tiny_bert", Path(__file__).parents[1] / "encoders" / "tiny_bert.py")
+tiny_bert = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_bert)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_folder(tmp_path_factory):
+    return str(tiny_bert.write_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture
+def tiny_encoder(tiny_encoder_folder, monkeypatch, tmp_path):
+    """A random-weight BERT folder: fast, and enough for uniqueness and leakage checks. Its
+    embedding cache goes to a temporary folder."""
+    monkeypatch.setenv("RECSYS_JAX_CACHE", str(tmp_path))
+    return tiny_encoder_folder
+
+
+@pytest.mark.parametrize("method", ["residual", "hierarchical"])
+def test_encoder_embedding_gives_unique_deterministic_codes(data, tiny_encoder, method):
+    dataset, splits = data
+    options = dict(SMALL, features="text", embedding="encoder", encoder_path=tiny_encoder,
+                   method=method)
+    index = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **options)
+    spelled = index.spell_all()
+    assert len(set(spelled)) == dataset.num_items
+    assert [index.item_of(s) for s in spelled] == list(range(dataset.num_items))
+    assert index.options["embedding"] == "encoder"
+    assert index.options["encoder_path"] == tiny_encoder
+    assert index.stats["feature_dim"] == 32  # the encoder's width, no SVD
+    again = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **options)
+    assert np.array_equal(again.codes, index.codes)
+    assert load_index(json.loads(json.dumps(index.state_dict()))).spell_all() == spelled
+
+
+def test_encoder_codes_are_fit_on_training_items_only(data, tiny_encoder):
+    dataset, splits = data
+    held_out = held_out_only_items(dataset, splits)
+    other = make_dataset(held_out_title="green argan musk")  # only held-out text differs
+    other_splits = leave_one_out(other)
+    train_items = np.unique(np.concatenate(splits.train))
+
+    def features(catalog):
+        return SemanticIdIndex._features(catalog, splits.train, train_items, "text+cooc", 16, 5,
+                                         1.0, 0, embedding="encoder", encoder_path=tiny_encoder)
+
+    a, b = features(dataset.catalog), features(other.catalog)
+    assert np.array_equal(a[train_items], b[train_items])
+    assert not np.allclose(a[held_out], b[held_out])  # held-out items are still embedded
+    options = dict(SMALL, embedding="encoder", encoder_path=tiny_encoder)
+    index_a = build_index("semantic_id", dataset.catalog, splits.train, **options)
+    index_b = build_index("semantic_id", other.catalog, other_splits.train, **options)
+    assert np.array_equal(index_a.codes[train_items], index_b.codes[train_items])
+
+
+def test_bundled_encoder_groups_similar_items(data):
+    """With the real all-MiniLM-L6-v2 the first level groups items of one product family."""
+    from recsys_jax.encoders.bundled import bundled_minilm_path
+
+    try:
+        bundled_minilm_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    dataset, splits = data
+    index = build_index("semantic_id", dataset.catalog, splits.train, features="text",
+                        embedding="encoder", **SMALL)
+    assert index.options["encoder_path"] is None  # None = the bundled model
+    first = index.codes[:NUM_TRAIN_ITEMS, 0]
+    family = np.array([family_of(int(dataset.catalog.item_ids[i][1:]))
+                       for i in range(NUM_TRAIN_ITEMS)])
+    purity = sum(np.bincount(family[first == c]).max() for c in np.unique(first)) / len(first)
+    assert purity >= 0.8
+
+
+def test_bad_embedding_options():
+    catalog = Catalog(["a", "b"], ["rose oil", "tea soap"], [[], []])
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        build_index("semantic_id", catalog, [[0, 1]], embedding="word2vec")
+    with pytest.raises(ValueError, match="only read with embedding: encoder"):
+        build_index("semantic_id", catalog, [[0, 1]], encoder_path="somewhere")
