@@ -27,7 +27,7 @@ from recsys_jax.data.prepared import load_prepared
 from recsys_jax.data.schema import DataError, UnknownItemError
 from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
-from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
+from recsys_jax.decoding.inputs import history_prompts
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.model import GLM
 from recsys_jax.model.config import ModelConfig
@@ -135,19 +135,8 @@ class Recommender:
     def prompts(self, hist, template_id, candidates=None, users=None):
         """Decoder inputs for histories (internal ids): ([B, seq_len] arrays, mask_pos [B]).
         `users` (internal ids) fill the {user} slot of templates that have one."""
-        template = get_template(template_id)
-        rng = np.random.default_rng(0)
-        out = []
-        for row, h in enumerate(hist):
-            cands = None if candidates is None else candidates[row]
-            user = 0 if users is None else int(users[row])
-            example = self.factory.fit_history(
-                lambda hh, n: self.factory.sequence_prompt(template, user, hh, None, rng,
-                                                           candidates=cands), h)
-            out.append(part_a_prompt(example, self.special, self.masking))
-        length = self.cfg.data.seq_len
-        return stack_prompts([p for p, _ in out], length, self.special), \
-            np.array([m for _, m in out], np.int32)
+        return history_prompts(self.factory, get_template(template_id), hist, self.special,
+                               self.masking, self.cfg.data.seq_len, candidates, users)
 
     def _sequential(self, hist, k, exclude_history):
         prompt, mask_pos = self.prompts(hist, DEFAULT_TEMPLATES["sequential"])

@@ -57,3 +57,22 @@ def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds) -> 
             out[k][row, :n] = p[k]
         out["segment_ids"][row, :n] = 1
     return out
+
+
+def history_prompts(factory, template, histories: Sequence[Sequence[int]], special: SpecialIds,
+                    masking: MaskingConfig, length: int, candidates=None, users=None):
+    """Decoder inputs for item histories (internal ids) under one template: ([B, length]
+    arrays, mask_pos [B]). The one prompt path of the checkpoint `Recommender` and the exported
+    bundle, so both decode the same tokens. `factory` is a `prompts.builders.PromptFactory`;
+    `users` (internal ids) fill the {user} slot of templates that have one."""
+    rng = np.random.default_rng(0)
+    out = []
+    for row, history in enumerate(histories):
+        cands = None if candidates is None else candidates[row]
+        user = 0 if users is None else int(users[row])
+        example = factory.fit_history(
+            lambda hh, n: factory.sequence_prompt(template, user, hh, None, rng,
+                                                  candidates=cands), history)
+        out.append(part_a_prompt(example, special, masking))
+    return stack_prompts([p for p, _ in out], length, special), \
+        np.array([m for _, m in out], np.int32)

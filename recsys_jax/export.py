@@ -1,0 +1,224 @@
+"""Export a checkpoint as a self-contained serving bundle: `python -m recsys_jax.export`.
+
+    python -m recsys_jax.export --checkpoint runs/default --out bundles/default [--dtype bf16]
+        [--merge-lora] [--beam 20] [--platforms cpu,cuda,tpu]
+
+The bundle (layout in `serving/bundle.py`) holds the weights, resolved config, tokenizer,
+catalog, item spellings, trie arrays and the sequential recommender as a `jax.export` program:
+trie-constrained beam search from prompt token arrays to the top-`beam` items and scores, with
+a symbolic batch dimension. `recsys_jax.serving` loads it without the model's Python classes.
+
+Weights and trie arrays are *arguments* of the exported program, not constants baked into it:
+the StableHLO stays small whatever the model size (a 60 M-parameter model would otherwise put
+240 MB of constants into the program, and large ones hit the 2 GB protobuf limit), weights
+are stored and checksummed as plain arrays, and they are placed on the device once at load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+from flax import nnx
+
+from recsys_jax import configlib
+from recsys_jax.data.schema import DataError
+from recsys_jax.decoding import trie as trie_lib
+from recsys_jax.decoding.beam_search import beam_search
+from recsys_jax.decoding.inputs import PROMPT_KEYS
+from recsys_jax.model import GLM, merge_lora
+from recsys_jax.recommend import DEFAULT_TEMPLATES, load_checkpoint
+from recsys_jax.serving.bundle import MANIFEST, save_arrays, write_manifest
+from recsys_jax.tokenizer import entity_token_ids
+
+DTYPES = {"f32": "float32", "bf16": "bfloat16"}
+ALL_PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def prepare_model(model: GLM, dtype: str, merge: bool, log=print) -> GLM:
+    """The model as exported: adapters folded in when asked, compute dtype set."""
+    if merge:
+        if model.cfg.lora_rank:
+            log(f"[export] merging LoRA adapters (rank {model.cfg.lora_rank}) into the weights")
+            model = merge_lora(model)
+        else:
+            log("[export] --merge-lora: the checkpoint has no LoRA adapters, nothing to merge")
+    compute = "bfloat16" if dtype == "bfloat16" else model.cfg.dtype
+    if compute != model.cfg.dtype:
+        # The compute dtype is static module data: rebuild, then copy the parameters over.
+        rebuilt = GLM(dataclasses.replace(model.cfg, dtype=compute), rngs=nnx.Rngs(0))
+        nnx.update(rebuilt, nnx.state(model))
+        model = rebuilt
+    return model
+
+
+def recommend_program(model: GLM, trie: trie_lib.Trie, *, beam: int, eop: int, sop: int,
+                      length_penalty: float):
+    """-> (f, names, values): f(weights, trie_arrays, inputs) -> (items [b, beam], scores
+    [b, beam]); `names`/`values` are the weights' flat names and arrays, in state order."""
+    graphdef, state = nnx.split(model)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+    names = [jax.tree_util.keystr(p, simple=True, separator=".").removesuffix(".value")
+             for p, _ in leaves]
+    fanout, max_depth = trie.fanout, trie.max_depth
+
+    def recommend(weights, trie_arrays, inputs):
+        # Stored weights may be bf16; parameters are float32 by the model's contract.
+        params = jax.tree.unflatten(treedef, [weights[n].astype(jnp.float32) for n in names])
+        t = trie_lib.Trie(**trie_arrays, fanout=fanout, max_depth=max_depth)
+        batch = inputs["tokens"].shape[0]
+        return beam_search(graphdef, params, {k: inputs[k] for k in PROMPT_KEYS},
+                           inputs["mask_pos"], t, jnp.zeros((batch,), jnp.int32),
+                           inputs["exclude"], beam=beam, top_k=beam, eop=eop, sop=sop,
+                           length_penalty=length_penalty)
+
+    return recommend, names, [np.asarray(v) for _, v in leaves]
+
+
+def _spec_list(tree: dict) -> list[dict]:
+    return [{"name": k, "shape": [d if isinstance(d, int) else str(d) for d in v.shape],
+             "dtype": np.dtype(v.dtype).name} for k, v in tree.items()]
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32",
+                  merge: bool = False, beam: int = 20, length_penalty: float = 0.0,
+                  platforms: Optional[Sequence[str]] = ALL_PLATFORMS,
+                  data_dir: Optional[str] = None, overwrite: bool = False, log=print) -> Path:
+    """Write the bundle folder `out` from a run dir or checkpoint step dir; -> `out`."""
+    out = Path(out)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise FileExistsError(f"{out} exists and is not a bundle; refusing to replace it")
+    start = time.time()
+    cfg, model, assets, step = load_checkpoint(checkpoint, data_dir)
+    log(f"[export] {checkpoint}: step {step}, {assets.index.kind} index, "
+        f"{len(assets.prepared.catalog)} items")
+    model = prepare_model(model, DTYPES[dtype], merge, log)
+    tokenizer, special = assets.tokenizer, assets.tokenizer.special
+    pool = entity_token_ids(tokenizer, assets.index)
+    trie = trie_lib.catalog_trie(pool, tokenizer.vocab_size)
+    fn, names, values = recommend_program(model, trie, beam=beam, eop=special.eop,
+                                          sop=special.sop, length_penalty=length_penalty)
+    store = jnp.bfloat16 if dtype == "bf16" else jnp.float32
+    weights = {n: np.asarray(jnp.asarray(v).astype(store)) for n, v in zip(names, values)}
+    trie_arrays = trie.arrays()
+
+    b, h = jax.export.symbolic_shape("b, h")
+    length = cfg.data.seq_len
+    inputs = {k: jax.ShapeDtypeStruct((b, length), jnp.int32) for k in PROMPT_KEYS}
+    inputs["mask_pos"] = jax.ShapeDtypeStruct((b,), jnp.int32)
+    inputs["exclude"] = jax.ShapeDtypeStruct((b, h), jnp.int32)
+    shapes = lambda tree: {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in tree.items()}
+    log(f"[export] lowering beam search (beam {beam}) for {', '.join(platforms or ['default'])}")
+    try:
+        exported = jax.export.export(jax.jit(fn), platforms=platforms)(
+            shapes(weights), shapes(trie_arrays), inputs)
+    except Exception as e:
+        raise RuntimeError(f"exporting for platforms {platforms} failed ({e}); try "
+                           f"--platforms {jax.default_backend()}") from e
+
+    model_cfg = model.cfg
+    saved_cfg = configlib.to_dict(dataclasses.replace(cfg, model=model_cfg))
+    spec = {
+        "function": "recommend(weights, trie, inputs) -> (items, scores)",
+        "platforms": list(exported.platforms),
+        "calling_convention_version": exported.calling_convention_version,
+        "inputs": {"weights": _spec_list(weights), "trie": _spec_list(trie_arrays),
+                   "inputs": _spec_list(inputs)},
+        "outputs": [{"name": "items", "shape": ["b", beam], "dtype": "int32",
+                     "doc": "internal item index per rank, -1 where fewer items exist"},
+                    {"name": "scores", "shape": ["b", beam], "dtype": "float32",
+                     "doc": "summed log-probability of the item tokens and <eop>"}],
+        "decoding": {"beam": beam, "length_penalty": length_penalty, "eop": special.eop,
+                     "sop": special.sop, "template": DEFAULT_TEMPLATES["sequential"],
+                     "seq_len": length, "fanout": trie.fanout, "max_depth": trie.max_depth},
+    }
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    catalog = assets.prepared.catalog
+    (tmp / "config.yaml").write_text(yaml.safe_dump(saved_cfg, sort_keys=False))
+    (tmp / "tokenizer.model").write_bytes(tokenizer.sp_model_bytes)
+    tok_info = {"added_tokens": tokenizer.added_tokens}
+    first_added = getattr(tokenizer, "first_added_id", tokenizer.sp_size)
+    if first_added != tokenizer.sp_size:  # a wrapped pretrained vocabulary keeps its ids
+        tok_info["first_added_id"] = first_added
+    (tmp / "tokenizer.json").write_text(json.dumps(tok_info))
+    (tmp / "catalog.json").write_text(json.dumps(
+        {"item_ids": list(catalog.item_ids), "titles": list(catalog.titles)}))
+    (tmp / "index.json").write_text(json.dumps(
+        {"kind": assets.index.kind, "spellings": assets.index.spell_all(),
+         "tokens": [list(p) for p in pool]}))
+    save_arrays(tmp / "trie.npz", trie_arrays)
+    save_arrays(tmp / "weights.npz", weights)
+    (tmp / "recommend.stablehlo").write_bytes(exported.serialize())
+    (tmp / "recommend.json").write_text(json.dumps(spec, indent=2))
+    write_manifest(tmp, {
+        "recsys_jax_version": _version("recsys_jax"), "jax_version": jax.__version__,
+        "jaxlib_version": _version("jaxlib"), "flax_version": _version("flax"),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": {"path": str(checkpoint), "step": step}, "dtype": DTYPES[dtype],
+        "lora_merged": bool(merge and cfg.model.lora_rank), "lora_rank": model_cfg.lora_rank,
+        "num_items": len(catalog), "num_parameters": int(sum(v.size for v in weights.values())),
+    })
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    log(f"[export] wrote {out} ({size / 1e6:.1f} MB) in {time.time() - start:.1f} s")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys_jax.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="run dir or checkpoint step dir")
+    parser.add_argument("--out", required=True, help="bundle folder to write")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="f32",
+                        help="weight storage and (bf16) compute dtype")
+    parser.add_argument("--merge-lora", action="store_true",
+                        help="fold LoRA adapters into the base weights")
+    parser.add_argument("--beam", type=int, default=20, help="beam width = largest k served")
+    parser.add_argument("--length-penalty", type=float, default=0.0)
+    parser.add_argument("--platforms", default=",".join(ALL_PLATFORMS),
+                        help="comma-separated jax.export platforms to lower for")
+    parser.add_argument("--data-dir", help="where the prepared dataset lives (default: as trained)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    args = parser.parse_args(argv)
+    try:
+        export_bundle(args.checkpoint, args.out, dtype=args.dtype, merge=args.merge_lora,
+                      beam=args.beam, length_penalty=args.length_penalty,
+                      platforms=[p.strip() for p in args.platforms.split(",") if p.strip()],
+                      data_dir=args.data_dir, overwrite=args.overwrite)
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""JSON recommend requests: parse, validate against the bundle, answer through the batcher.
+
+Request   {"history": ["B004756YJA", "<an exact title>"], "k": 10, "exclude_history": true}
+          or {"requests": [<request>, ...]} for several users in one body.
+Response  {"items": [{"id": ..., "title": ..., "score": ...}, ...]}
+          or {"results": [{"items": [...]}, ...]} in request order.
+Errors    {"error": "<what is wrong and what to do>"} with status 400 (malformed JSON or field
+          types), 413 (too many requests in one body, history too long), 422 (unknown item, k
+          out of range, empty history), 503 (queue full or timed out), 500 (a bug).
+Every request in a body is checked before any runs, so one bad entry fails the body at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from recsys_jax.data.schema import UnknownItemError
+from recsys_jax.serving.batcher import MicroBatcher, Overloaded
+
+MAX_HISTORY = 512
+_FIELDS = {"history", "k", "exclude_history"}
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse(body: bytes, max_requests: int) -> tuple[list[dict], bool]:
+    """-> (request dicts, whether the body was a batch). Raises RequestError."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RequestError(400, f"malformed JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, 'the body must be a JSON object like {"history": [...], "k": 10}')
+    if "requests" in data:
+        reqs = data["requests"]
+        if set(data) != {"requests"} or not isinstance(reqs, list) or not reqs:
+            raise RequestError(400, '"requests" must be the only key and a non-empty list')
+        if len(reqs) > max_requests:
+            raise RequestError(413, f"{len(reqs)} requests in one body; at most {max_requests}"
+                               " — split the batch")
+        return reqs, True
+    return [data], False
+
+
+def check(rec, req: Any, where: str, default_k: int) -> tuple[list[int], int, bool]:
+    """One request dict -> (internal history ids, k, exclude_history)."""
+    if not isinstance(req, dict):
+        raise RequestError(400, f"{where}: each request must be a JSON object")
+    unknown = set(req) - _FIELDS
+    if unknown:
+        raise RequestError(400, f"{where}: unknown field(s) {sorted(unknown)}; "
+                           f"known: {sorted(_FIELDS)}")
+    history = req.get("history")
+    if not isinstance(history, list) or not all(isinstance(x, (str, int)) and
+                                                not isinstance(x, bool) for x in history):
+        raise RequestError(400, f"{where}: \"history\" must be a list of item ids or titles")
+    if not history:
+        raise RequestError(422, f"{where}: empty history; give at least one item")
+    if len(history) > MAX_HISTORY:
+        raise RequestError(413, f"{where}: history of {len(history)} items; at most "
+                           f"{MAX_HISTORY}")
+    exclude = req.get("exclude_history", True)
+    if not isinstance(exclude, bool):
+        raise RequestError(400, f"{where}: \"exclude_history\" must be true or false")
+    k = req.get("k", default_k)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise RequestError(400, f"{where}: \"k\" must be an integer, got {k!r}")
+    try:
+        ids = [rec.resolve(x) for x in history]
+        rec.check_k(k, len(ids), exclude)
+    except (UnknownItemError, ValueError) as e:
+        raise RequestError(422, f"{where}: {e}") from None
+    return ids, k, exclude
+
+
+class RecommendService:
+    """The endpoint's logic, independent of HTTP: body bytes -> (status, JSON payload)."""
+
+    def __init__(self, rec, max_batch: int | None = None, max_wait_ms: float = 5.0,
+                 max_requests: int = 64, timeout_s: float = 60.0):
+        self.rec = rec
+        self.max_requests = max_requests
+        self.timeout_s = timeout_s
+        self.default_k = min(10, rec.beam)
+        self.batcher = MicroBatcher(rec.run, max_batch or rec.max_batch, max_wait_ms)
+        self._lock = threading.Lock()
+        self.answered = 0
+        self.failed = 0
+
+    def recommend(self, body: bytes) -> tuple[int, dict]:
+        try:
+            reqs, batched = parse(body, self.max_requests)
+            checked = [check(self.rec, r, f"requests[{i}]" if batched else "request",
+                             self.default_k) for i, r in enumerate(reqs)]
+            futures = [self.batcher.submit(c) for c in checked]
+            rows = [f.result(timeout=self.timeout_s) for f in futures]
+        except RequestError as e:
+            return self._count(e.status, {"error": e.message})
+        except Overloaded as e:
+            return self._count(503, {"error": str(e)})
+        except FutureTimeout:
+            return self._count(503, {"error": f"no answer within {self.timeout_s:.0f} s; "
+                                              "the server is overloaded, retry later"})
+        except Exception as e:  # noqa: BLE001 - the server must answer, not die
+            return self._count(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+        items = [[{"id": i, "title": t, "score": s} for i, t, s in r] for r in rows]
+        payload = {"results": [{"items": x} for x in items]} if batched else {"items": items[0]}
+        return self._count(200, payload)
+
+    def health(self) -> dict:
+        manifest = self.rec.bundle.manifest
+        return {"status": "ok", "items": self.rec.num_items, "beam": self.rec.beam,
+                "max_batch": self.batcher.max_batch, "max_requests": self.max_requests,
+                "answered": self.answered, "failed": self.failed,
+                "batches": self.batcher.batches, "batched_items": self.batcher.items,
+                "bundle": {k: manifest.get(k) for k in
+                           ("created", "dtype", "recsys_jax_version", "jax_version")}}
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def _count(self, status: int, payload: dict) -> tuple[int, dict]:
+        with self._lock:
+            if status == 200:
+                self.answered += 1
+            else:
+                self.failed += 1
+        return status, payload

@@ -1,0 +1,130 @@
+"""`python -m recsys_jax.serve` over real HTTP on 127.0.0.1 (ephemeral port): answers,
+4xx errors with messages, and concurrent load that neither crashes nor mixes up answers."""
+
+import http.client
+import json
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def server(toy_bundle):
+    cmd = [sys.executable, "-m", "recsys_jax.serve", "--bundle", str(toy_bundle), "--port", "0",
+           "--max-batch", "4", "--max-wait-ms", "5", "--max-requests", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # blocks until the server is ready (or has died)
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        pytest.fail(f"server did not start: {line!r} {proc.stderr.read()[-3000:]}")
+    yield proc, int(match.group(1))
+    proc.terminate()
+    proc.wait(30)
+
+
+def call(port, method, path, body=None, raw=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_health_and_a_valid_request(server):
+    _, port = server
+    status, health = call(port, "GET", "/health")
+    assert status == 200 and health["status"] == "ok" and health["beam"] == 8
+    status, out = call(port, "POST", "/recommend", {"history": ["1", "3"], "k": 5})
+    assert status == 200 and len(out["items"]) == 5
+    assert all(set(x) == {"id", "title", "score"} for x in out["items"])
+    assert not {x["id"] for x in out["items"]} & {"1", "3"}
+    status, batch = call(port, "POST", "/recommend",
+                         {"requests": [{"history": ["1", "3"], "k": 5}, {"history": ["7"]}]})
+    assert status == 200 and [len(r["items"]) for r in batch["results"]] == [5, 8]
+
+
+@pytest.mark.parametrize("method, path, body, raw, status, message", [
+    ("POST", "/recommend", None, b'{"history": [', 400, "malformed JSON"),
+    ("POST", "/recommend", {"history": ["no-such-item"]}, None, 422, "unknown item"),
+    ("POST", "/recommend", {"history": ["1"], "k": 9}, None, 422, "between 1 and 8"),
+    ("POST", "/recommend", {"history": ["1"], "k": 0}, None, 422, "between 1 and 8"),
+    ("POST", "/recommend", {"requests": [{"history": ["1"]}] * 9}, None, 413, "at most 8"),
+    ("POST", "/nope", {}, None, 404, "no route"),
+    ("GET", "/recommend", None, None, 404, "no route"),
+])
+def test_bad_requests_get_4xx_with_a_message(server, method, path, body, raw, status, message):
+    _, port = server
+    got, payload = call(port, method, path, body, raw)
+    assert got == status and message in payload["error"], payload
+
+
+def test_200_concurrent_requests_from_8_threads_all_answered_correctly(server, toy_bundle):
+    proc, port = server
+    ids = json.loads((toy_bundle / "catalog.json").read_text())["item_ids"][:40]
+    rng = random.Random(0)
+    histories = [rng.sample(ids, rng.randint(1, 4)) for _ in range(10)]
+    expected = {}
+    for h in histories:  # reference answers, one request at a time
+        status, out = call(port, "POST", "/recommend", {"history": h, "k": 8})
+        assert status == 200
+        expected[tuple(h)] = out["items"]
+    # Every 10th request is bad on purpose: errors must not disturb the good ones.
+    jobs = [(histories[i % 10], 1 + i % 8, i % 10 == 9) for i in range(200)]
+    results, latencies, lock = [None] * 200, [], threading.Lock()
+    cursor = iter(range(200))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(cursor, None)
+            if i is None:
+                return
+            h, k, bad = jobs[i]
+            t0 = time.perf_counter()
+            results[i] = call(port, "POST", "/recommend",
+                              {"history": h + (["zz-unknown"] if bad else []), "k": k})
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    for (h, k, bad), (status, out) in zip(jobs, results):
+        if bad:
+            assert status == 422 and "zz-unknown" in out["error"]
+            continue
+        assert status == 200, out
+        want = expected[tuple(h)][:k]
+        assert [x["id"] for x in out["items"]] == [x["id"] for x in want]
+        assert [x["score"] for x in out["items"]] == pytest.approx(
+            [x["score"] for x in want], abs=1e-4)
+    lat = sorted(latencies)
+    print(f"\n200 requests / 8 threads: {200 / wall:.1f} req/s, p50 "
+          f"{1000 * lat[100]:.1f} ms, p99 {1000 * lat[197]:.1f} ms")
+    status, health = call(port, "GET", "/health")
+    assert status == 200 and proc.poll() is None  # still alive
+    assert health["batches"] < health["batched_items"]  # requests were batched together
+
+
+def test_a_corrupted_bundle_stops_the_server_at_start(toy_bundle, tmp_path):
+    import shutil
+
+    bundle = shutil.copytree(toy_bundle, tmp_path / "b")
+    with open(bundle / "weights.npz", "r+b") as f:
+        f.truncate(100)
+    out = subprocess.run([sys.executable, "-m", "recsys_jax.serve", "--bundle", str(bundle),
+                          "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "weights.npz is truncated" in out.stderr
