@@ -9,7 +9,8 @@ Protocol (DESIGN.md §2.5, §3.1); every case of the split counts, none is dropp
   candidate-listing templates 5-5..5-8 cannot hold 100 items in a short context, so
   `generate`/`score` use the sequential prompt (2-3 seen, 2-13 unseen), labelled.
 - rating (RMSE/MAE), explanation (BLEU-4, ROUGE), review (summary: BLEU-2, ROUGE; stars from
-  the review: RMSE/MAE): greedy generation on the held-out rating rows.
+  the review: RMSE/MAE): greedy generation on the held-out rating rows; star answers also as
+  the expected star over the exact scores of "1".."5" (`_expected`).
 Families the data cannot support are skipped with a message. `--prompts seen unseen` or
 explicit template ids. Writes metrics.json and predictions_<family>_<prompt>[_<method>].jsonl.
 """
@@ -131,10 +132,9 @@ def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
                 if rows is None:
                     rows = _rows_limited(prepared.rating_rows(f"rating_{args.split}"), args.limit)
                     train_mean = float(np.mean(prepared.rating_rows("rating_train")["rating"]))
-                entry, preds = evaluate_rows(rec, family, template, rows, args.batch_size,
-                                             train_mean, prepared.user_ids,
-                                             rec.catalog.item_ids)
-                entries, n = [(f"{family}_{template}", entry, preds)], len(preds)
+                entries = evaluate_rows(rec, family, template, rows, args.batch_size,
+                                        train_mean, prepared.user_ids, rec.catalog.item_ids)
+                n = len(entries[0][2])
             seconds = time.perf_counter() - start
             for name, entry, preds in entries:
                 entry.update({"prompt": template, "seen": template not in UNSEEN, "cases": n,

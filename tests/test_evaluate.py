@@ -85,8 +85,9 @@ def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
     res = run_eval(rec, tmp_path, "--families", "rating", "explanation", "review",
                    "--prompts", "seen", "unseen", "--batch-size", "16")
     fams = res["families"]
-    assert set(fams) == {"rating_1-6", "rating_1-10", "explanation_3-3", "explanation_3-9",
-                         "explanation_3-12", "review_4-1", "review_4-2", "review_4-4"}
+    stars = ("rating_1-6", "rating_1-10", "review_4-2", "review_4-4")
+    assert set(fams) == {"explanation_3-3", "explanation_3-9", "explanation_3-12",
+                         "review_4-1", *stars, *(f"{s}_expected" for s in stars)}
     n_test = len(rec.assets.prepared.rating_rows("rating_test")["user"])
     for name in ("rating_1-6", "review_4-2", "review_4-4"):
         e = fams[name]
@@ -100,6 +101,10 @@ def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
                for r in rows)
     ratings = read_rows(tmp_path / "predictions_rating_1-6.jsonl")
     assert {"user", "item", "target", "predicted", "generated"} <= set(ratings[0])
+    expected = read_rows(tmp_path / "predictions_rating_1-6_expected.jsonl")
+    assert len(expected) == n_test and fams["rating_1-6_expected"]["num_fallback"] == 0
+    assert all(1.0 <= r["predicted"] <= 5.0 for r in expected)
+    assert [(r["user"], r["item"]) for r in expected] == [(r["user"], r["item"]) for r in ratings]
 
 
 def test_families_the_data_lacks_are_skipped(toy_run, tmp_path, capsys):

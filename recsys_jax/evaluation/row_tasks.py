@@ -3,7 +3,10 @@
 Each test row (user, item, rating, review, summary) becomes the family's prompt without its
 answer; the answer is generated greedily (no trie) and read back:
 - star answers (rating 1-6/1-10, review 4-2/4-4) are parsed as a number; an unparsable
-  generation is scored as the training split's mean rating and counted (`num_fallback`);
+  generation is scored as the training split's mean rating and counted (`num_fallback`).
+  A second reading needs no parsing: the expected star sum_s s * P(s | prompt) over the exact
+  scores of the five answers "1".."5" (`<family>_<prompt>_expected`); greedy decoding can only
+  say the single likeliest star, which costs RMSE;
 - explanation (the review's first sentence) and review summaries are compared as text.
 The reference is exactly the answer training would have used for the same row. Explanation and
 review cases are the test rows that have review text (rows without any have no reference).
@@ -19,6 +22,7 @@ import numpy as np
 
 from recsys_jax.decoding.generate import generate_text
 from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
+from recsys_jax.decoding.scoring import score_candidates
 from recsys_jax.evaluation import metrics as M
 from recsys_jax.evaluation.ranking import pad_rows, padded_batches
 from recsys_jax.evaluation.text_metrics import text_metrics
@@ -57,31 +61,56 @@ def _prompts(rec, template, rows, idx):
     return prompts, references
 
 
+def _batched_prompts(rec, template_id, rows, idx, batch_size, desc):
+    """Per padded batch: (stacked Part A prompts, mask positions, references, real rows)."""
+    template = get_template(template_id)
+    for sl, pad in padded_batches(len(idx), batch_size, desc):
+        prompts, refs = _prompts(rec, template, rows, pad_rows(idx[sl], pad))
+        prompt = stack_prompts([p for p, _ in prompts], rec.cfg.data.seq_len, rec.special)
+        yield prompt, np.array([m for _, m in prompts], np.int32), refs, batch_size - pad
+
+
 def generate_answers(rec, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
                      desc: str) -> tuple[list[str], list[str]]:
     """(references, generated texts) for rows `idx` under one template."""
-    template = get_template(template_id)
-    max_new = MAX_NEW_TOKENS[template.answer]
+    max_new = MAX_NEW_TOKENS[get_template(template_id).answer]
     s = rec.special
     banned = (s.pad, s.mask, s.smask, s.gmask, s.sop)
     references, generated = [], []
-    for sl, pad in padded_batches(len(idx), batch_size, desc):
-        prompts, refs = _prompts(rec, template, rows, pad_rows(idx[sl], pad))
-        prompt = stack_prompts([p for p, _ in prompts], rec.cfg.data.seq_len, s)
-        mask_pos = np.array([m for _, m in prompts], np.int32)
+    for prompt, mask_pos, refs, real in _batched_prompts(rec, template_id, rows, idx,
+                                                         batch_size, desc):
         out, lengths = generate_text(rec.graphdef, rec.state, prompt, mask_pos,
                                      jax.random.key(0), max_new=max_new, eop=s.eop, sop=s.sop,
                                      banned=banned)
         out, lengths = np.asarray(out), np.asarray(lengths)
-        real = batch_size - pad
         references += refs[:real]
         generated += [rec.tokenizer.decode(out[r, :lengths[r]]).strip() for r in range(real)]
     return references, generated
 
 
+def expected_stars(rec, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
+                   desc: str) -> np.ndarray:
+    """sum_s s * P(s) over the answers "1".."5", renormalised over those five."""
+    answers = [rec.tokenizer.encode(str(star)) for star in range(1, 6)]
+    width = max(map(len, answers))
+    out = []
+    for prompt, mask_pos, _, real in _batched_prompts(rec, template_id, rows, idx,
+                                                      batch_size, desc):
+        tokens = np.zeros((len(mask_pos), 5, width), np.int32)
+        lens = np.zeros((len(mask_pos), 5), np.int32)
+        for j, a in enumerate(answers):
+            tokens[:, j, :len(a)], lens[:, j] = a, len(a)
+        scores = np.asarray(score_candidates(rec.graphdef, rec.state, prompt, mask_pos, tokens,
+                                             lens, sop=rec.special.sop, eop=rec.special.eop))
+        p = np.exp(scores - scores.max(axis=1, keepdims=True))
+        out.append(((p / p.sum(axis=1, keepdims=True)) @ np.arange(1, 6))[:real])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: int,
-                  train_mean: float, user_ids, item_ids) -> tuple[dict, list[dict]]:
-    """-> (metrics entry, prediction rows) for one family and template."""
+                  train_mean: float, user_ids, item_ids) -> list[tuple[str, dict, list[dict]]]:
+    """-> [(name, metrics entry, prediction rows)] for one family and template (two entries,
+    generated and expected, for star answers)."""
     template = get_template(template_id)
     idx = row_cases(rows, "review_rating" if template.answer == "star" else family)
     if len(idx) == 0:
@@ -96,7 +125,14 @@ def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: in
         entry["fallback_rule"] = "unparsable or out-of-range answer -> training mean rating"
         preds = [dict(b, target=float(t), predicted=p, generated=g)
                  for b, t, p, g in zip(base, targets, predicted, gens)]
-    else:
-        entry = text_metrics(refs, gens, bleu_order=4 if family == "explanation" else 2)
-        preds = [dict(b, reference=r, generated=g) for b, r, g in zip(base, refs, gens)]
-    return entry, preds
+        expected = expected_stars(rec, template_id, rows, idx, batch_size,
+                                  f"{family} {template_id} expected")
+        e_entry = M.rating_metrics(targets, expected)
+        e_entry["method"] = "expected star over exact scores of 1..5"
+        e_preds = [dict(b, target=float(t), predicted=float(p))
+                   for b, t, p in zip(base, targets, expected)]
+        return [(f"{family}_{template_id}", entry, preds),
+                (f"{family}_{template_id}_expected", e_entry, e_preds)]
+    entry = text_metrics(refs, gens, bleu_order=4 if family == "explanation" else 2)
+    preds = [dict(b, reference=r, generated=g) for b, r, g in zip(base, refs, gens)]
+    return [(f"{family}_{template_id}", entry, preds)]
