@@ -7,6 +7,7 @@ import pytest
 
 from recsys_jax.data.schema import UnknownItemError
 from recsys_jax.recommend import Recommender
+from recsys_jax.recommend import main as recommend_main
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +60,18 @@ def test_bad_requests_fail_clearly(rec, kwargs, error, message):
         rec.recommend(**kwargs)
 
 
-def test_cli_prints_a_table_and_json_and_fails_cleanly(toy_run):
+def test_cli_prints_a_table_and_json_and_fails_cleanly(toy_run, capsys):
     run_dir, _ = toy_run
-    base = [sys.executable, "-m", "recsys_jax.recommend", "--checkpoint", str(run_dir)]
-    out = subprocess.run(base + ["--history", "1", "--k", "4"], capture_output=True,
+    # One real `python -m` process; the other cases call the same `main` in-process (faster).
+    out = subprocess.run([sys.executable, "-m", "recsys_jax.recommend", "--checkpoint",
+                          str(run_dir), "--history", "1", "--k", "4"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["rank", "item_id", "score"] and len(lines) == 5
-    js = subprocess.run(base + ["--history", "1", "--k", "2", "--json"], capture_output=True,
-                        text=True, timeout=300)
-    assert [set(r) for r in json.loads(js.stdout)] == [{"item_id", "title", "score"}] * 2
-    bad = subprocess.run(base + ["--history", "zzz"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unknown item 'zzz'" in bad.stderr
+    base = ["--checkpoint", str(run_dir)]
+    assert recommend_main(base + ["--history", "1", "--k", "2", "--json"]) == 0
+    assert [set(r) for r in json.loads(capsys.readouterr().out)] == \
+        [{"item_id", "title", "score"}] * 2
+    assert recommend_main(base + ["--history", "zzz"]) == 2
+    assert "unknown item 'zzz'" in capsys.readouterr().err
