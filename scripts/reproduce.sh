@@ -4,7 +4,7 @@
 #   bash scripts/reproduce.sh ROW [key=value training overrides...]
 #
 # Rows (see README "Results"): pop_beauty sasrec_beauty pop_sports sasrec_sports mf_ml100k
-#   glm_beauty_semantic glm_beauty_title glm_sports_semantic glm_ml100k
+#   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_sports_semantic glm_ml100k
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
@@ -37,6 +37,8 @@ case $ROW in
   sasrec_beauty) prepare_beauty; baseline sasrec amazon_beauty --epochs 30 ;;
   pop_sports)    prepare amazon_sports p5 "$SHARED/amazon_sports"; baseline popularity amazon_sports ;;
   sasrec_sports) prepare amazon_sports p5 "$SHARED/amazon_sports"; baseline sasrec amazon_sports --epochs 30 ;;
+  pop_ml100k)    prepare movielens_100k movielens "$SHARED/movielens_100k"; baseline popularity movielens_100k ;;
+  sasrec_ml100k) prepare movielens_100k movielens "$SHARED/movielens_100k"; baseline sasrec movielens_100k --epochs 30 ;;
   mf_ml100k)     prepare movielens_100k movielens "$SHARED/movielens_100k"; baseline matrix_factorization movielens_100k ;;
   glm_beauty_semantic) prepare_beauty; train configs/beauty_semantic.yaml
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
