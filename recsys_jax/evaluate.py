@@ -121,29 +121,30 @@ def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
     cases = rows = None
     for family in families:
         for template in prompts_for(family, args.prompts):
-            start = time.perf_counter()
             if family in ("sequential", "direct"):
                 if cases is None:
                     cases = _limited(prepared.test_cases() if args.split == "test"
                                      else prepared.validation_cases(), args.limit)
-                entries = list(_ranking_entries(rec, family, template, cases, args))
-                n = len(cases)
+                entries = _ranking_entries(rec, family, template, cases, args)
             else:
                 if rows is None:
                     rows = _rows_limited(prepared.rating_rows(f"rating_{args.split}"), args.limit)
                     train_mean = float(np.mean(prepared.rating_rows("rating_train")["rating"]))
                 entries = evaluate_rows(rec, family, template, rows, args.batch_size,
                                         train_mean, prepared.user_ids, rec.catalog.item_ids)
-                n = len(entries[0][2])
-            seconds = time.perf_counter() - start
+            # Each entry is written as soon as it exists: a long run keeps what it finished.
+            start = time.perf_counter()
             for name, entry, preds in entries:
+                seconds = time.perf_counter() - start
+                n = len(preds)
                 entry.update({"prompt": template, "seen": template not in UNSEEN, "cases": n,
-                              "seconds": round(seconds / len(entries), 1),
-                              "ms_per_case": round(1000 * seconds / len(entries) / max(n, 1), 2)})
+                              "seconds": round(seconds, 1),
+                              "ms_per_case": round(1000 * seconds / max(n, 1), 2)})
                 M.write_predictions(out_dir / f"predictions_{name}.jsonl", preds)
                 results["families"][name] = entry
                 M.write_metrics(out_dir / "metrics.json", results)
                 print(json.dumps({name: entry}), flush=True)
+                start = time.perf_counter()
     return results
 
 

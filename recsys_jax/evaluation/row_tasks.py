@@ -108,9 +108,9 @@ def expected_stars(rec, template_id: str, rows: dict, idx: np.ndarray, batch_siz
 
 
 def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: int,
-                  train_mean: float, user_ids, item_ids) -> list[tuple[str, dict, list[dict]]]:
-    """-> [(name, metrics entry, prediction rows)] for one family and template (two entries,
-    generated and expected, for star answers)."""
+                  train_mean: float, user_ids, item_ids):
+    """Yields (name, metrics entry, prediction rows) for one family and template: the
+    generated answers, then (star answers only) the expected star."""
     template = get_template(template_id)
     idx = row_cases(rows, "review_rating" if template.answer == "star" else family)
     if len(idx) == 0:
@@ -125,14 +125,15 @@ def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: in
         entry["fallback_rule"] = "unparsable or out-of-range answer -> training mean rating"
         preds = [dict(b, target=float(t), predicted=p, generated=g)
                  for b, t, p, g in zip(base, targets, predicted, gens)]
+        yield f"{family}_{template_id}", entry, preds
         expected = expected_stars(rec, template_id, rows, idx, batch_size,
                                   f"{family} {template_id} expected")
         e_entry = M.rating_metrics(targets, expected)
         e_entry["method"] = "expected star over exact scores of 1..5"
         e_preds = [dict(b, target=float(t), predicted=float(p))
                    for b, t, p in zip(base, targets, expected)]
-        return [(f"{family}_{template_id}", entry, preds),
-                (f"{family}_{template_id}_expected", e_entry, e_preds)]
+        yield f"{family}_{template_id}_expected", e_entry, e_preds
+        return
     entry = text_metrics(refs, gens, bleu_order=4 if family == "explanation" else 2)
     preds = [dict(b, reference=r, generated=g) for b, r, g in zip(base, refs, gens)]
-    return [(f"{family}_{template_id}", entry, preds)]
+    yield f"{family}_{template_id}", entry, preds
