@@ -131,13 +131,7 @@ def yes_no_prompts(rec, template_id: str, users: Sequence[int], histories: Seque
 def p_yes(rec, prompt, mask_pos) -> np.ndarray:
     """P("yes") / (P("yes") + P("no")) per prompt, from exact answer scores."""
     answers = [rec.tokenizer.encode("yes"), rec.tokenizer.encode("no")]
-    width = max(map(len, answers))
-    batch = len(mask_pos)
-    tokens = np.zeros((batch, 2, width), np.int32)
-    lens = np.zeros((batch, 2), np.int32)
-    for j, a in enumerate(answers):
-        tokens[:, j, :len(a)] = a
-        lens[:, j] = len(a)
+    tokens, lens = pad_candidates(answers, np.tile(np.arange(2), (len(mask_pos), 1)))
     scores = np.asarray(score_candidates(rec.graphdef, rec.state, prompt, mask_pos, tokens, lens,
                                          sop=rec.special.sop, eop=rec.special.eop))
     return np.exp(scores[:, 0] - np.logaddexp(scores[:, 0], scores[:, 1]))

@@ -22,7 +22,7 @@ import numpy as np
 
 from recsys_jax.decoding.generate import generate_text
 from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
-from recsys_jax.decoding.scoring import score_candidates
+from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.evaluation import metrics as M
 from recsys_jax.evaluation.ranking import pad_rows, padded_batches
 from recsys_jax.evaluation.text_metrics import text_metrics
@@ -92,14 +92,11 @@ def expected_stars(rec, template_id: str, rows: dict, idx: np.ndarray, batch_siz
                    desc: str) -> np.ndarray:
     """sum_s s * P(s) over the answers "1".."5", renormalised over those five."""
     answers = [rec.tokenizer.encode(str(star)) for star in range(1, 6)]
-    width = max(map(len, answers))
     out = []
     for prompt, mask_pos, _, real in _batched_prompts(rec, template_id, rows, idx,
                                                       batch_size, desc):
-        tokens = np.zeros((len(mask_pos), 5, width), np.int32)
-        lens = np.zeros((len(mask_pos), 5), np.int32)
-        for j, a in enumerate(answers):
-            tokens[:, j, :len(a)], lens[:, j] = a, len(a)
+        # The five answers as a candidate pool: every row scores candidates 0..4.
+        tokens, lens = pad_candidates(answers, np.tile(np.arange(5), (len(mask_pos), 1)))
         scores = np.asarray(score_candidates(rec.graphdef, rec.state, prompt, mask_pos, tokens,
                                              lens, sop=rec.special.sop, eop=rec.special.eop))
         p = np.exp(scores - scores.max(axis=1, keepdims=True))
