@@ -40,6 +40,7 @@ class DataConfig:
     pack: bool = True  # several examples per row (segment ids keep them apart)
     valid_users: int = 512  # validation-loss cases (first users, fixed)
     seed: int = 0
+    workers: int = 0  # batch-building processes (0: threads); raise on GPU/TPU hosts
 
     def validate(self):
         if self.index not in ("title", "random_id", "item_token", "semantic_id"):
@@ -50,6 +51,8 @@ class DataConfig:
             raise configlib.ConfigError(f"data.family_weights: unknown families {sorted(unknown)}")
         if self.seq_len < 32:
             raise configlib.ConfigError("data.seq_len must be at least 32")
+        if self.workers < 0:
+            raise configlib.ConfigError(f"data.workers={self.workers}: use 0 (threads) or more")
 
 
 @dataclasses.dataclass
@@ -74,8 +77,13 @@ class TrainConfig:
     async_checkpoint: bool = True
     plot: bool = True
     seed: int = 0
+    # Stop early, with a validation pass and a checkpoint, once the loop has run this long
+    # (a fixed slot on a shared accelerator); rerunning the same run_dir resumes.
+    time_limit_minutes: Optional[float] = None
 
     def validate(self):
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            raise configlib.ConfigError("train.time_limit_minutes must be positive (or unset)")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise configlib.ConfigError("train.steps, train.batch_size and train.grad_accum must "
                                         "be positive")

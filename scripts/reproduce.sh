@@ -4,7 +4,8 @@
 #   bash scripts/reproduce.sh ROW [key=value training overrides...]
 #
 # Rows (see README "Results"): pop_beauty sasrec_beauty pop_sports sasrec_sports mf_ml100k
-#   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_sports_semantic glm_ml100k
+#   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_beauty_item_token
+#   glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
@@ -44,6 +45,10 @@ case $ROW in
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
   glm_beauty_title) prepare_beauty; train configs/beauty_semantic.yaml data.index=title data.seq_len=256 model.max_positions=512
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_beauty_item_token) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token
+                 evaluate --families sequential --prompts seen ;;
+  glm_beauty_semantic_encoder) prepare_beauty; train configs/beauty_semantic_encoder.yaml
+                 evaluate --families sequential --prompts seen ;;
   glm_sports_semantic) prepare amazon_sports p5 "$SHARED/amazon_sports"
                  train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;

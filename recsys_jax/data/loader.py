@@ -93,8 +93,8 @@ def make_train_iterator(source, transform: Transform, batch_size: int, *, seed: 
                         batch_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
                         shard_index: Optional[int] = None, shard_count: Optional[int] = None,
                         num_epochs: Optional[int] = None, drop_remainder: bool = True,
-                        read_options: Optional[grain.ReadOptions] = None
-                        ) -> grain.DatasetIterator:
+                        read_options: Optional[grain.ReadOptions] = None,
+                        workers: int = 0) -> grain.DatasetIterator:
     """Iterator of batches with `get_state()` / `set_state()`.
 
     source: random-access records (`len`, `[i]`), e.g. `PreparedData.source("train")`.
@@ -104,10 +104,21 @@ def make_train_iterator(source, transform: Transform, batch_size: int, *, seed: 
     shard_index / shard_count: default `jax.process_index()` / `jax.process_count()`.
     num_epochs: None repeats forever.
     read_options: grain prefetch threads/buffer (default `DEFAULT_READ_OPTIONS`); the batches
-        do not depend on them. `grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)`
+        do not depend on them.
+    workers: worker processes building batches (0: threads in this process). Prompt building
+        and masking are Python, so on an accelerator they bound throughput unless spread over
+        processes; the batches and their order do not depend on this number. `grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)`
         computes each batch on demand in the calling thread.
     """
     ds = make_train_dataset(source, transform, batch_size, seed=seed, batch_fn=batch_fn,
                             shard_index=shard_index, shard_count=shard_count,
                             num_epochs=num_epochs, drop_remainder=drop_remainder)
-    return iter(ds.to_iter_dataset(read_options=read_options or DEFAULT_READ_OPTIONS))
+    it_ds = ds.to_iter_dataset(read_options=read_options or DEFAULT_READ_OPTIONS)
+    if workers > 0:
+        from absl import flags  # grain's worker pool reads absl flags, unparsed outside absl.app
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                               per_worker_buffer_size=2))
+    return iter(it_ds)

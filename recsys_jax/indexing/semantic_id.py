@@ -10,6 +10,9 @@ Building it, every learned piece is fit on TRAINING data only (DESIGN.md §2.5):
      "encoder": mean-pooled sentence embeddings from a pretrained BERT folder (option
      `encoder_path`; None = the bundled all-MiniLM-L6-v2, `recsys_jax.encoders`). Nothing is
      fit on our data, so an item's vector depends on its own text only.
+     "file": precomputed item vectors from a `.npy` file (option `embeddings_path`), row i for
+     catalog item i — from `scripts/embed_items.py` or any encoder of your own. Treated like
+     "encoder" (dense, kept at full width).
    - "cooc": item-item co-occurrence within a window along the training sequences, turned into
      positive PMI (context-distribution smoothing 0.75). Items with no training co-occurrence
      get zeros.
@@ -53,7 +56,7 @@ from recsys_jax.encoders.item_embeddings import (  # noqa: F401  (re-exported)
 from recsys_jax.indexing.base import ItemIndex, check_train_sequences, seeded_rng
 
 FEATURES = ("text", "cooc", "text+cooc")
-EMBEDDINGS = ("tfidf", "encoder")
+EMBEDDINGS = ("tfidf", "encoder", "file")
 METHODS = ("residual", "hierarchical")
 LETTERS = string.ascii_lowercase
 _TOKEN = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
@@ -199,6 +202,21 @@ def collision_stats(codes: np.ndarray) -> dict[str, int]:
 # The index
 
 
+def load_item_vectors(path, num_items: int) -> np.ndarray:
+    """[num_items, d] float vectors from a .npy file, checked against the catalog."""
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read item embeddings ({e}); write a [num_items, dim] "
+                        "float .npy, e.g. with scripts/embed_items.py") from e
+    if vectors.ndim != 2 or vectors.shape[0] != num_items:
+        raise DataError(f"{path}: item embeddings have shape {vectors.shape}, expected "
+                        f"[{num_items}, dim] (one row per catalog item, in catalog order)")
+    if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(vectors).all():
+        raise DataError(f"{path}: item embeddings must be finite floats")
+    return vectors
+
+
 class SemanticIdIndex(ItemIndex):
     kind = "semantic_id"
 
@@ -229,7 +247,8 @@ class SemanticIdIndex(ItemIndex):
     def fit(cls, catalog: Catalog, train_sequences, seed: int = 0, *, features: str = "text+cooc",
             levels: int = 3, codebook_size: int = 64, dim: int = 64, window: int = 5,
             cooc_weight: float = 1.0, method: str = "residual", kmeans_n_init: int = 1,
-            embedding: str = "tfidf", encoder_path: str | None = None) -> "SemanticIdIndex":
+            embedding: str = "tfidf", encoder_path: str | None = None,
+            embeddings_path: str | None = None) -> "SemanticIdIndex":
         start = time.perf_counter()
         if features not in FEATURES:
             raise ValueError(f"semantic_id features must be one of {FEATURES}, got {features!r}")
@@ -238,6 +257,9 @@ class SemanticIdIndex(ItemIndex):
                              f"{embedding!r}")
         if encoder_path is not None and embedding != "encoder":
             raise ValueError("semantic_id encoder_path is only read with embedding: encoder")
+        if (embeddings_path is None) != (embedding != "file"):
+            raise ValueError("semantic_id embedding: file needs embeddings_path (a .npy with one "
+                             "row per catalog item), and embeddings_path needs embedding: file")
         if method not in METHODS:
             raise ValueError(f"semantic_id method must be one of {METHODS}, got {method!r}")
         if not 1 <= levels <= len(LETTERS) - 1:
@@ -255,7 +277,8 @@ class SemanticIdIndex(ItemIndex):
         # order), and on a shared CPU this is faster than oversubscribed threads.
         with threadpool_limits(limits=1):
             x = cls._features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed,
-                              embedding=embedding, encoder_path=encoder_path)
+                              embedding=embedding, encoder_path=encoder_path,
+                              embeddings_path=embeddings_path)
             feature_seconds = time.perf_counter() - start
             cluster = residual_kmeans if method == "residual" else hierarchical_kmeans
             prefix, sizes = cluster(x, train_items, levels, codebook_size, seed, kmeans_n_init)
@@ -270,6 +293,8 @@ class SemanticIdIndex(ItemIndex):
                    "embedding": embedding}
         if embedding == "encoder":
             options["encoder_path"] = None if encoder_path is None else str(encoder_path)
+        if embedding == "file":
+            options["embeddings_path"] = str(embeddings_path)
         stats = {**collision_stats(codes), "fit_items": int(len(train_items)),
                  "feature_dim": int(x.shape[1]), "codebook_sizes": sizes}
         index = cls(codes, [*sizes, int(last.max()) + 1], options, stats)
@@ -279,12 +304,15 @@ class SemanticIdIndex(ItemIndex):
 
     @staticmethod
     def _features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed, *,
-                  embedding="tfidf", encoder_path=None):
+                  embedding="tfidf", encoder_path=None, embeddings_path=None):
         """[num_items, d] L2-normalised item features (see the module docstring)."""
         parts = []
         if "text" in features and embedding == "tfidf":
             tfidf = item_embeddings(catalog, "tfidf", fit_items=train_items)
             parts.append(reduce_dims(tfidf, train_items, dim, seed))
+        elif "text" in features and embedding == "file":
+            vectors = load_item_vectors(embeddings_path, len(catalog))
+            parts.append(_l2_normalise(vectors.astype(np.float64)))
         elif "text" in features:
             vectors = item_embeddings(catalog, "encoder", encoder_path=encoder_path,
                                       progress=True)

@@ -97,11 +97,11 @@ def measure_lengths(batcher: Batcher, source: MixtureSource, n: int = 64, seed: 
 
 
 def train_iterator(batcher: Batcher, source: MixtureSource, seed: int,
-                   shard_index: int, shard_count: int):
+                   shard_index: int, shard_count: int, workers: int = 0):
     per_batch = batcher.examples_per_batch(measure_lengths(batcher, source, seed=seed))
     return make_train_iterator(source, batcher.transform, per_batch, seed=seed,
                                batch_fn=batcher.collate, shard_index=shard_index,
-                               shard_count=shard_count)
+                               shard_count=shard_count, workers=workers)
 
 
 def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], limit: int,

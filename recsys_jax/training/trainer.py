@@ -120,7 +120,8 @@ class Trainer:
         self.source = batches_lib.MixtureSource(sequences, rows, mixture.sequence_weight,
                                                 mixture.row_weight)
         self.train_iter = batches_lib.train_iterator(self.batcher, self.source, cfg.data.seed,
-                                                     jax.process_index(), processes)
+                                                     jax.process_index(), processes,
+                                                     cfg.data.workers)
         valid_rows = prepared.rating_rows("rating_validation") if prepared.has_ratings else None
         self.valid_batches = batches_lib.validation_batches(
             self.batcher, prepared.validation_cases(), valid_rows, cfg.data.valid_users,
@@ -170,6 +171,17 @@ class Trainer:
         self.state, self.frozen = restored["state"]["train"], restored["state"]["frozen"]
         self.train_iter.set_state(restored["data_iter"])
 
+    def _out_of_time(self, loop_start: float) -> bool:
+        limit = self.cfg.train.time_limit_minutes
+        if limit is None:
+            return False
+        out = time.perf_counter() - loop_start > 60 * limit
+        if jax.process_count() > 1:  # every host must stop at the same step
+            from jax.experimental import multihost_utils
+
+            out = bool(multihost_utils.broadcast_one_to_all(np.asarray(out)))
+        return out
+
     # -- loop ----------------------------------------------------------------------------------
 
     def validate(self) -> float:
@@ -205,6 +217,7 @@ class Trainer:
                    desc="train", dynamic_ncols=True)
         window_tokens, window_start = 0, time.perf_counter()
         pending = []
+        loop_start, stopped_at = time.perf_counter(), None
         for step in range(self.start_step + 1, cfg.steps + 1):
             batch = next(self.train_iter)
             tokens = int(np.count_nonzero(batch["segment_ids"]))
@@ -226,20 +239,29 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}",
                                 tok_s=f"{record['tokens_per_s']:.0f}")
                 pending, window_tokens, window_start = [], 0, time.perf_counter()
+            out_of_time = step % cfg.log_every == 0 and self._out_of_time(loop_start)
             valid = None
-            if self.valid_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if self.valid_batches and (step % cfg.eval_every == 0 or step == cfg.steps
+                                       or out_of_time):
                 valid = last_valid = self.validate()
                 write({"step": step, "valid_loss": valid})
                 bar.write(f"[valid] step {step}: loss {valid:.4f}") if self.is_main else None
                 if cfg.plot and runlog:
                     plot_losses(runlog.records(), self.run_dir / "loss.png")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 self.save(step, valid)
+            if out_of_time:
+                stopped_at = step
+                bar.write(f"[time] train.time_limit_minutes={cfg.time_limit_minutes} reached at "
+                          f"step {step}; checkpoint saved, rerun to resume") if self.is_main else None
+                break
         bar.close()
+        self.train_iter.close()  # stops worker processes (data.workers) and frees their buffers
         self.checkpoints.wait()
         params_l2 = float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
                                        for x in jax.tree.leaves(self.state["params"]))))
-        summary = {"run_dir": str(self.run_dir), "steps": cfg.steps, "valid_loss": last_valid,
+        summary = {"run_dir": str(self.run_dir), "steps": stopped_at or cfg.steps,
+                   "stopped_by_time_limit": stopped_at is not None, "valid_loss": last_valid,
                    "best_step": self.checkpoints.best_step(), "params_l2": params_l2,
                    "process_count": jax.process_count()}
         self.checkpoints.close()

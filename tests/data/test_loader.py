@@ -149,3 +149,15 @@ def test_prepared_tfds_source_through_the_loader(tmp_path):
     resumed.set_state(state)
     assert_same(take(resumed, 5), expected)
     assert expected[0]["items"].shape == (4, 8)
+
+
+def test_worker_processes_give_the_same_batches_and_resume():
+    """`data.workers` moves batch building to processes without changing a single batch, and
+    a checkpointed position restores into an iterator with workers."""
+    expected = take(iterator(seed=3), 12)
+    with_workers = iterator(seed=3, workers=2)
+    assert_same(take(with_workers, 7), expected[:7])
+    state = with_workers.get_state()
+    resumed = iterator(seed=3, workers=2)
+    resumed.set_state(state)
+    assert_same(take(resumed, 5), expected[7:])

@@ -342,3 +342,24 @@ def test_bad_embedding_options():
         build_index("semantic_id", catalog, [[0, 1]], embedding="word2vec")
     with pytest.raises(ValueError, match="only read with embedding: encoder"):
         build_index("semantic_id", catalog, [[0, 1]], encoder_path="somewhere")
+
+
+def test_embeddings_from_a_file_equal_the_encoder_they_came_from(data, tiny_encoder, tmp_path):
+    from recsys_jax.encoders.item_embeddings import item_embeddings
+
+    dataset, splits = data
+    path = tmp_path / "items.npy"
+    np.save(path, item_embeddings(dataset.catalog, "encoder", encoder_path=tiny_encoder))
+    by_encoder = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **SMALL,
+                             embedding="encoder", encoder_path=tiny_encoder)
+    by_file = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **SMALL,
+                          embedding="file", embeddings_path=str(path))
+    assert np.array_equal(by_file.codes, by_encoder.codes)
+    assert by_file.options["embeddings_path"] == str(path)
+
+    np.save(path, np.zeros((dataset.num_items - 1, 8), np.float32))
+    with pytest.raises(DataError, match=r"items\.npy.*one row per catalog item"):
+        build_index("semantic_id", dataset.catalog, splits.train, **SMALL, embedding="file",
+                    embeddings_path=str(path))
+    with pytest.raises(ValueError, match="needs embeddings_path"):
+        build_index("semantic_id", dataset.catalog, splits.train, embedding="file")

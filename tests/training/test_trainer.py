@@ -122,3 +122,16 @@ def test_lora_run_from_a_checkpoint_trains_only_adapters(toy_p5, tmp_path, overr
         assert np.array_equal(tuned_leaves[name], value), name  # bit-identical base weights
     b_mats = [v for n, v in tuned_leaves.items() if "lora" in n and n.endswith("b")]
     assert b_mats and any(np.abs(b).max() > 0 for b in b_mats)  # B starts at 0, so it moved
+
+
+def test_time_limit_stops_with_a_checkpoint_that_resumes(toy_p5, tmp_path, overrides):
+    base = overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=1000,
+                     **{"train.log_every": 2, "train.eval_every": 1000})
+    summary = Trainer(load_config(None, base + ["train.time_limit_minutes=0.0001"]),
+                      log=lambda m: None).run()
+    assert summary["stopped_by_time_limit"] and summary["steps"] == 2
+    train, valid = _losses(tmp_path / "run")
+    assert [s for s, _ in train] == [1, 2] and valid[-1][0] == 2  # validated at the stop
+    assert (tmp_path / "run" / "checkpoints" / "2").is_dir()
+    resumed = Trainer(load_config(None, base), log=lambda m: None)
+    assert resumed.start_step == 2
