@@ -113,7 +113,13 @@ def apply_override(data: dict, cls, assignment: str) -> dict:
     nested: Any = value
     for k in reversed(keys):
         nested = {k: nested}
-    return _merge(data, nested)
+    merged = _merge(data, nested)
+    if isinstance(value, dict):  # `key={...}` replaces a dict option whole; YAML `base:` merges
+        leaf = merged
+        for k in keys[:-1]:
+            leaf = leaf[k]
+        leaf[keys[-1]] = value
+    return merged
 
 
 def load(cls, path: str | Path | None = None, overrides: Sequence[str] = ()):

@@ -16,13 +16,17 @@ ROWS=${ROWS:-"glm_beauty_semantic ablate_entity_aware ablate_span_order ablate_e
 if [ -d .device_wheels ]; then
   python3 -m pip install -q --no-index --no-deps --find-links .device_wheels \
     flax optax chex toolz msgpack treescope rich markdown-it-py mdurl pygments attrs etils \
-    absl-py orbax-checkpoint grain array-record portpicker > "$OUT/pip.txt" 2>&1
+    absl-py orbax-checkpoint grain array-record portpicker tensorflow-datasets dm-tree \
+    immutabledict promise simple-parsing tensorflow-metadata termcolor toml docstring-parser \
+    googleapis-common-protos rouge-score nltk > "$OUT/pip.txt" 2>&1
 fi
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 # Several runs share the card: each takes a slice of its memory instead of 75 %.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.12}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc
   python3 -c "import sys, jax, flax, grain, orbax.checkpoint as o; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'grain', grain.__version__, jax.devices())"; } > "$OUT/env.txt" 2>&1
+python3 -c "from recsys_jax.data.prepared import load_prepared as l; l('data_prepared', 'amazon_beauty').test_cases()" \
+  || { echo "cannot read the prepared data here; see $OUT/pip.txt"; exit 1; }
 GPU=(${GPU_OVERRIDES:-train.batch_size=128 train.steps=1600 train.learning_rate=1e-3 train.warmup_steps=100
      train.eval_every=400 train.checkpoint_every=100000 train.log_every=50 data.workers=2
      train.plot=false} "train.time_limit_minutes=$TRAIN_MIN")

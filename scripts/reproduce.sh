@@ -43,9 +43,9 @@ case $ROW in
   mf_ml100k)     prepare movielens_100k movielens "$SHARED/movielens_100k"; baseline matrix_factorization movielens_100k ;;
   glm_beauty_semantic) prepare_beauty; train configs/beauty_semantic.yaml
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
-  glm_beauty_title) prepare_beauty; train configs/beauty_semantic.yaml data.index=title data.seq_len=256 model.max_positions=512
+  glm_beauty_title) prepare_beauty; train configs/beauty_semantic.yaml data.index=title 'data.index_options={}' data.seq_len=256 model.max_positions=512
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
-  glm_beauty_item_token) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token
+  glm_beauty_item_token) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}'
                  evaluate --families sequential --prompts seen ;;
   glm_beauty_semantic_encoder) prepare_beauty; train configs/beauty_semantic_encoder.yaml
                  evaluate --families sequential --prompts seen ;;

@@ -57,3 +57,11 @@ def test_help_lists_every_key_with_its_default():
                 "mesh.tensor"):
         assert key in text
     assert "default: 3000" in text
+
+
+def test_dict_override_replaces_the_option_dict():
+    """`data.index_options={}` clears a preset's semantic_id options (switching index kind)."""
+    cfg = load_config(CONFIGS / "beauty_semantic.yaml", ["data.index=title", "data.index_options={}"])
+    assert cfg.data.index_options == {}
+    cfg = load_config(CONFIGS / "beauty_semantic.yaml", ["data.index_options={levels: 2}"])
+    assert cfg.data.index_options == {"levels": 2}

@@ -11,6 +11,8 @@ Every index is fit on training sequences only and is injective over the whole ca
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Any, Sequence
 
 from recsys_jax.data.schema import Catalog
@@ -42,6 +44,14 @@ def build_index(kind: str, catalog: Catalog, train_sequences: Sequence[Sequence[
     kmeans_n_init).
     """
     cls = _index_class(kind)
+    accepted = [name for name in inspect.signature(cls.fit).parameters
+                if name not in ("catalog", "train_sequences", "seed")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"item index {kind!r} takes no option(s) {unknown} (it takes "
+                         f"{accepted or 'none'}); check data.index_options — a config made "
+                         "for another index kind may set them, override with "
+                         "'data.index_options={}'")
     return cls.fit(catalog, train_sequences, seed=seed, **options)
 
 

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from recsys_jax.data.prepared import PreparedData, load_prepared
+from recsys_jax.configlib import ConfigError
 from recsys_jax.data.schema import DataError
 from recsys_jax.indexing import build_index, load_index
 from recsys_jax.prompts.builders import PromptConfig, PromptFactory, user_name
@@ -102,8 +103,11 @@ def fit_assets(prepared: PreparedData, data_cfg, saved: Optional[dict] = None,
         return RunAssets.from_json(prepared, saved)
     train_sequences = prepared.train_sequences()
     log(f"[assets] fitting the {data_cfg.index} index on training sequences")
-    index = build_index(data_cfg.index, prepared.catalog, train_sequences,
-                        seed=data_cfg.seed, **data_cfg.index_options)
+    try:
+        index = build_index(data_cfg.index, prepared.catalog, train_sequences,
+                            seed=data_cfg.seed, **data_cfg.index_options)
+    except ValueError as e:  # bad options are a config problem: say so without a traceback
+        raise ConfigError(f"data.index={data_cfg.index}: {e}") from e
     if saved is not None:
         spm_model, rows = pretrained_vocabulary(saved)
         tokenizer = Tokenizer.wrap_pretrained(spm_model, rows, index.added_tokens())

@@ -143,3 +143,12 @@ def test_beauty_round_trip_all_items(beauty, kind):
     assert len(set(spelled)) == 12101
     assert all(index.item_of(text) == i for i, text in enumerate(spelled))
     assert load_index(json.loads(json.dumps(index.state_dict()))).spell_all() == spelled
+
+
+def test_options_of_another_index_kind_are_named_in_the_error():
+    """A semantic_id config switched to data.index=title must fail clearly, not with TypeError."""
+    catalog = Catalog(["a", "b"], ["rose oil", "tea soap"], [[], []])
+    with pytest.raises(ValueError, match=r"'title' takes no option\(s\) \['method'\].*max_words"):
+        build_index("title", catalog, [[0, 1]], method="hierarchical")
+    with pytest.raises(ValueError, match=r"'item_token' takes no option\(s\) \['codebook_size'\]"):
+        build_index("item_token", catalog, [[0, 1]], codebook_size=32)
