@@ -41,6 +41,9 @@ class DataConfig:
     valid_users: int = 512  # validation-loss cases (first users, fixed)
     seed: int = 0
     workers: int = 0  # batch-building processes (0: threads); raise on GPU/TPU hosts
+    # item_token index only: initialise item rows from pretrained item vectors through a
+    # learned projection — "encoder" (bundled all-MiniLM-L6-v2) or a .npy (scripts/embed_items.py)
+    item_features: Optional[str] = None
 
     def validate(self):
         if self.index not in ("title", "random_id", "item_token", "semantic_id"):
@@ -51,6 +54,10 @@ class DataConfig:
             raise configlib.ConfigError(f"data.family_weights: unknown families {sorted(unknown)}")
         if self.seq_len < 32:
             raise configlib.ConfigError("data.seq_len must be at least 32")
+        if self.item_features is not None and self.index != "item_token":
+            raise configlib.ConfigError(
+                f"data.item_features needs data.index=item_token (one token per item), not "
+                f"{self.index!r}; for semantic ids use index_options embedding: encoder")
         if self.workers < 0:
             raise configlib.ConfigError(f"data.workers={self.workers}: use 0 (threads) or more")
 

@@ -45,6 +45,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("positions", None),  # rows of the (small) position tables
     ("norm", None),
     ("lora_rank", None),
+    ("item_features", None),  # width of the pretrained item vectors (model.item_feature_dim)
 )
 
 

@@ -120,3 +120,18 @@ def item_embeddings(catalog: Catalog, method: str = "tfidf", *, fit_items=None,
         return encoder_embeddings(catalog, encoder_path, batch_size=batch_size,
                                   progress=progress, cache=cache)
     raise ValueError(f"item embedding method must be one of {METHODS}, got {method!r}")
+
+
+def load_item_vectors(path, num_items: int) -> np.ndarray:
+    """[num_items, d] float vectors from a .npy file, checked against the catalog."""
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read item embeddings ({e}); write a [num_items, dim] "
+                        "float .npy, e.g. with scripts/embed_items.py") from e
+    if vectors.ndim != 2 or vectors.shape[0] != num_items:
+        raise DataError(f"{path}: item embeddings have shape {vectors.shape}, expected "
+                        f"[{num_items}, dim] (one row per catalog item, in catalog order)")
+    if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(vectors).all():
+        raise DataError(f"{path}: item embeddings must be finite floats")
+    return vectors

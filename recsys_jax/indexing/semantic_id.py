@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys_jax.data.schema import Catalog, DataError
 from recsys_jax.encoders.item_embeddings import (  # noqa: F401  (re-exported)
-    fit_text_vectorizer, item_embeddings, item_text, text_features)
+    fit_text_vectorizer, item_embeddings, item_text, load_item_vectors, text_features)
 from recsys_jax.indexing.base import ItemIndex, check_train_sequences, seeded_rng
 
 FEATURES = ("text", "cooc", "text+cooc")
@@ -200,21 +200,6 @@ def collision_stats(codes: np.ndarray) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------------
 # The index
-
-
-def load_item_vectors(path, num_items: int) -> np.ndarray:
-    """[num_items, d] float vectors from a .npy file, checked against the catalog."""
-    try:
-        vectors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read item embeddings ({e}); write a [num_items, dim] "
-                        "float .npy, e.g. with scripts/embed_items.py") from e
-    if vectors.ndim != 2 or vectors.shape[0] != num_items:
-        raise DataError(f"{path}: item embeddings have shape {vectors.shape}, expected "
-                        f"[{num_items}, dim] (one row per catalog item, in catalog order)")
-    if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(vectors).all():
-        raise DataError(f"{path}: item embeddings must be finite floats")
-    return vectors
 
 
 class SemanticIdIndex(ItemIndex):

@@ -32,6 +32,9 @@ class ModelConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
+    # > 0: every token row also gets frozen pretrained vectors of this width through a learned
+    # projection (item embeddings from a text encoder; set from data.item_features).
+    item_feature_dim: int = 0
 
     def __post_init__(self):
         # YAML/CLI give lists; a tuple keeps the config hashable.
@@ -69,6 +72,9 @@ class ModelConfig:
             rate = getattr(self, name)
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {rate}")
+        if self.item_feature_dim < 0:
+            raise ValueError(f"ModelConfig.item_feature_dim must be >= 0 (0 = off), got "
+                             f"{self.item_feature_dim}")
         if self.lora_rank < 0:
             raise ValueError(f"ModelConfig.lora_rank must be >= 0 (0 = off), got {self.lora_rank}")
         if self.lora_rank and self.lora_alpha <= 0:

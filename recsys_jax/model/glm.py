@@ -62,18 +62,36 @@ class LayerNorm(nnx.Module):
         return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
 
 
+class FrozenParam(nnx.Param):
+    """Saved and restored like a parameter, never updated by the optimiser."""
+
+
 class Embed(nnx.Module):
-    def __init__(self, num: int, dim: int, name: str, *, rngs: nnx.Rngs):
+    """A table of rows; with `feature_dim` > 0 each row adds `features[row] @ projection`,
+    frozen pretrained vectors (item text embeddings) mapped by a learned projection."""
+
+    def __init__(self, num: int, dim: int, name: str, *, rngs: nnx.Rngs, feature_dim: int = 0):
         self.embedding = partitioned(nnx.Param, nnx.initializers.normal(_INIT_STD),
                                      rngs.params(), (num, dim), (name, "embed"))
+        if feature_dim:
+            self.features = partitioned(FrozenParam, nnx.initializers.zeros, rngs.params(),
+                                        (num, feature_dim), (name, "item_features"))
+            self.projection = partitioned(nnx.Param, nnx.initializers.normal(_INIT_STD),
+                                          rngs.params(), (feature_dim, dim),
+                                          ("item_features", "embed"))
+
+    def table(self):
+        if not hasattr(self, "features"):
+            return self.embedding[...]
+        return self.embedding[...] + self.features[...] @ self.projection[...]
 
     def __call__(self, ids):
         # mode="clip": ids past the table reuse its last row; the batch builder owns range checks.
-        return jnp.take(self.embedding[...], ids, axis=0, mode="clip")
+        return jnp.take(self.table(), ids, axis=0, mode="clip")
 
     def attend(self, x):
         """x @ E^T in x's dtype, accumulated and returned in float32 (the tied output layer)."""
-        return jnp.einsum("bld,vd->blv", x, self.embedding[...].astype(x.dtype),
+        return jnp.einsum("bld,vd->blv", x, self.table().astype(x.dtype),
                           preferred_element_type=jnp.float32)
 
 
@@ -203,7 +221,8 @@ class GLM(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg.validate()
         e = cfg.hidden_size
-        self.word_embeddings = Embed(cfg.vocab_size, e, "vocab", rngs=rngs)
+        self.word_embeddings = Embed(cfg.vocab_size, e, "vocab", rngs=rngs,
+                                     feature_dim=cfg.item_feature_dim)
         self.position_embeddings = Embed(cfg.max_positions, e, "positions", rngs=rngs)
         self.block_position_embeddings = Embed(cfg.max_block_positions, e, "positions",
                                                rngs=rngs)

@@ -128,3 +128,19 @@ def pretrained_vocabulary(saved: dict) -> tuple[bytes, int]:
                         "`python -m recsys_jax.convert` with --tokenizer PATH.model")
     return decode_bytes(tok["spm_model"]), int(tok["vocab_size"])
 
+
+def item_feature_table(assets: "RunAssets", catalog, source: str) -> np.ndarray:
+    """[vocab_size, dim] float32: item i's pretrained vector on the row of its `<item_i>` token,
+    zeros elsewhere (`data.item_features`: "encoder" or a .npy path)."""
+    from recsys_jax.encoders.item_embeddings import item_embeddings, load_item_vectors
+
+    vectors = (item_embeddings(catalog, "encoder", progress=True) if source == "encoder"
+               else load_item_vectors(source, len(catalog)))
+    table = np.zeros((assets.tokenizer.vocab_size, vectors.shape[1]), np.float32)
+    for item in range(len(catalog)):
+        ids = assets.tokenizer.encode(assets.index.spell(item))
+        if len(ids) != 1:
+            raise ConfigError(f"data.item_features: item {catalog.item_ids[item]} is spelled "
+                              f"with {len(ids)} tokens; it needs data.index=item_token")
+        table[ids[0]] = vectors[item]
+    return table

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from recsys_jax.model.glm import FrozenParam
 from recsys_jax.model.lora import LoRAParam
 
 MODEL_INPUTS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
@@ -38,7 +39,7 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 
 def split_model(model, lora_only: bool):
     """-> (graphdef, trainable State, frozen State)."""
-    trainable = LoRAParam if lora_only else nnx.Param
+    trainable = LoRAParam if lora_only else nnx.All(nnx.Param, nnx.Not(FrozenParam))
     graphdef, params, frozen = nnx.split(model, trainable, ...)
     return graphdef, params, frozen
 

@@ -21,7 +21,8 @@ from recsys_jax.config import Config
 from recsys_jax.model import GLM
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.training import batches as batches_lib
-from recsys_jax.training.assets import RunAssets, fit_assets, open_prepared
+from recsys_jax.training.assets import (RunAssets, fit_assets, item_feature_table,
+                                        open_prepared)
 from recsys_jax.model.glm_import import resize_vocabulary
 from recsys_jax.model.lora import BASE_PARAMS
 from recsys_jax.training.checkpointing import (RunCheckpoints, assign_params, find_checkpoint,
@@ -80,7 +81,12 @@ class Trainer:
 
         prepared = open_prepared(cfg.data, self.log)
         self.assets: RunAssets = fit_assets(prepared, cfg.data, saved_assets, self.log)
-        self.model_cfg = dataclasses.replace(cfg.model, vocab_size=self.assets.tokenizer.vocab_size)
+        self.item_features = (item_feature_table(self.assets, prepared.catalog,
+                                                 cfg.data.item_features)
+                              if cfg.data.item_features else None)
+        self.model_cfg = dataclasses.replace(
+            cfg.model, vocab_size=self.assets.tokenizer.vocab_size,
+            item_feature_dim=0 if self.item_features is None else self.item_features.shape[1])
         self.masking_cfg = dataclasses.replace(cfg.masking, max_length=cfg.data.seq_len)
         self._build_data(prepared)
         self._build_model()
@@ -139,6 +145,12 @@ class Trainer:
             if self.pretrained_import:
                 saved = resize_vocabulary(saved, self.model_cfg.vocab_size, cfg.train.seed)
             assign_params(model, saved, BASE_PARAMS)
+        if self.item_features is not None and not self.start_step:
+            # Item rows start as the projection of their pretrained vectors alone.
+            emb = model.word_embeddings
+            emb.features[...] = jnp.asarray(self.item_features, jnp.float32)
+            is_item = jnp.asarray(self.item_features.any(axis=1))[:, None]
+            emb.embedding[...] = jnp.where(is_item, 0.0, emb.embedding[...])
         self.graphdef, params, self.frozen = split_model(model, cfg.train.lora_only)
         self.tx = make_optimizer(cfg.train)
         self.state_shardings = sharding.state_shardings(

@@ -98,7 +98,7 @@ def test_training_items_out_of_range_are_rejected(kind):
 def test_factory_errors():
     with pytest.raises(ValueError, match="unknown item index kind"):
         build_index("p5_sequential_ids", small_catalog(), small_train())
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"'random_id' takes no option\(s\) \['codebook_size'\]"):
         build_index("random_id", small_catalog(), small_train(), codebook_size=3)
     with pytest.raises(ValueError, match="unknown item index kind"):
         load_index({"kind": "nope"})

@@ -135,3 +135,46 @@ def test_time_limit_stops_with_a_checkpoint_that_resumes(toy_p5, tmp_path, overr
     assert (tmp_path / "run" / "checkpoints" / "2").is_dir()
     resumed = Trainer(load_config(None, base), log=lambda m: None)
     assert resumed.start_step == 2
+
+
+def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5, tmp_path,
+                                                                          overrides):
+    """data.item_features: frozen pretrained vectors sit on the item-token rows, item rows start
+    as their projection alone, training moves the projection but never the vectors, and the
+    checkpoint carries them (evaluation needs no encoder)."""
+    import numpy as np
+    from flax import nnx
+
+    from recsys_jax.data.prepared import load_prepared
+    from recsys_jax.training.checkpointing import read_params
+
+    base = overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=3)
+    probe = Trainer(load_config(None, base + ["data.index=item_token"]), log=lambda m: None)
+    catalog = load_prepared(tmp_path / "data", probe.cfg.data.dataset).catalog
+    vectors = np.random.default_rng(0).normal(size=(len(catalog), 12)).astype(np.float32)
+    np.save(tmp_path / "items.npy", vectors)
+    cfg = load_config(None, base + ["data.index=item_token",
+                                    f"data.item_features={tmp_path / 'items.npy'}"])
+    trainer = Trainer(cfg, log=lambda m: None)
+    row = trainer.assets.tokenizer.encode(trainer.assets.index.spell(5))[0]
+    features = trainer.frozen["word_embeddings"]["features"][...]
+    np.testing.assert_array_equal(np.asarray(features[row]), vectors[5])
+    start = trainer.state["params"]
+    assert not np.asarray(start["word_embeddings"]["embedding"][...][row]).any()
+    before = np.asarray(start["word_embeddings"]["projection"][...]).copy()
+    trainer.run()
+    saved = read_params(tmp_path / "run", 3)["word_embeddings"]
+    value = lambda node: np.asarray(node["value"] if isinstance(node, dict) else node)
+    np.testing.assert_array_equal(value(saved["features"])[row], vectors[5])
+    assert not np.allclose(value(saved["projection"]), before)
+    from recsys_jax.recommend import Recommender
+
+    recommender = Recommender.from_checkpoint(tmp_path / "run", beam=4)
+    # The served model carries the vectors and the projection; no encoder is needed.
+    served = nnx.merge(recommender.graphdef, recommender.state)
+    model_features = served.word_embeddings.features[...]
+    np.testing.assert_array_equal(np.asarray(model_features[row]), vectors[5])
+    assert len(recommender.recommend(catalog.item_ids[:2], k=3)) == 3
+
+    with pytest.raises(Exception, match="item_features needs data.index=item_token"):
+        load_config(None, base + ["data.item_features=encoder"])
