@@ -161,10 +161,38 @@ def catalog_trie(entity_pool: Sequence[tuple[int, ...]], vocab_size: int) -> Tri
 
 def candidate_tries(entity_pool: Sequence[tuple[int, ...]], candidates: np.ndarray,
                     vocab_size: int) -> Trie:
-    """One restricted trie per row of `candidates` [B, C] (item ids; -1 = none)."""
+    """One restricted trie per row of `candidates` [B, C] (item ids; -1 = none).
+
+    Padded to shapes that depend only on B, C and the pool's longest item (nodes
+    B + B*C*depth, fan-out C), so every batch of an evaluation reuses one compiled search
+    instead of compiling a new one per batch."""
+    candidates = np.asarray(candidates)
     pools, items = [], []
-    for row in np.asarray(candidates):
+    for row in candidates:
         kept = [int(i) for i in row if i >= 0]
         pools.append([entity_pool[i] for i in kept])
         items.append(kept)
-    return build_trie(pools, items, vocab_size)
+    batch, width = candidates.shape
+    depth = max(len(seq) for seq in entity_pool)
+    return pad_trie(build_trie(pools, items, vocab_size), batch + batch * width * depth,
+                    max(1, width), depth)
+
+
+def pad_trie(trie: Trie, num_nodes: int, fanout: int, max_depth: int) -> Trie:
+    """The same trie with `num_nodes` nodes (the extra ones childless, completing nothing), a
+    `fanout` window and `max_depth`: lookups and decoding results are unchanged."""
+    n = trie.num_nodes
+    if n > num_nodes or trie.fanout > fanout or trie.max_depth > max_depth:
+        raise ValueError(f"cannot pad a trie of {n} nodes, fan-out {trie.fanout}, depth "
+                         f"{trie.max_depth} to {num_nodes} / {fanout} / {max_depth}")
+    row_start = np.asarray(trie.row_start)
+    edges = int(row_start[-1])
+    child_token = np.full(num_nodes + fanout, -1, np.int32)
+    child_node = np.full(num_nodes + fanout, -1, np.int32)
+    child_token[:edges] = np.asarray(trie.child_token)[:edges]
+    child_node[:edges] = np.asarray(trie.child_node)[:edges]
+    return Trie(np.asarray(trie.root_next),
+                np.concatenate([row_start, np.full(num_nodes - n, row_start[-1], np.int32)]),
+                child_token, child_node,
+                np.concatenate([np.asarray(trie.end_item), np.full(num_nodes - n, -1, np.int32)]),
+                fanout, max_depth)

@@ -147,3 +147,25 @@ def test_repeated_calls_do_not_recompile(model):
         beam_search(model[0], model[1], prompt, mask_pos, trie, np.zeros(2, np.int32),
                     np.full((2, 1), -1, np.int32), **args)
     assert beam_search._cache_size() == before
+
+
+def test_candidate_tries_have_fixed_shapes_and_search_like_unpadded_ones(model):
+    """Padding a candidate trie (one compile per evaluation, not per batch) changes nothing
+    the search returns."""
+    rng = np.random.default_rng(3)
+    pool = _pool(rng, 30)
+    batch, roots = 2, np.arange(2, dtype=np.int32)
+    exclude = np.full((batch, 1), -1, np.int32)
+    prompt, mask_pos = _prompts(rng, batch)
+    shapes = set()
+    for _ in range(2):
+        cands = np.stack([rng.choice(len(pool), size=5, replace=False) for _ in range(batch)])
+        padded = trie_lib.candidate_tries(pool, cands, V)
+        plain = trie_lib.build_trie([[pool[i] for i in row] for row in cands],
+                                    [list(row) for row in cands], V)
+        shapes.add(tuple(a.shape for a in padded.arrays().values()) + (padded.fanout,))
+        got = [beam_search(model[0], model[1], prompt, mask_pos, t.device_put(), roots, exclude,
+                           beam=4, top_k=3, eop=SP.eop, sop=SP.sop) for t in (padded, plain)]
+        np.testing.assert_array_equal(np.asarray(got[0][0]), np.asarray(got[1][0]))
+        np.testing.assert_allclose(np.asarray(got[0][1]), np.asarray(got[1][1]), atol=1e-5)
+    assert len(shapes) == 1
