@@ -5,7 +5,7 @@
 #
 # Rows (see README "Results"): pop_beauty sasrec_beauty pop_sports sasrec_sports mf_ml100k
 #   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_beauty_item_token
-#   glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
+#   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
@@ -46,6 +46,8 @@ case $ROW in
   glm_beauty_title) prepare_beauty; train configs/beauty_semantic.yaml data.index=title 'data.index_options={}' data.seq_len=256 model.max_positions=512
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
   glm_beauty_item_token) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}'
+                 evaluate --families sequential --prompts seen ;;
+  glm_beauty_item_token_encoder) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}' data.item_features=encoder
                  evaluate --families sequential --prompts seen ;;
   glm_beauty_semantic_encoder) prepare_beauty; train configs/beauty_semantic_encoder.yaml
                  evaluate --families sequential --prompts seen ;;
