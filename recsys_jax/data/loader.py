@@ -104,11 +104,11 @@ def make_train_iterator(source, transform: Transform, batch_size: int, *, seed: 
     shard_index / shard_count: default `jax.process_index()` / `jax.process_count()`.
     num_epochs: None repeats forever.
     read_options: grain prefetch threads/buffer (default `DEFAULT_READ_OPTIONS`); the batches
-        do not depend on them.
+        do not depend on them. `grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)`
+        computes each batch on demand in the calling thread.
     workers: worker processes building batches (0: threads in this process). Prompt building
         and masking are Python, so on an accelerator they bound throughput unless spread over
-        processes; the batches and their order do not depend on this number. `grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)`
-        computes each batch on demand in the calling thread.
+        processes; the batches and their order do not depend on this number.
     """
     ds = make_train_dataset(source, transform, batch_size, seed=seed, batch_fn=batch_fn,
                             shard_index=shard_index, shard_count=shard_count,

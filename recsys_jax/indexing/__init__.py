@@ -12,7 +12,6 @@ Every index is fit on training sequences only and is injective over the whole ca
 from __future__ import annotations
 
 import inspect
-
 from typing import Any, Sequence
 
 from recsys_jax.data.schema import Catalog
@@ -43,8 +42,13 @@ def build_index(kind: str, catalog: Catalog, train_sequences: Sequence[Sequence[
     features, embedding, encoder_path, levels, codebook_size, dim, window, cooc_weight, method,
     kmeans_n_init).
     """
-    cls = _index_class(kind)
-    accepted = [name for name in inspect.signature(cls.fit).parameters
+    check_index_options(kind, options)
+    return _index_class(kind).fit(catalog, train_sequences, seed=seed, **options)
+
+
+def check_index_options(kind: str, options: dict[str, Any]) -> None:
+    """ValueError naming any option the index kind's `fit` does not take."""
+    accepted = [name for name in inspect.signature(_index_class(kind).fit).parameters
                 if name not in ("catalog", "train_sequences", "seed")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -52,7 +56,6 @@ def build_index(kind: str, catalog: Catalog, train_sequences: Sequence[Sequence[
                          f"{accepted or 'none'}); check data.index_options — a config made "
                          "for another index kind may set them, override with "
                          "'data.index_options={}'")
-    return cls.fit(catalog, train_sequences, seed=seed, **options)
 
 
 def load_index(state_dict: dict[str, Any]) -> ItemIndex:

@@ -11,10 +11,10 @@ from typing import Optional
 
 import numpy as np
 
-from recsys_jax.data.prepared import PreparedData, load_prepared
 from recsys_jax.configlib import ConfigError
+from recsys_jax.data.prepared import PreparedData, load_prepared
 from recsys_jax.data.schema import DataError
-from recsys_jax.indexing import build_index, load_index
+from recsys_jax.indexing import build_index, check_index_options, load_index
 from recsys_jax.prompts.builders import PromptConfig, PromptFactory, user_name
 from recsys_jax.prompts.templates import TEMPLATES
 from recsys_jax.tokenizer import Tokenizer, build_tokenizer
@@ -103,11 +103,12 @@ def fit_assets(prepared: PreparedData, data_cfg, saved: Optional[dict] = None,
         return RunAssets.from_json(prepared, saved)
     train_sequences = prepared.train_sequences()
     log(f"[assets] fitting the {data_cfg.index} index on training sequences")
-    try:
-        index = build_index(data_cfg.index, prepared.catalog, train_sequences,
-                            seed=data_cfg.seed, **data_cfg.index_options)
-    except ValueError as e:  # bad options are a config problem: say so without a traceback
+    try:  # options for another index kind are a config problem: say so without a traceback
+        check_index_options(data_cfg.index, data_cfg.index_options)
+    except ValueError as e:
         raise ConfigError(f"data.index={data_cfg.index}: {e}") from e
+    index = build_index(data_cfg.index, prepared.catalog, train_sequences,
+                        seed=data_cfg.seed, **data_cfg.index_options)
     if saved is not None:
         spm_model, rows = pretrained_vocabulary(saved)
         tokenizer = Tokenizer.wrap_pretrained(spm_model, rows, index.added_tokens())

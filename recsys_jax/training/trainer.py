@@ -264,8 +264,9 @@ class Trainer:
                 self.save(step, valid)
             if out_of_time:
                 stopped_at = step
-                bar.write(f"[time] train.time_limit_minutes={cfg.time_limit_minutes} reached at "
-                          f"step {step}; checkpoint saved, rerun to resume") if self.is_main else None
+                if self.is_main:
+                    bar.write(f"[time] train.time_limit_minutes={cfg.time_limit_minutes} "
+                              f"reached at step {step}; checkpoint saved, rerun to resume")
                 break
         bar.close()
         self.train_iter.close()  # stops worker processes (data.workers) and frees their buffers
