@@ -162,12 +162,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     tmp.mkdir(parents=True)
     catalog = assets.prepared.catalog
     (tmp / "config.yaml").write_text(yaml.safe_dump(saved_cfg, sort_keys=False))
-    (tmp / "tokenizer.model").write_bytes(tokenizer.sp_model_bytes)
-    tok_info = {"added_tokens": tokenizer.added_tokens}
-    first_added = getattr(tokenizer, "first_added_id", tokenizer.sp_size)
-    if first_added != tokenizer.sp_size:  # a wrapped pretrained vocabulary keeps its ids
-        tok_info["first_added_id"] = first_added
-    (tmp / "tokenizer.json").write_text(json.dumps(tok_info))
+    (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json()))
     (tmp / "catalog.json").write_text(json.dumps(
         {"item_ids": list(catalog.item_ids), "titles": list(catalog.titles)}))
     (tmp / "index.json").write_text(json.dumps(

@@ -29,7 +29,7 @@ from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
 from recsys_jax.decoding.inputs import history_prompts
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
-from recsys_jax.model import GLM
+from recsys_jax.model import GLM, fold_item_features
 from recsys_jax.model.config import ModelConfig
 from recsys_jax.prompts.templates import get_template
 from recsys_jax.tokenizer import entity_token_ids
@@ -42,7 +42,8 @@ DEFAULT_TEMPLATES = {"sequential": "2-4", "direct": "5-7"}
 
 
 def load_checkpoint(path: str | Path, data_dir: Optional[str] = None):
-    """-> (Config, GLM model with the saved parameters, RunAssets, step)."""
+    """-> (Config, GLM model with the saved parameters, RunAssets, step); the model is for
+    inference (`data.item_features` folded into its embedding rows)."""
     run_dir, step = find_checkpoint(path)
     ckpt = RunCheckpoints(run_dir, async_save=False)
     saved_cfg = ckpt.restore_json(step, "config")
@@ -55,6 +56,8 @@ def load_checkpoint(path: str | Path, data_dir: Optional[str] = None):
     assets = RunAssets.from_json(prepared, assets_json)
     model = GLM(model_cfg, rngs=nnx.Rngs(0))
     assign_params(model, read_params(run_dir, step))
+    # Inference only: item-feature rows stored folded, not recomputed at every decode step.
+    model = fold_item_features(model)
     return cfg, model, assets, step
 
 

@@ -1,11 +1,12 @@
-"""Item-aware tokenizer: SentencePiece for text, plus GLM special tokens and item-index tokens.
+"""Item-aware tokenizer: a text vocabulary, plus GLM special tokens and item-index tokens.
 
-Vocabulary layout: [0, sp_size) SentencePiece pieces, then the GLM special tokens
+Vocabulary layout: [0, text_size) the text vocabulary (`recsys_jax.text_vocab`: our own
+SentencePiece model, or a pretrained checkpoint's), then the GLM special tokens
 (`example.SPECIAL_TOKENS`), then the atomic tokens the item index adds (`<item_7>`, `<a_3>`...).
-A wrapped pretrained vocabulary (`Tokenizer.wrap_pretrained`, e.g. the SentencePiece model of
-an imported GLM checkpoint) keeps the checkpoint's ids: the specials and item tokens start at
-the pretrained embedding's row count, and ids in [sp_size, that count) (the checkpoint's own
-special tokens and padding rows) are never produced.
+A wrapped pretrained vocabulary (`Tokenizer.wrap_pretrained`) keeps the checkpoint's ids: the
+GLM specials it was trained with (its [MASK], <|startofpiece|>, ...) keep their ids, the rest
+and the item tokens start at the pretrained embedding's row count, and its other ids beyond
+the text vocabulary (unused specials, padding rows) are never produced.
 
 Entities are encoded on their own, never together with surrounding text, so an item always has
 the same token sequence wherever it appears: the trie, the masking and the prompts agree.
@@ -18,12 +19,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 from recsys_jax.example import SPECIAL_TOKENS, SpecialIds, TokenizedExample
+from recsys_jax.text_vocab import (SentencePieceText, TextVocabError, check_special_ids,
+                                  text_from_json, text_to_json)
 
 _ATOMIC = re.compile(r"(<[^<>\s]+>|\[MASK\]|\[sMASK\]|\[gMASK\])")
 
@@ -59,58 +62,66 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, seed_sente
 
 
 class Tokenizer:
-    def __init__(self, sp_model: bytes, added_tokens: Sequence[str] = (),
-                 first_added_id: int | None = None):
-        self._sp_bytes = sp_model
-        self.sp = spm.SentencePieceProcessor(model_proto=sp_model)
-        self.sp_size = self.sp.get_piece_size()
-        # Where the specials start: sp_size for our own tokenizer, the pretrained vocabulary
-        # size (embedding rows) for a wrapped one.
-        self.first_added_id = self.sp_size if first_added_id is None else int(first_added_id)
-        if self.first_added_id < self.sp_size:
+    """Text vocabulary + GLM specials + item-index tokens.
+
+    `text`: a `text_vocab` vocabulary (SentencePiece model bytes are taken as one).
+    `first_added_id`: where appended tokens start (the text size, or a pretrained embedding's
+    row count). `special_ids`: GLM specials the pretrained vocabulary already has ({"[MASK]":
+    id, ...}); those keep the checkpoint's trained ids and are not appended."""
+
+    def __init__(self, text, added_tokens: Sequence[str] = (), first_added_id: int | None = None,
+                 special_ids: Mapping[str, int] | None = None):
+        self.text = SentencePieceText(text) if isinstance(text, (bytes, bytearray)) else text
+        self.text_size = self.text.size
+        self.first_added_id = self.text_size if first_added_id is None else int(first_added_id)
+        if self.first_added_id < self.text_size:
             raise TokenizerError(f"the pretrained vocabulary ({self.first_added_id} ids) is "
-                                 f"smaller than its SentencePiece model ({self.sp_size} pieces)")
-        extra = [t for t in added_tokens if t not in SPECIAL_TOKENS]
-        if len(set(extra)) != len(extra):
+                                 f"smaller than its text model ({self.text_size} tokens)")
+        self.special_ids = {t: int(i) for t, i in (special_ids or {}).items()}
+        unknown = set(self.special_ids) - set(SPECIAL_TOKENS)
+        if unknown:
+            raise TokenizerError(f"special_ids names {sorted(unknown)}; ours are {SPECIAL_TOKENS}")
+        try:
+            check_special_ids(self.special_ids, self.first_added_id)
+        except TextVocabError as e:
+            raise TokenizerError(str(e)) from None
+        self._added = [t for t in added_tokens if t not in SPECIAL_TOKENS]
+        if len(set(self._added)) != len(self._added):
             raise TokenizerError("added tokens contain duplicates")
-        bad = [t for t in extra if not _ATOMIC.fullmatch(t)]
+        bad = [t for t in self._added if not _ATOMIC.fullmatch(t)]
         if bad:
             raise TokenizerError(f"added tokens must look like <name> with no spaces: {bad[:3]}")
-        self.atomic = list(SPECIAL_TOKENS) + extra
-        self._atomic_id = {t: self.first_added_id + k for k, t in enumerate(self.atomic)}
+        appended = [t for t in SPECIAL_TOKENS if t not in self.special_ids] + self._added
+        self._atomic_id = dict(self.special_ids)
+        self._atomic_id.update({t: self.first_added_id + k for k, t in enumerate(appended)})
+        self._id_atomic = {i: t for t, i in self._atomic_id.items()}
+        self.vocab_size = self.first_added_id + len(appended)
         self.special = SpecialIds(*(self._atomic_id[t] for t in SPECIAL_TOKENS))
 
     @classmethod
-    def wrap_pretrained(cls, sp_model: bytes, pretrained_vocab_size: int,
-                        added_tokens: Sequence[str] = ()) -> "Tokenizer":
-        """A pretrained SentencePiece vocabulary of `pretrained_vocab_size` ids (the embedding
-        rows of its model) with our special and `added_tokens` appended after it; the model's
-        embedding grows by `len(SPECIAL_TOKENS) + len(added_tokens)` rows
-        (`recsys_jax.model.glm_import.resize_vocabulary`).
+    def wrap_pretrained(cls, text, pretrained_vocab_size: int, added_tokens: Sequence[str] = (),
+                        special_ids: Mapping[str, int] | None = None) -> "Tokenizer":
+        """A pretrained text vocabulary whose model has `pretrained_vocab_size` embedding rows,
+        with our special tokens that it lacks and `added_tokens` appended after those rows; the
+        model's embedding grows by as many rows (`recsys_jax.model.glm_import.resize_vocabulary`).
 
         The pretrained model keeps its own normalisation: the exact-concatenation property of
-        our own models (`train_sentencepiece`) holds only if it has no dummy prefix; otherwise
-        each separately encoded segment starts with a word boundary. Items are always encoded
-        on their own, so the trie, masking and prompts still agree."""
-        return cls(sp_model, added_tokens, first_added_id=pretrained_vocab_size)
+        our own models (`train_sentencepiece`) holds only if it adds no dummy prefix (GPT-2
+        byte-level BPE adds none); otherwise each separately encoded segment starts with a
+        word boundary. Items are always encoded on their own, so the trie, masking and prompts
+        still agree."""
+        return cls(text, added_tokens, first_added_id=pretrained_vocab_size,
+                   special_ids=special_ids)
 
     @property
     def added_tokens(self) -> list[str]:
         """The atomic tokens after the GLM specials (item-index tokens)."""
-        return self.atomic[len(SPECIAL_TOKENS):]
-
-    @property
-    def sp_model_bytes(self) -> bytes:
-        return self._sp_bytes
-
-    @property
-    def vocab_size(self) -> int:
-        return self.first_added_id + len(self.atomic)
+        return list(self._added)
 
     # -- encoding ---------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """Text to ids; `<...>` atomic tokens are looked up, the rest goes through SentencePiece."""
+        """Text to ids; `<...>` atomic tokens are looked up, the rest goes through the text vocabulary."""
         ids: list[int] = []
         for part in _ATOMIC.split(text):
             if not part:
@@ -121,7 +132,7 @@ class Tokenizer:
                                          "tokenizer's vocabulary (was the index changed?)")
                 ids.append(self._atomic_id[part])
             else:
-                ids.extend(self.sp.encode(part))
+                ids.extend(self.text.encode(part))
         return ids
 
     def encode_segments(self, segments: Sequence[tuple[str, str]], task: str = "") -> TokenizedExample:
@@ -156,46 +167,57 @@ class Tokenizer:
         run: list[int] = []
         for i in ids:
             i = int(i)
-            if 0 <= i < self.sp_size:
+            token = self._id_atomic.get(i)
+            if token is None and 0 <= i < self.text_size:
                 run.append(i)
                 continue
             if run:
-                out.append(self.sp.decode(run))
+                out.append(self.text.decode(run))
                 run = []
-            if self.sp_size <= i < self.first_added_id:  # a pretrained special / padding id
-                if not skip_special:
+            if token is None:
+                if not 0 <= i < self.first_added_id:
+                    raise TokenizerError(f"id {i} is outside the vocabulary ({self.vocab_size})")
+                if not skip_special:  # a pretrained special / padding row we do not use
                     out.append(f"<pretrained_{i}>")
-                continue
-            if not 0 <= i - self.first_added_id < len(self.atomic):
-                raise TokenizerError(f"id {i} is outside the vocabulary ({self.vocab_size})")
-            token = self.atomic[i - self.first_added_id]
-            if not (skip_special and token in SPECIAL_TOKENS):
+            elif not (skip_special and token in SPECIAL_TOKENS):
                 out.append(token)
         if run:
-            out.append(self.sp.decode(run))
+            out.append(self.text.decode(run))
         return "".join(out)
 
     # -- persistence ------------------------------------------------------------------------
 
+    def to_json(self) -> dict:
+        """Everything needed to rebuild this tokenizer (stored in checkpoints and bundles)."""
+        data = {"text": text_to_json(self.text), "added_tokens": self.added_tokens}
+        if self.first_added_id != self.text_size:  # a wrapped pretrained vocabulary
+            data["first_added_id"] = self.first_added_id
+        if self.special_ids:
+            data["special_ids"] = self.special_ids
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Tokenizer":
+        """Inverse of `to_json`; also reads the SentencePiece-only form of older checkpoints
+        ({"spm_model": b64, ...})."""
+        try:
+            text = text_from_json(data.get("text", data))
+        except TextVocabError as e:
+            raise TokenizerError(str(e)) from None
+        return cls(text, data["added_tokens"], data.get("first_added_id"),
+                   data.get("special_ids"))
+
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "spm.model").write_bytes(self._sp_bytes)
-        (directory / "added_tokens.json").write_text(json.dumps(self.added_tokens))
-        if self.first_added_id != self.sp_size:  # a wrapped pretrained vocabulary
-            (directory / "pretrained_vocab.json").write_text(
-                json.dumps({"first_added_id": self.first_added_id}))
+        (directory / "tokenizer.json").write_text(json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Tokenizer":
-        directory = Path(directory)
-        if not (directory / "spm.model").exists():
-            raise TokenizerError(f"{directory}: no tokenizer (spm.model) found")
-        pretrained = directory / "pretrained_vocab.json"
-        first = (json.loads(pretrained.read_text())["first_added_id"] if pretrained.exists()
-                 else None)
-        return cls((directory / "spm.model").read_bytes(),
-                   json.loads((directory / "added_tokens.json").read_text()), first)
+        path = Path(directory) / "tokenizer.json"
+        if not path.exists():
+            raise TokenizerError(f"{directory}: no tokenizer (tokenizer.json) found")
+        return cls.from_json(json.loads(path.read_text()))
 
 
 def entity_token_ids(tokenizer: Tokenizer, index) -> list[tuple[int, ...]]:
@@ -206,4 +228,5 @@ def entity_token_ids(tokenizer: Tokenizer, index) -> list[tuple[int, ...]]:
 def build_tokenizer(train_texts: Iterable[str], index, vocab_size: int = 8000) -> Tokenizer:
     """Fit SentencePiece on training text (the caller passes only training-side text) and add
     the item index's atomic tokens."""
-    return Tokenizer(train_sentencepiece(train_texts, vocab_size), index.added_tokens())
+    return Tokenizer(SentencePieceText(train_sentencepiece(train_texts, vocab_size)),
+                     index.added_tokens())

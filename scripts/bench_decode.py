@@ -84,16 +84,16 @@ class HostTrieDecoder:
         graphdef, self.state = nnx.split(model)
         self.batch, self.beam, self.max_steps = batch, beam, max_steps
 
-        def prefill(state, prompt):
+        def prefill(state, prompt):  # the same shared-prompt cache as `beam_search`
             m = nnx.merge(graphdef, state)
-            cache = m.init_cache(batch, PROMPT_LEN + max_steps)
-            _, cache = m.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
-                                 prompt["segment_ids"], prompt["part_a"], cache)
-            return jax.tree.map(lambda x: jnp.repeat(x, beam, axis=0), cache)
+            _, prefix = m.prefill(prompt["tokens"], prompt["positions"],
+                                  prompt["block_positions"], prompt["segment_ids"],
+                                  prompt["part_a"], m.init_cache(batch, PROMPT_LEN))
+            return prefix, m.init_cache(batch * beam, max_steps)
 
-        def step(state, cache, token, pos, intra, index):
+        def step(state, prefix, cache, token, pos, intra, index):
             m = nnx.merge(graphdef, state)
-            logits, cache = m.decode_step(token, pos, intra, cache, index)
+            logits, cache = m.decode_step_shared(token, pos, intra, prefix, cache, index)
             return jax.nn.log_softmax(logits[:, 0], -1), cache
 
         self.prefill = jax.jit(prefill)
@@ -102,7 +102,7 @@ class HostTrieDecoder:
 
     def __call__(self, prompt, mask_pos, root, top_k, special):
         batch, beam = self.batch, self.beam
-        cache = self.prefill(self.state, prompt)
+        prefix, cache = self.prefill(self.state, prompt)
         pos = jnp.asarray(np.repeat(mask_pos, beam)[:, None])
         nodes = [[root] + [None] * (beam - 1) for _ in range(batch)]
         logp = np.full((batch, beam), -np.inf)
@@ -110,9 +110,9 @@ class HostTrieDecoder:
         tokens = np.full((batch, beam), special.sop, np.int32)
         done = [[] for _ in range(batch)]
         for t in range(self.max_steps):
-            out, cache = self.step(self.state, cache, jnp.asarray(tokens.reshape(-1, 1)), pos,
-                                   jnp.full((batch * beam, 1), t + 1, jnp.int32),
-                                   jnp.int32(PROMPT_LEN + t))
+            out, cache = self.step(self.state, prefix, cache,
+                                   jnp.asarray(tokens.reshape(-1, 1)), pos,
+                                   jnp.full((batch * beam, 1), t + 1, jnp.int32), jnp.int32(t))
             out = np.asarray(out).reshape(batch, beam, -1)
             src_all = np.zeros((batch, beam), np.int64)
             tok_all = np.full((batch, beam), special.pad, np.int32)

@@ -6,8 +6,10 @@ The compiled step is the one `recsys_jax.train` uses (AdamW, clipping, donated s
 mesh over all local devices (data parallel). Batches are random tokens laid out like packed
 GLM examples (Part A then Part B, 25% of positions carry loss), so the data pipeline is not
 measured. Prints one JSON object: tokens/s (median of timed steps), model FLOPs per token
-(6 x matmul parameters incl. the tied output projection + 12 x layers x seq_len x width for
-attention) and MFU against the device's dense bf16 peak where known.
+(6 x matmul parameters + 12 x layers x seq_len x width for attention, plus 6 x vocab x width
+for the tied output projection at the positions it runs on: ceil(fraction x batch x seq_len)
+when the 25 % loss positions fit under `--logits-fraction`, else every position) and MFU
+against the device's dense bf16 peak where known.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 
 import jax
@@ -58,6 +61,8 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--logits-fraction", type=float, default=TrainConfig.logits_fraction,
+                        help="train.logits_fraction (1 = logits at every position)")
     args = parser.parse_args()
     cfg = dataclasses.replace(MODEL_PRESETS[args.model], dtype=args.dtype, vocab_size=args.vocab,
                               max_positions=max(args.seq_len, 512),
@@ -71,7 +76,8 @@ def main():
                                         mesh)
     frozen_sh = sharding.state_shardings(frozen, mesh)
     state = jax.jit(lambda p: init_train_state(p, tx, 0), out_shardings=state_sh)(params)
-    step = jax.jit(make_train_step(graphdef, tx, 1, learning_rate_schedule(tcfg)),
+    step = jax.jit(make_train_step(graphdef, tx, 1, learning_rate_schedule(tcfg),
+                                   args.logits_fraction),
                    in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh)),
                    out_shardings=(state_sh, None), donate_argnums=(0,))
     batch = sharding.shard_batch(synthetic_batch(args.batch, args.seq_len, args.vocab,
@@ -89,15 +95,22 @@ def main():
     sec = float(np.median(times))
     tokens = args.batch * args.seq_len
     d, layers = cfg.hidden_size, cfg.num_layers
-    matmul_params = layers * (4 * d * d + 2 * d * cfg.ffn_dim) + d * cfg.vocab_size
-    flops_per_token = 6 * matmul_params + 12 * layers * args.seq_len * d
+    matmul_params = layers * (4 * d * d + 2 * d * cfg.ffn_dim)
+    # Logits run at `cap` gathered positions when the batch's targets fit, else everywhere.
+    positions = args.batch * args.seq_len
+    cap = math.ceil(args.logits_fraction * positions - 1e-9)
+    targets = args.batch * (args.seq_len - int(args.seq_len * 0.75))
+    logit_share = cap / positions if targets <= cap < positions else 1.0
+    flops_per_token = (6 * matmul_params + 12 * layers * args.seq_len * d
+                       + 6 * d * cfg.vocab_size * logit_share)
     kind = jax.devices()[0].device_kind
     peak = peak_tflops(kind)
     achieved = flops_per_token * tokens / sec / 1e12
     print(json.dumps({
         "device": kind, "devices": jax.device_count(), "model": args.model, "dtype": args.dtype,
         "params": int(sum(x.size for x in jax.tree.leaves(params))), "batch": args.batch,
-        "seq_len": args.seq_len, "compile_s": round(compile_s, 1),
+        "seq_len": args.seq_len, "logits_fraction": args.logits_fraction,
+        "compile_s": round(compile_s, 1),
         "step_ms": round(1000 * sec, 2), "tokens_per_s": round(tokens / sec),
         "model_tflops_per_s": round(achieved, 2),
         "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),

@@ -69,7 +69,7 @@ def main():
             "tokens_per_item_max": int(lengths.max()),
             "distinct_token_sequences": len(set(pool)), "items": len(pool),
             "round_trip_all_items": bool(round_trip),
-            "vocab_size": tok.vocab_size, "sentencepiece_pieces": tok.sp_size,
+            "vocab_size": tok.vocab_size, "sentencepiece_pieces": tok.text_size,
             "added_tokens": len(tok.added_tokens), "fit_seconds": round(seconds, 1)}
         if kind == "semantic_id":
             row.update(options=index.options, collisions=index.stats,

@@ -1,5 +1,7 @@
 """Shared fixtures: a toy P5-layout dataset and a tiny config (a training run in seconds)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,32 @@ def write_toy_p5(folder, num_users=48, num_items=120, seed=0):
     return folder
 
 
+GPT2_CORPUS = ["Red Nail Polish, 0.5 Ounce", "Blue Shampoo for dry hair", "user_12 bought",
+               "Here is the purchase history of", "What to recommend next?"] * 20
+GLM_ADDED = ["[MASK]", "<|startofpiece|>", "<|endofpiece|>", "[sMASK]", "[gMASK]", "[CLS]"]
+
+
+def write_gpt2_checkpoint_tokenizer(folder, extra_rows=2, corpus=GPT2_CORPUS) -> tuple[int, dict]:
+    """vocab.json + merges.txt + added_tokens.json as an English GLM ships them: a byte-level
+    BPE whose vocabulary ends with <|endoftext|>, then GLM's added tokens. Returns (embedding
+    rows, the added-token ids)."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.model.save(str(folder))  # vocab.json, merges.txt
+    size = tok.get_vocab_size()
+    added = {name: size + k for k, name in enumerate(GLM_ADDED)}
+    (folder / "added_tokens.json").write_text(json.dumps(added))
+    return size + len(GLM_ADDED) + extra_rows, added
+
+
 def tiny_overrides(data_path, data_dir, run_dir, steps=6, **extra):
     base = {
         "data.format": "p5", "data.path": str(data_path), "data.dataset": "toy",
@@ -43,6 +71,11 @@ def tiny_overrides(data_path, data_dir, run_dir, steps=6, **extra):
 @pytest.fixture(scope="session")
 def overrides():
     return tiny_overrides
+
+
+@pytest.fixture()
+def gpt2_tokenizer_files():
+    return write_gpt2_checkpoint_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,28 @@ def test_convert_errors_name_the_problem(toy_p5, tmp_path, capsys):
         capsys.readouterr().err
     assert main(args[:3] + [str(tmp_path / "nowhere")] + args[4:]) == 2
     assert "config.json: not found" in capsys.readouterr().err
+
+
+def test_english_glm_layout_reuses_its_trained_special_rows(toy_p5, tmp_path, overrides,
+                                                            gpt2_tokenizer_files, capsys):
+    """vocab.json + merges.txt + added_tokens.json (GLM-2B/10B): the fine-tune's [MASK],
+    <|startofpiece|>, ... are the checkpoint's own embedding rows; only item tokens are new."""
+    rows, added = gpt2_tokenizer_files(tmp_path / "glm")
+    shape = dict(num_layers=1, hidden=32, vocab=rows, max_sequence_length=128)
+    weights = ref.random_glm_weights(**shape)
+    ref.write_glm_checkpoint(tmp_path / "glm", weights, ref.glm_config_json(heads=2, **shape))
+    out = tmp_path / "imported"
+    assert main(["--from", "glm", "--checkpoint", str(tmp_path / "glm"), "--out", str(out)]) == 0
+    assert "GPT-2 BPE" in capsys.readouterr().out
+
+    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=1, **{
+        "train.init_from": str(out), "model.max_positions": 129,
+        "model.max_block_positions": 129, "data.seq_len": 128}))
+    trainer = Trainer(cfg, log=lambda m: None)
+    tok = trainer.assets.tokenizer
+    assert (tok.special.mask, tok.special.sop, tok.special.eop) == (
+        added["[MASK]"], added["<|startofpiece|>"], added["<|endofpiece|>"])
+    assert tok.vocab_size == rows + len(tok.added_tokens)
+    table = np.asarray(trainer.state["params"]["word_embeddings"]["embedding"][...])
+    assert table.shape == (rows + len(tok.added_tokens), 32)
+    assert np.array_equal(table[:rows], weights["glm.word_embeddings.weight"])

@@ -10,7 +10,7 @@ import pytest
 
 from recsys_jax.recommend import Recommender
 from recsys_jax.serving import BundleRecommender
-from recsys_jax.serving.bundle import FILES, MANIFEST
+from recsys_jax.serving.bundle import FILES, FORMAT_VERSION, MANIFEST
 
 HISTORIES = [[0, 1, 2], [9], [30, 4], [17, 40, 41, 42]]
 
@@ -46,7 +46,7 @@ def test_bundle_holds_every_file_with_checksums_and_a_symbolic_batch_spec(toy_bu
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"].values())
     for key in ("recsys_jax_version", "jax_version", "jaxlib_version", "flax_version", "created"):
         assert manifest[key]
-    assert manifest["dtype"] == "float32" and manifest["format_version"] == 1
+    assert manifest["dtype"] == "float32" and manifest["format_version"] == FORMAT_VERSION == 2
     spec = json.loads((toy_bundle / "recommend.json").read_text())
     assert spec["decoding"]["beam"] == 8
     assert {s["name"] for s in spec["inputs"]["inputs"]} == {

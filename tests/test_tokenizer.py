@@ -14,8 +14,8 @@ def tok():
 
 
 def test_vocabulary_layout(tok):
-    assert tok.vocab_size == tok.sp_size + len(SPECIAL_TOKENS) + 2
-    assert tok.special.pad == tok.sp_size
+    assert tok.vocab_size == tok.text_size + len(SPECIAL_TOKENS) + 2
+    assert tok.special.pad == tok.text_size
     assert tok.encode("[MASK]") == [tok.special.mask]
     assert tok.encode("<a_1><b_2>") == [tok.vocab_size - 2, tok.vocab_size - 1]
 
@@ -77,7 +77,7 @@ def _pretrained_style_spm():
 
 def test_wrapping_a_pretrained_vocabulary_appends_after_its_ids(tmp_path):
     model = _pretrained_style_spm()
-    pieces = Tokenizer(model).sp_size
+    pieces = Tokenizer(model).text_size
     rows = pieces + 7  # the checkpoint's own special tokens / padding rows
     tok = Tokenizer.wrap_pretrained(model, rows, ["<a_1>", "<b_2>"])
     assert tok.first_added_id == rows and tok.special.pad == rows
@@ -90,5 +90,5 @@ def test_wrapping_a_pretrained_vocabulary_appends_after_its_ids(tmp_path):
     tok.save(tmp_path / "tok")
     again = Tokenizer.load(tmp_path / "tok")
     assert again.first_added_id == rows and again.encode("<a_1>") == tok.encode("<a_1>")
-    with pytest.raises(TokenizerError, match="smaller than its SentencePiece model"):
+    with pytest.raises(TokenizerError, match="smaller than its text model"):
         Tokenizer.wrap_pretrained(model, pieces - 1)

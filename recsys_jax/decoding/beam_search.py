@@ -1,7 +1,8 @@
 """Trie-constrained beam search over items, one XLA program (t5x-style `lax.while_loop`).
 
-Each row's prompt is prefilled once into a KV cache, expanded to `beam` copies, then every
-step feeds one token per beam. Beams carry their trie node, so tokens that do not continue a
+Each row's prompt is prefilled once into a KV cache that all its beams read
+(`GLM.decode_step_shared`: never copied per beam), then every step feeds one token per beam;
+reordering beams moves only their own generated tokens' keys/values. Beams carry their trie node, so tokens that do not continue a
 real item are set to -inf before top-k: every finished beam is a catalog item (or a candidate,
 with a restricted trie) and dead ends cannot occur. A beam finishes when it picks `<eop>` at a
 node that completes an item; its score is the summed log-probability of the item's tokens and
@@ -48,11 +49,11 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
     model = nnx.merge(graphdef, state)
     batch, prompt_len = prompt["tokens"].shape
     steps = (trie.max_depth + 1) if max_steps is None else max_steps
-    cache = model.init_cache(batch, prompt_len + steps)
-    _, cache = model.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
-                             prompt["segment_ids"], prompt["part_a"], cache)
+    _, prefix = model.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
+                              prompt["segment_ids"], prompt["part_a"],
+                              model.init_cache(batch, prompt_len))
+    cache = model.init_cache(batch * beam, steps)
     expand = lambda x: jnp.repeat(x, beam, axis=0)
-    cache = jax.tree.map(expand, cache)
     flat_pos = expand(mask_pos)[:, None]
     flat_roots = expand(roots)
     base = (jnp.arange(batch) * beam)[:, None]
@@ -99,9 +100,9 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         return best, src, token, node
 
     def body(s):
-        logits, cache = model.decode_step(
-            s["token"].reshape(-1, 1), flat_pos, s["intra"].reshape(-1, 1), s["cache"],
-            prompt_len + s["step"])
+        logits, cache = model.decode_step_shared(
+            s["token"].reshape(-1, 1), flat_pos, s["intra"].reshape(-1, 1), prefix, s["cache"],
+            s["step"])
         logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
         logp = logp.reshape(batch, beam, -1)
         live = s["logp"] > NEG_INF / 2

@@ -1,8 +1,8 @@
 """Exact scores of given answers: log P(answer tokens, <eop> | prompt) for N candidates.
 
-The prompt is prefilled once per row, the cache copied per candidate, and every candidate is
-teacher-forced through the same decode step the beam search uses (same dynamic positions),
-so a candidate's score here equals the score beam search would give the same item.
+The prompt is prefilled once per row and read by all its candidates (never copied), and every
+candidate is teacher-forced through the same decode step the beam search uses (same dynamic
+positions), so a candidate's score here equals the score beam search would give the same item.
 Used for direct recommendation over 100 candidates and for P("yes") on yes/no prompts.
 """
 
@@ -26,10 +26,10 @@ def score_candidates(graphdef, state, prompt: dict, mask_pos: jax.Array, cand_to
     model = nnx.merge(graphdef, state)
     batch, prompt_len = prompt["tokens"].shape
     _, n, m = cand_tokens.shape
-    cache = model.init_cache(batch, prompt_len + m + 1)
-    _, cache = model.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
-                             prompt["segment_ids"], prompt["part_a"], cache)
-    cache = jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), cache)
+    _, prefix = model.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
+                              prompt["segment_ids"], prompt["part_a"],
+                              model.init_cache(batch, prompt_len))
+    cache = model.init_cache(batch * n, m + 1)
     flat_tokens = cand_tokens.reshape(batch * n, m)
     flat_len = cand_len.reshape(batch * n)
     # Inputs <sop> t1..tm, targets t1..tm <eop> (eop placed at each candidate's own length).
@@ -42,8 +42,8 @@ def score_candidates(graphdef, state, prompt: dict, mask_pos: jax.Array, cand_to
 
     def body(carry, t):
         cache, intra = carry
-        logits, cache = model.decode_step(inputs[:, t][:, None], positions, intra[:, None],
-                                          cache, prompt_len + t)
+        logits, cache = model.decode_step_shared(inputs[:, t][:, None], positions,
+                                                 intra[:, None], prefix, cache, t)
         logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
         picked = jnp.take_along_axis(logp, targets[:, t][:, None], axis=1)[:, 0]
         intra = trie_lib.next_intra(intra, jnp.zeros_like(intra, bool))

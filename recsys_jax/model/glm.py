@@ -19,6 +19,7 @@ in depth (acceptable even for 48 layers); `nnx.scan` would be the change if that
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -91,8 +92,13 @@ class Embed(nnx.Module):
 
     def attend(self, x):
         """x @ E^T in x's dtype, accumulated and returned in float32 (the tied output layer)."""
-        return jnp.einsum("bld,vd->blv", x, self.table().astype(x.dtype),
-                          preferred_element_type=jnp.float32)
+        return tied_logits(x, self.table())
+
+
+def tied_logits(x, table):
+    """[..., d] x [vocab, d] -> [..., vocab] float32, multiplied in x's dtype."""
+    return jnp.einsum("...d,vd->...v", x, table.astype(x.dtype),
+                      preferred_element_type=jnp.float32)
 
 
 class Dense(nnx.Module):
@@ -141,11 +147,15 @@ class Attention(nnx.Module):
                            init_std=out_std, rngs=rngs)
         self.attention_dropout = nnx.Dropout(cfg.attention_dropout_rate)
 
-    def __call__(self, x, mask, *, cache=None, index=None, deterministic=True, rngs=None):
+    def __call__(self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True,
+                 rngs=None):
         """x [B, Lq, E], mask bool [B, Lq, Lk] -> ([B, Lq, E], cache).
 
         With a cache ({"key", "value"}: [B, T, H, D]) this step's keys/values are written at
-        slot `index` first and the queries attend over all T slots (Lk == T).
+        slot `index` first and the queries attend over all T slots (Lk == T). With `prefix`
+        (keys/values [P, Lp, H, D] and a bool [P, Lp] mask of a prompt that B = P * K rows
+        continue, `GLM.decode_step_shared`) each row also attends its prompt row's keys, which
+        are read once per prompt row, not copied per continuation.
         """
         qkv = self.query_key_value(x, deterministic=deterministic, rngs=rngs)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, D] each
@@ -156,10 +166,30 @@ class Attention(nnx.Module):
         q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         scores = jnp.where(mask[:, None], scores, _NEG)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        if prefix is not None:
+            out = self._with_prefix(q, scores, v, prefix)
+        else:
+            probs = jax.nn.softmax(scores, axis=-1)
+            probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
+            out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return self.dense(out, deterministic=deterministic, rngs=rngs), cache
+
+    def _with_prefix(self, q, own_scores, own_v, prefix):
+        """One softmax over [prompt keys; own keys] for Lq == 1 (decoding, no dropout)."""
+        (pk, pv), visible = prefix
+        p, n = pk.shape[0], q.shape[0]
+        kk, (h, d) = n // p, q.shape[2:]
+        qg = q.reshape(p, kk, h, d)
+        pre = jnp.einsum("pkhd,plhd->phkl", qg, pk.astype(self.dtype),
+                         preferred_element_type=jnp.float32)
+        pre = jnp.where(visible[:, None, None, :], pre, _NEG)
+        own = own_scores.reshape(p, kk, h, -1).transpose(0, 2, 1, 3)  # [P, H, K, S]
+        probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1).astype(self.dtype)
+        lp = pk.shape[1]
+        out = (jnp.einsum("phkl,plhd->pkhd", probs[..., :lp], pv.astype(self.dtype))
+               + jnp.einsum("phks,pkshd->pkhd", probs[..., lp:],
+                            own_v.reshape(p, kk, -1, h, d)))
+        return out.reshape(n, 1, h, d)
 
 
 class MLP(nnx.Module):
@@ -186,9 +216,11 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-    def __call__(self, x, mask, *, cache=None, index=None, deterministic=True, rngs=None):
+    def __call__(self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True,
+                 rngs=None):
         kw = dict(deterministic=deterministic, rngs=rngs)
-        h, cache = self.attention(self.input_layernorm(x), mask, cache=cache, index=index, **kw)
+        h, cache = self.attention(self.input_layernorm(x), mask, cache=cache, index=index,
+                                  prefix=prefix, **kw)
         x = x + self.dropout(h, **kw)
         x = x + self.dropout(self.mlp(self.post_attention_layernorm(x), **kw), **kw)
         return x, cache
@@ -233,10 +265,19 @@ class GLM(nnx.Module):
     def __call__(self, tokens, positions, block_positions, segment_ids, part_a, *,
                  deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
         """All inputs [B, L] int32 -> logits [B, L, vocab_size] float32."""
+        return self.word_embeddings.attend(self.hidden_states(
+            tokens, positions, block_positions, segment_ids, part_a,
+            deterministic=deterministic, rngs=rngs))
+
+    def hidden_states(self, tokens, positions, block_positions, segment_ids, part_a, *,
+                      deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """[B, L, hidden]: the final LayerNorm's output, i.e. the input of the tied output layer
+        (`tied_logits(h, model.word_embeddings.table())`); the training loss takes logits only
+        at the positions it scores."""
         mask = attention_mask(segment_ids, part_a)
-        logits, _ = self._forward(tokens, positions, block_positions, mask, None, None,
-                                  deterministic, rngs)
-        return logits
+        hidden, _ = self._forward(tokens, positions, block_positions, mask, None, None,
+                                  deterministic, rngs, logits=False)
+        return hidden
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
         """An empty cache: `batch` rows x `max_len` slots, k/v in `dtype` (default cfg.dtype)."""
@@ -272,8 +313,30 @@ class GLM(nnx.Module):
                                        index, True, None)
         return logits, {"layers": layers, "segment_ids": k_seg, "part_a": k_part_a}
 
+    def decode_step_shared(self, token, position, block_position, prefix, cache, index):
+        """`decode_step` for K continuations of each prompt row that share its keys/values.
+
+        prefix: the cache `prefill` returned for P prompt rows (read, never written or copied);
+        cache: `init_cache(P * K, S)` for the continuations' own tokens (rows p*K .. p*K+K-1
+        continue prompt row p; its segment ids are unused: every slot is a Part B token of the
+        row's last example), slot `index` (0-based, < S) written now. Inputs [P*K, 1] ->
+        (logits [P*K, 1, V], cache), equal to `decode_step` on a cache holding the prompt and
+        the continuation. A beam of K reads the prompt once per step, not K times, and
+        reordering beams moves only the continuation's S slots.
+        """
+        index = jnp.asarray(index, jnp.int32)
+        seg = prefix["segment_ids"]
+        row_seg = jnp.max(seg, axis=1, keepdims=True)
+        visible = (seg == row_seg) & (seg != 0)  # the prompt's last example, all Part A
+        slots = jnp.arange(cache["segment_ids"].shape[1])
+        mask = jnp.broadcast_to(slots <= index, (token.shape[0], 1, slots.shape[0]))
+        prefixes = [((layer["key"], layer["value"]), visible) for layer in prefix["layers"]]
+        logits, layers = self._forward(token, position, block_position, mask, cache["layers"],
+                                       index, True, None, prefixes)
+        return logits, dict(cache, layers=layers)
+
     def _forward(self, tokens, positions, block_positions, mask, caches, index,
-                 deterministic, rngs):
+                 deterministic, rngs, prefixes=None, logits=True):
         kw = dict(deterministic=deterministic, rngs=rngs)
         x = (self.word_embeddings(tokens) + self.position_embeddings(positions)
              + self.block_position_embeddings(block_positions))
@@ -284,10 +347,11 @@ class GLM(nnx.Module):
                 x, c = _checkpointed_block(layer, x, mask, rngs, deterministic), None
             else:
                 x, c = layer(x, mask, cache=None if caches is None else caches[i], index=index,
-                             **kw)
+                             prefix=None if prefixes is None else prefixes[i], **kw)
             new_caches.append(c)
-        logits = self.word_embeddings.attend(self.final_layernorm(x))
-        return logits, (None if caches is None else new_caches)
+        x = self.final_layernorm(x)
+        return (self.word_embeddings.attend(x) if logits else x), (None if caches is None
+                                                                   else new_caches)
 
 
 def _checkpointed_block(layer, x, mask, rngs, deterministic):
@@ -314,3 +378,20 @@ def param_count(cfg: ModelConfig) -> int:
     """Number of parameters (adapters included) of `GLM(cfg)`, without allocating them."""
     model = nnx.eval_shape(lambda: GLM(cfg, rngs=nnx.Rngs(0)))
     return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def fold_item_features(model: GLM) -> GLM:
+    """A copy of `model` whose word embedding stores `E + F @ W` (`data.item_features`) as
+    plain rows, with the features and projection removed.
+
+    Same logits, but decoding no longer recomputes the [vocab, dim] x [dim, hidden] product
+    at every step; the copy's config says `item_feature_dim=0`, so `GLM(copy.cfg)` rebuilds its
+    tree. A model without features is returned as is."""
+    if not model.cfg.item_feature_dim:
+        return model
+    folded = nnx.clone(model)
+    emb = folded.word_embeddings
+    emb.embedding[...] = emb.table()
+    del emb.features, emb.projection
+    folded.cfg = dataclasses.replace(folded.cfg, item_feature_dim=0)
+    return folded

@@ -3,7 +3,7 @@
 One folder, written by `python -m recsys_jax.export`:
   manifest.json        format version, library versions, creation time, sha256 + size per file
   config.yaml          the run's resolved config (model dtype and LoRA as exported)
-  tokenizer.model      the SentencePiece model; tokenizer.json: the added atomic tokens
+  tokenizer.json       the tokenizer (`Tokenizer.to_json`: text vocabulary, added tokens)
   catalog.json         dataset item ids and titles, in internal item order
   index.json           the item index kind, each item's spelling and token sequence
   trie.npz             the catalog trie arrays (`decoding/trie.py` layout)
@@ -30,10 +30,9 @@ import yaml
 
 from recsys_jax.tokenizer import Tokenizer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tokenizer.json holds the whole tokenizer (no tokenizer.model)
 MANIFEST = "manifest.json"
-FILES = ("config.yaml", "tokenizer.model", "tokenizer.json", "catalog.json", "index.json",
-         "trie.npz", "weights.npz", "recommend.stablehlo", "recommend.json")
+FILES = ("config.yaml", "tokenizer.json", "catalog.json", "index.json", "trie.npz", "weights.npz", "recommend.stablehlo", "recommend.json")
 # dtypes numpy cannot store in .npz without pickle: saved as same-width unsigned bits.
 _BIT_VIEWS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
 
@@ -140,10 +139,7 @@ def load_bundle(path: str | Path) -> Bundle:
         config = yaml.safe_load((folder / "config.yaml").read_text())
         catalog = json.loads((folder / "catalog.json").read_text())
         index = json.loads((folder / "index.json").read_text())
-        tok = json.loads((folder / "tokenizer.json").read_text())
-        extra = [tok["first_added_id"]] if "first_added_id" in tok else []
-        tokenizer = Tokenizer((folder / "tokenizer.model").read_bytes(), tok["added_tokens"],
-                              *extra)
+        tokenizer = Tokenizer.from_json(json.loads((folder / "tokenizer.json").read_text()))
         weight_specs = spec["inputs"]["weights"]
         weights = load_arrays(folder / "weights.npz",
                               {w["name"]: w["dtype"] for w in weight_specs})

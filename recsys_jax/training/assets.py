@@ -17,8 +17,8 @@ from recsys_jax.data.schema import DataError
 from recsys_jax.indexing import build_index, check_index_options, load_index
 from recsys_jax.prompts.builders import PromptConfig, PromptFactory, user_name
 from recsys_jax.prompts.templates import TEMPLATES
+from recsys_jax.text_vocab import text_from_json
 from recsys_jax.tokenizer import Tokenizer, build_tokenizer
-from recsys_jax.training.checkpointing import decode_bytes, encode_bytes
 
 
 def open_prepared(data_cfg, log=print) -> PreparedData:
@@ -62,11 +62,7 @@ class RunAssets:
     tokenizer: Tokenizer
 
     def to_json(self) -> dict:
-        tok = {"spm_model": encode_bytes(self.tokenizer.sp_model_bytes),
-               "added_tokens": self.tokenizer.added_tokens}
-        if self.tokenizer.first_added_id != self.tokenizer.sp_size:  # a wrapped pretrained vocab
-            tok["first_added_id"] = self.tokenizer.first_added_id
-        return {"index": self.index.state_dict(), "tokenizer": tok}
+        return {"index": self.index.state_dict(), "tokenizer": self.tokenizer.to_json()}
 
     @classmethod
     def from_json(cls, prepared: PreparedData, data: dict) -> "RunAssets":
@@ -74,10 +70,7 @@ class RunAssets:
             raise DataError("this checkpoint has no item index (an imported pretrained model, "
                             "`recsys_jax.convert`): fine-tune it first with "
                             "`python -m recsys_jax.train ... train.init_from=<it>`")
-        tok = data["tokenizer"]
-        return cls(prepared, load_index(data["index"]),
-                   Tokenizer(decode_bytes(tok["spm_model"]), tok["added_tokens"],
-                             tok.get("first_added_id")))
+        return cls(prepared, load_index(data["index"]), Tokenizer.from_json(data["tokenizer"]))
 
     def prompt_factory(self, data_cfg) -> PromptFactory:
         known = [set() for _ in range(self.prepared.num_users)]
@@ -110,10 +103,11 @@ def fit_assets(prepared: PreparedData, data_cfg, saved: Optional[dict] = None,
     index = build_index(data_cfg.index, prepared.catalog, train_sequences,
                         seed=data_cfg.seed, **data_cfg.index_options)
     if saved is not None:
-        spm_model, rows = pretrained_vocabulary(saved)
-        tokenizer = Tokenizer.wrap_pretrained(spm_model, rows, index.added_tokens())
-        log(f"[assets] wrapped the pretrained vocabulary ({rows} ids) with "
-            f"{tokenizer.vocab_size - rows} special and item tokens")
+        text, rows, special_ids = pretrained_vocabulary(saved)
+        tokenizer = Tokenizer.wrap_pretrained(text, rows, index.added_tokens(), special_ids)
+        log(f"[assets] wrapped the pretrained {text.kind} vocabulary ({rows} ids; reusing its "
+            f"{', '.join(special_ids) or 'no'} special tokens) with "
+            f"{tokenizer.vocab_size - rows} new special and item tokens")
         return RunAssets(prepared, index, tokenizer)
     log(f"[assets] training the SentencePiece tokenizer ({data_cfg.vocab_size} pieces)")
     tokenizer = build_tokenizer(tokenizer_corpus(prepared, train_sequences), index,
@@ -121,13 +115,16 @@ def fit_assets(prepared: PreparedData, data_cfg, saved: Optional[dict] = None,
     return RunAssets(prepared, index, tokenizer)
 
 
-def pretrained_vocabulary(saved: dict) -> tuple[bytes, int]:
-    """(SentencePiece model, vocabulary size) of an imported checkpoint's assets."""
+def pretrained_vocabulary(saved: dict) -> tuple[object, int, dict[str, int]]:
+    """(text vocabulary, embedding rows, our special token -> its pretrained id) of an
+    imported checkpoint's assets (`recsys_jax.convert`)."""
     tok = saved.get("pretrained_tokenizer")
     if tok is None:
-        raise DataError("the imported checkpoint has no SentencePiece tokenizer: rerun "
-                        "`python -m recsys_jax.convert` with --tokenizer PATH.model")
-    return decode_bytes(tok["spm_model"]), int(tok["vocab_size"])
+        raise DataError("the imported checkpoint has no tokenizer: rerun `python -m "
+                        "recsys_jax.convert` with --tokenizer (tokenizer.json, vocab.json, or "
+                        "a SentencePiece .model)")
+    return (text_from_json(tok.get("text", tok)), int(tok["vocab_size"]),
+            dict(tok.get("special_ids", {})))
 
 
 def item_feature_table(assets: "RunAssets", catalog, source: str) -> np.ndarray:

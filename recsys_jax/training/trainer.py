@@ -169,10 +169,10 @@ class Trainer:
         batch_sh = sharding.batch_sharding(self.mesh)
         self.train_step = jax.jit(
             make_train_step(self.graphdef, self.tx, cfg.train.grad_accum,
-                            learning_rate_schedule(cfg.train)),
+                            learning_rate_schedule(cfg.train), cfg.train.logits_fraction),
             in_shardings=(self.state_shardings, frozen_shardings, batch_sh),
             out_shardings=(self.state_shardings, None), donate_argnums=(0,))
-        self.eval_step = jax.jit(make_eval_step(self.graphdef))
+        self.eval_step = jax.jit(make_eval_step(self.graphdef, cfg.train.logits_fraction))
 
     def _restore(self, step: int) -> None:
         abstract = jax.tree.map(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recsys_jax.model import GLM, MODEL_PRESETS, ModelConfig, attention_mask, param_count
+from recsys_jax.model import (GLM, MODEL_PRESETS, ModelConfig, attention_mask,
+                              fold_item_features, param_count)
 
 CFG = ModelConfig(vocab_size=96, num_layers=2, num_heads=4, hidden_size=32, mlp_dim=64,
                   max_positions=32, max_block_positions=16, dropout_rate=0.1,
@@ -187,6 +188,42 @@ def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
                                    err_msg=f"decode row {i}")
 
 
+def test_shared_prompt_decoding_equals_a_copied_cache():
+    """K continuations per prompt row reading one prefilled prompt (`decode_step_shared`) give
+    the logits of `decode_step` on the prompt cache copied K times."""
+    model = make_model()
+    graphdef, state = nnx.split(model)
+    prompts, k, steps, prompt_len = [[3, 4, 5, 6, 7], [8, 9, 10]], 3, 3, 6
+    rows = [{key: v[:len(p)] for key, v in glm_example(p, [1]).items()} for p in prompts]
+    prompt = stack(rows, prompt_len, left_pad=(1,))
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(2, CFG.vocab_size, (len(prompts) * k, steps)), jnp.int32)
+    positions = jnp.repeat(jnp.asarray([[4], [2]]), k, axis=0)
+    blocks = jnp.arange(1, steps + 1)[None].repeat(len(prompts) * k, 0)
+
+    @jax.jit
+    def both(state, prompt, tokens):
+        model = nnx.merge(graphdef, state)
+        _, prefix = model.prefill(**prompt, cache=model.init_cache(len(prompts), prompt_len))
+        copied = model.init_cache(len(prompts), prompt_len + steps)
+        _, copied = model.prefill(**prompt, cache=copied)
+        copied = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), copied)
+        own = model.init_cache(len(prompts) * k, steps)
+        out_shared, out_copied = [], []
+        for t in range(steps):
+            args = (tokens[:, t, None], positions, blocks[:, t, None])
+            a, own = model.decode_step_shared(*args, prefix, own, t)
+            b, copied = model.decode_step(*args, copied, prompt_len + t)
+            out_shared.append(a)
+            out_copied.append(b)
+        return jnp.concatenate(out_shared, 1), jnp.concatenate(out_copied, 1)
+
+    shared, copied = both(state, prompt, tokens)
+    np.testing.assert_allclose(shared, copied, atol=1e-5)
+    # Rows continuing the same prompt with different tokens get different logits.
+    assert not np.allclose(shared[0, 1:], shared[1, 1:])
+
+
 def test_prefill_rejects_prompt_longer_than_cache():
     model = make_model()
     batch = stack([glm_example([1, 2, 3], [4])], 4)
@@ -229,3 +266,21 @@ def test_remat_gives_the_same_train_step():
                  plain["params"], remat["params"])
     _, with_dropout = one_step(remat=True)
     assert np.isfinite(with_dropout["loss"]) and with_dropout["loss"] != m_plain["loss"]
+
+
+def test_folding_item_features_keeps_the_logits_and_drops_the_product():
+    cfg = dataclasses.replace(CFG, item_feature_dim=8)
+    model = make_model(cfg)
+    emb = model.word_embeddings
+    emb.features[...] = jax.random.normal(jax.random.key(1), emb.features.shape)
+    emb.projection[...] = jax.random.normal(jax.random.key(2), emb.projection.shape)
+    batch = stack([glm_example([5, 9, 11, 3], [40, 41]), glm_example([7, 2], [60])], 6)
+    folded = fold_item_features(model)
+    assert folded.cfg.item_feature_dim == 0 and model.cfg.item_feature_dim == 8
+    assert not hasattr(folded.word_embeddings, "features")
+    np.testing.assert_allclose(folded(**batch), model(**batch), rtol=1e-5, atol=1e-5)
+    # Its state is exactly a feature-free model's: a plain GLM(folded.cfg) takes it.
+    plain = make_model(folded.cfg)
+    nnx.update(plain, nnx.state(folded))
+    np.testing.assert_allclose(plain(**batch), model(**batch), rtol=1e-5, atol=1e-5)
+    assert fold_item_features(plain) is plain

@@ -32,7 +32,7 @@ def test_a_flipped_byte_is_reported_as_corruption_of_that_file(bundle_copy, name
         load_bundle(bundle_copy)
 
 
-@pytest.mark.parametrize("name", ["weights.npz", "recommend.stablehlo", "tokenizer.model"])
+@pytest.mark.parametrize("name", ["weights.npz", "recommend.stablehlo", "tokenizer.json"])
 def test_a_truncated_file_is_reported_with_its_sizes(bundle_copy, name):
     path = bundle_copy / name
     data = path.read_bytes()

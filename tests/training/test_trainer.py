@@ -170,10 +170,12 @@ def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5,
     from recsys_jax.recommend import Recommender
 
     recommender = Recommender.from_checkpoint(tmp_path / "run", beam=4)
-    # The served model carries the vectors and the projection; no encoder is needed.
+    # The served model holds E + F @ W folded into plain rows; no encoder is needed.
     served = nnx.merge(recommender.graphdef, recommender.state)
-    model_features = served.word_embeddings.features[...]
-    np.testing.assert_array_equal(np.asarray(model_features[row]), vectors[5])
+    assert not hasattr(served.word_embeddings, "features")
+    expected = value(saved["embedding"])[row] + vectors[5] @ value(saved["projection"])
+    np.testing.assert_allclose(np.asarray(served.word_embeddings.embedding[...][row]), expected,
+                               rtol=1e-5, atol=1e-6)
     assert len(recommender.recommend(catalog.item_ids[:2], k=3)) == 3
 
     with pytest.raises(Exception, match="item_features needs data.index=item_token"):
