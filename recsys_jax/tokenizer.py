@@ -121,7 +121,8 @@ class Tokenizer:
     # -- encoding ---------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """Text to ids; `<...>` atomic tokens are looked up, the rest goes through the text vocabulary."""
+        """Text to ids: `<...>` atomic tokens are looked up, the rest goes through the text
+        vocabulary."""
         ids: list[int] = []
         for part in _ATOMIC.split(text):
             if not part:

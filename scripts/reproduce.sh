@@ -6,6 +6,7 @@
 # Rows (see README "Results"): pop_beauty sasrec_beauty pop_sports sasrec_sports mf_ml100k
 #   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_beauty_item_token
 #   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
+#   glm_ml100k_semantic glm_ml100k_item_token
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
@@ -56,6 +57,12 @@ case $ROW in
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
   glm_ml100k)    prepare movielens_100k movielens "$SHARED/movielens_100k"
                  train configs/ml100k.yaml "data.path=$SHARED/movielens_100k"
+                 evaluate --families rating sequential --prompts seen unseen ;;
+  glm_ml100k_semantic) prepare movielens_100k movielens "$SHARED/movielens_100k"
+                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=semantic_id 'data.index_options={method: hierarchical, codebook_size: 16}'
+                 evaluate --families rating sequential --prompts seen unseen ;;
+  glm_ml100k_item_token) prepare movielens_100k movielens "$SHARED/movielens_100k"
+                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=item_token
                  evaluate --families rating sequential --prompts seen unseen ;;
   ablate_none)             prepare_beauty; train configs/beauty_semantic.yaml
                  evaluate --families sequential --prompts seen ;;

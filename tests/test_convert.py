@@ -113,6 +113,15 @@ def test_english_glm_layout_reuses_its_trained_special_rows(toy_p5, tmp_path, ov
     out = tmp_path / "imported"
     assert main(["--from", "glm", "--checkpoint", str(tmp_path / "glm"), "--out", str(out)]) == 0
     assert "GPT-2 BPE" in capsys.readouterr().out
+    glm = ["--from", "glm", "--checkpoint", str(tmp_path / "glm"), "--out"]
+    assert main(glm + [str(tmp_path / "x"), "--special-token", "[MASK]"]) == 2
+    assert "expected NAME=ID" in capsys.readouterr().err
+    assert main(glm + [str(tmp_path / "x"), "--special-token", "[CLS]=3"]) == 2
+    assert "not a GLM special token" in capsys.readouterr().err
+    # An explicit id wins over the checkpoint's files.
+    assert main(glm + [str(tmp_path / "explicit"), "--special-token", "<|endofpiece|>=5"]) == 0
+    saved = RunCheckpoints(tmp_path / "explicit").restore_json(0, "assets")
+    assert saved["pretrained_tokenizer"]["special_ids"]["<eop>"] == 5
 
     cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=1, **{
         "train.init_from": str(out), "model.max_positions": 129,
