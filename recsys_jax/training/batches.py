@@ -107,8 +107,13 @@ def train_iterator(batcher: Batcher, source: MixtureSource, seed: int,
 def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], limit: int,
                        seed: int) -> list[dict]:
     """Fixed validation examples: next-item prompt 2-3 on validation cases (and rating prompt
-    1-6 on validation rows when the data has ratings), masked with a fixed seed, padded."""
+    1-6 on validation rows when the data has ratings), masked with a fixed seed, padded.
+
+    Only the answer is hidden, as at evaluation: extra entity masks would make the validation
+    loss depend on the training masking, so runs that differ in it could not be compared.
+    """
     factory = batcher.mixture.factory
+    masking = dataclasses.replace(batcher.masking, extra_entity_mask_prob=0.0)
     rng = np.random.default_rng(seed)
     examples = []
     template = get_template("2-3")
@@ -118,15 +123,14 @@ def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], lim
             continue
         ex = factory.fit_history(
             lambda h, n: factory.sequence_prompt(template, user, h, target, rng), history)
-        examples.append(mask_example(ex, batcher.special, batcher.masking, rng))
+        examples.append(mask_example(ex, batcher.special, masking, rng))
     if rating_rows is not None and len(rating_rows["user"]):
         rating = get_template("1-6")
         for r in range(min(limit, len(rating_rows["user"]))):
             prompt = factory.row_prompt(rating, int(rating_rows["user"][r]),
                                         int(rating_rows["item"][r]), float(rating_rows["rating"][r]),
                                         rating_rows["review"][r], rating_rows["summary"][r], rng)
-            examples.append(mask_example(factory.encode(prompt), batcher.special,
-                                         batcher.masking, rng))
+            examples.append(mask_example(factory.encode(prompt), batcher.special, masking, rng))
     return [pad_batch(examples[i:i + batcher.rows], batcher.seq_len, batcher.special, batcher.rows)
             for i in range(0, len(examples), batcher.rows)]
 
