@@ -86,7 +86,8 @@ class TrainConfig:
     seed: int = 0
     # Logits (vocabulary x hidden per position) only at loss positions, up to this share of
     # the batch's positions (Beauty: ~10 % carry loss, at most 13 %); a batch with more
-    # computes them everywhere (same loss). 1 = always everywhere.
+    # computes them everywhere (same loss; the first log window says when most batches do,
+    # e.g. with masking.extra_entity_mask_prob > 0). 1 = always everywhere.
     logits_fraction: float = 0.25
     # Stop early, with a validation pass and a checkpoint, once the loop has run this long
     # (a fixed slot on a shared accelerator); rerunning the same run_dir resumes.

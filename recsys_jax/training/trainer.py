@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -214,6 +215,18 @@ class Trainer:
                               self.train_iter.get_state(),
                               self.resolved_config(), self.assets.to_json(), meta, valid_loss)
 
+    def _check_logits_cap(self, target_tokens: list[float]) -> None:
+        """Say so when most batches carry loss at more positions than `train.logits_fraction`
+        allows: those steps take the slow path (logits at every position)."""
+        cap = self.cfg.train.logits_fraction
+        shares = np.asarray(target_tokens) / (self.cfg.train.batch_size * self.cfg.data.seq_len)
+        if cap < 1 and np.mean(shares > cap) > 0.5:
+            suggest = min(1.0, math.ceil(shares.max() * 1.25 * 20) / 20)
+            self.log(f"[speed] {np.mean(shares > cap):.0%} of the first batches have loss at "
+                     f"more than train.logits_fraction={cap} of their positions (up to "
+                     f"{shares.max():.1%}), so they compute logits everywhere; "
+                     f"train.logits_fraction={suggest:g} would avoid that")
+
     def run(self) -> dict:
         cfg = self.cfg.train
         if self.is_main:
@@ -250,6 +263,8 @@ class Trainer:
                     write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}",
                                 tok_s=f"{record['tokens_per_s']:.0f}")
+                if step == self.start_step + len(fetched):  # first window only
+                    self._check_logits_cap([float(m["target_tokens"]) for m in fetched])
                 pending, window_tokens, window_start = [], 0, time.perf_counter()
             out_of_time = step % cfg.log_every == 0 and self._out_of_time(loop_start)
             valid = None

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,11 @@ import pytest
 
 from recsys_jax.config import load_config
 from recsys_jax.training.trainer import Trainer
+
+
+def _target_tokens(run_dir):
+    recs = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["target_tokens"]) for r in recs if "target_tokens" in r]
 
 
 def _losses(run_dir):
@@ -135,6 +141,19 @@ def test_time_limit_stops_with_a_checkpoint_that_resumes(toy_p5, tmp_path, overr
     assert (tmp_path / "run" / "checkpoints" / "2").is_dir()
     resumed = Trainer(load_config(None, base), log=lambda m: None)
     assert resumed.start_step == 2
+
+
+def test_a_logits_fraction_below_the_batches_loss_share_is_reported_with_one_that_fits(
+        toy_p5, tmp_path, overrides):
+    said = []
+    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=2,
+                                      **{"train.logits_fraction": 0.01, "train.log_every": 2}))
+    Trainer(cfg, log=said.append).run()
+    (message,) = [m for m in said if m.startswith("[speed]")]
+    assert "train.logits_fraction=0.01 " in message
+    shares = [t / (8 * 96) for _, t in _target_tokens(tmp_path / "run")]
+    suggested = float(re.search(r"logits_fraction=([0-9.]+) would", message).group(1))
+    assert max(shares) < suggested <= 1
 
 
 def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5, tmp_path,
