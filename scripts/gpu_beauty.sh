@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Amazon Beauty on one GPU in a single short device slot: the main semantic-id run
 # (= ablate_none), the three RecSysLLM ablations and the index comparison (title, item_token,
-# semantic_id from MiniLM vectors; ROWS="..." picks others, e.g. glm_beauty_item_token_encoder),
+# semantic_id from MiniLM vectors; ROWS="..." picks others, e.g. glm_beauty_item_token_encoder
+# or the _cloze rows of scripts/reproduce.sh),
 # trained side by side on the one card for TRAIN_MIN minutes
 # each (Python batch building spread over data.workers processes per run), then evaluated with
 # the rows' own `scripts/reproduce.sh` commands. Results: $OUT/results.tar.gz (+ logs).
@@ -35,7 +36,7 @@ ENC_OPTS='data.index_options={method: hierarchical, codebook_size: 32, embedding
 export EVAL_ARGS="--batch-size ${EVAL_BATCH:-128}"
 for row in $ROWS; do
   extra=("${GPU[@]}")
-  [ "$row" = glm_beauty_semantic_encoder ] && extra+=("$ENC_OPTS")
+  case $row in glm_beauty_semantic_encoder*) extra+=("$ENC_OPTS") ;; esac
   [ "$row" = glm_beauty_item_token_encoder ] && extra+=(data.item_features=.device_data/beauty_minilm.npy)
   RUN_NAME=gpu_$row timeout $(( DEADLINE - $(date +%s) )) \
     bash scripts/reproduce.sh "$row" "${extra[@]}" > "$OUT/$row.log" 2>&1 &

@@ -7,6 +7,8 @@
 #   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_beauty_item_token
 #   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
 #   glm_ml100k_semantic glm_ml100k_item_token
+#   glm_ml100k_item_token_cloze glm_ml100k_semantic_cloze glm_beauty_item_token_cloze
+#   glm_beauty_semantic_encoder_cloze  (_cloze: history items masked too, CLOZE below)
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
@@ -32,6 +34,10 @@ train() {  # train CONFIG [overrides]
 evaluate() { python -m recsys_jax.evaluate --checkpoint "$RUN" --data-dir "$DATA" $LIMIT ${EVAL_ARGS:-} "$@"; }
 baseline() { python -m "recsys_jax.baselines.$1" --data-dir "$DATA" --dataset "$2" --out "$RUN" "${@:3}"; }
 
+# Cloze rows: each history item of a task prompt is also masked with this probability, so a
+# prompt teaches several next items, not one (picked on ML-100K validation, WORKSPACE_NOTES.md).
+# More loss positions per batch: logits at up to half of them on the fast path.
+CLOZE=(masking.extra_entity_mask_prob=0.9 train.logits_fraction=0.5)
 EXTRA=("$@")
 mkdir -p runs
 case $ROW in
@@ -64,6 +70,16 @@ case $ROW in
   glm_ml100k_item_token) prepare movielens_100k movielens "$SHARED/movielens_100k"
                  train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=item_token
                  evaluate --families rating sequential --prompts seen unseen ;;
+  glm_ml100k_item_token_cloze) prepare movielens_100k movielens "$SHARED/movielens_100k"
+                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=item_token "${CLOZE[@]}"
+                 evaluate --families rating sequential --prompts seen unseen ;;
+  glm_ml100k_semantic_cloze) prepare movielens_100k movielens "$SHARED/movielens_100k"
+                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=semantic_id 'data.index_options={method: hierarchical, codebook_size: 16}' "${CLOZE[@]}"
+                 evaluate --families rating sequential --prompts seen unseen ;;
+  glm_beauty_item_token_cloze) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}' "${CLOZE[@]}"
+                 evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_beauty_semantic_encoder_cloze) prepare_beauty; train configs/beauty_semantic_encoder.yaml "${CLOZE[@]}"
+                 evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
   ablate_none)             prepare_beauty; train configs/beauty_semantic.yaml
                  evaluate --families sequential --prompts seen ;;
   ablate_entity_aware)     prepare_beauty; train configs/beauty_semantic.yaml masking.entity_aware=false
