@@ -38,6 +38,13 @@ baseline() { python -m "recsys_jax.baselines.$1" --data-dir "$DATA" --dataset "$
 # prompt teaches several next items, not one (picked on ML-100K validation, WORKSPACE_NOTES.md).
 # More loss positions per batch: logits at up to half of them on the fast path.
 CLOZE=(masking.extra_entity_mask_prob=0.9 train.logits_fraction=0.5)
+# ML-100K GLM rows: configs/ml100k.yaml plus the row's overrides; ratings and next item.
+ml100k() {
+  prepare movielens_100k movielens "$SHARED/movielens_100k"
+  train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" "$@"
+  evaluate --families rating sequential --prompts seen unseen
+}
+ML_SEMANTIC='data.index_options={method: hierarchical, codebook_size: 16}'
 EXTRA=("$@")
 mkdir -p runs
 case $ROW in
@@ -61,21 +68,11 @@ case $ROW in
   glm_sports_semantic) prepare amazon_sports p5 "$SHARED/amazon_sports"
                  train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
-  glm_ml100k)    prepare movielens_100k movielens "$SHARED/movielens_100k"
-                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k"
-                 evaluate --families rating sequential --prompts seen unseen ;;
-  glm_ml100k_semantic) prepare movielens_100k movielens "$SHARED/movielens_100k"
-                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=semantic_id 'data.index_options={method: hierarchical, codebook_size: 16}'
-                 evaluate --families rating sequential --prompts seen unseen ;;
-  glm_ml100k_item_token) prepare movielens_100k movielens "$SHARED/movielens_100k"
-                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=item_token
-                 evaluate --families rating sequential --prompts seen unseen ;;
-  glm_ml100k_item_token_cloze) prepare movielens_100k movielens "$SHARED/movielens_100k"
-                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=item_token "${CLOZE[@]}"
-                 evaluate --families rating sequential --prompts seen unseen ;;
-  glm_ml100k_semantic_cloze) prepare movielens_100k movielens "$SHARED/movielens_100k"
-                 train configs/ml100k.yaml "data.path=$SHARED/movielens_100k" data.index=semantic_id 'data.index_options={method: hierarchical, codebook_size: 16}' "${CLOZE[@]}"
-                 evaluate --families rating sequential --prompts seen unseen ;;
+  glm_ml100k)    ml100k ;;
+  glm_ml100k_semantic) ml100k data.index=semantic_id "$ML_SEMANTIC" ;;
+  glm_ml100k_item_token) ml100k data.index=item_token ;;
+  glm_ml100k_item_token_cloze) ml100k data.index=item_token "${CLOZE[@]}" ;;
+  glm_ml100k_semantic_cloze) ml100k data.index=semantic_id "$ML_SEMANTIC" "${CLOZE[@]}" ;;
   glm_beauty_item_token_cloze) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}' "${CLOZE[@]}"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
   glm_beauty_semantic_encoder_cloze) prepare_beauty; train configs/beauty_semantic_encoder.yaml "${CLOZE[@]}"

@@ -220,9 +220,10 @@ class Trainer:
         allows: those steps take the slow path (logits at every position)."""
         cap = self.cfg.train.logits_fraction
         shares = np.asarray(target_tokens) / (self.cfg.train.batch_size * self.cfg.data.seq_len)
-        if cap < 1 and np.mean(shares > cap) > 0.5:
+        over = float(np.mean(shares > cap))
+        if cap < 1 and over > 0.5:
             suggest = min(1.0, math.ceil(shares.max() * 1.25 * 20) / 20)
-            self.log(f"[speed] {np.mean(shares > cap):.0%} of the first batches have loss at "
+            self.log(f"[speed] {over:.0%} of the first batches have loss at "
                      f"more than train.logits_fraction={cap} of their positions (up to "
                      f"{shares.max():.1%}), so they compute logits everywhere; "
                      f"train.logits_fraction={suggest:g} would avoid that")
