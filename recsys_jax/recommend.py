@@ -136,10 +136,12 @@ class Recommender:
         return self._sequential(hist, k, exclude_history)
 
     def prompts(self, hist, template_id, candidates=None, users=None):
-        """Decoder inputs for histories (internal ids): ([B, seq_len] arrays, mask_pos [B]).
-        `users` (internal ids) fill the {user} slot of templates that have one."""
+        """Decoder inputs for histories (internal ids): ([B, L] arrays, L the power-of-two
+        bucket of the longest prompt up to seq_len; mask_pos [B]). `users` (internal ids) fill
+        the {user} slot of templates that have one."""
         return history_prompts(self.factory, get_template(template_id), hist, self.special,
-                               self.masking, self.cfg.data.seq_len, candidates, users)
+                               self.masking, self.cfg.data.seq_len, candidates, users,
+                               bucket=True)
 
     def _sequential(self, hist, k, exclude_history):
         prompt, mask_pos = self.prompts(hist, DEFAULT_TEMPLATES["sequential"])

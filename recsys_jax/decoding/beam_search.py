@@ -52,20 +52,29 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
     _, prefix = model.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
                               prompt["segment_ids"], prompt["part_a"],
                               model.init_cache(batch, prompt_len))
-    cache = model.init_cache(batch * beam, steps)
-    expand = lambda x: jnp.repeat(x, beam, axis=0)
-    flat_pos = expand(mask_pos)[:, None]
-    flat_roots = expand(roots)
     base = (jnp.arange(batch) * beam)[:, None]
 
+    # Step 0 is peeled off the loop: every beam would feed the same <sop> at its root, so it
+    # runs once per row ([B] rows, not [B * beam]) and its cache is then copied to the beams.
+    # No item ends at a root, so nothing finishes at step 0.
+    first_logits, first_cache = model.decode_step_shared(
+        jnp.full((batch, 1), sop, jnp.int32), mask_pos[:, None],
+        jnp.ones((batch, 1), jnp.int32), prefix, model.init_cache(batch, steps), 0)
+    first_logp = jax.nn.log_softmax(first_logits[:, 0].astype(jnp.float32), axis=-1)
+    allowed = trie.root_next[roots] >= 0  # [B, V]: the dense first level starts every item
+    logp0, token0 = jax.lax.top_k(jnp.where(allowed, first_logp, NEG_INF), beam)
+    logp0 = jnp.where(logp0 > NEG_INF / 2, logp0, NEG_INF)  # fewer items than beams
+    token0 = token0.astype(jnp.int32)
+    expand = lambda x: jnp.repeat(x, beam, axis=0)
+    flat_pos = expand(mask_pos)[:, None]
     init = {
-        "step": jnp.zeros((), jnp.int32),
-        "cache": cache,
-        "token": jnp.full((batch, beam), sop, jnp.int32),
-        "intra": jnp.ones((batch, beam), jnp.int32),  # <sop> has intra id 1
-        "node": jnp.broadcast_to(roots[:, None], (batch, beam)).astype(jnp.int32),
-        # Only beam 0 is live at the start so the first top-k does not pick duplicates.
-        "logp": jnp.where(jnp.arange(beam) == 0, 0.0, NEG_INF)[None].repeat(batch, 0),
+        "step": jnp.ones((), jnp.int32),
+        "cache": jax.tree.map(expand, first_cache),
+        "token": token0,
+        "intra": trie_lib.next_intra(jnp.ones((batch, beam), jnp.int32),
+                                     jnp.zeros((batch, beam), bool)),
+        "node": trie.root_next[roots[:, None], token0].astype(jnp.int32),
+        "logp": logp0,
         "done_score": jnp.full((batch, top_k), NEG_INF),
         "done_item": jnp.full((batch, top_k), -1, jnp.int32),
     }
@@ -74,31 +83,6 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         alive = jnp.any(s["logp"] > NEG_INF / 2)
         return (s["step"] < steps) & alive
 
-    roots_b = flat_roots.reshape(batch, beam)
-
-    def from_roots(s, logp):
-        """Step 0: every live beam sits at its root; the dense first level says what may start
-        an item. Two-stage top-k (per beam, then over beams) is exact and avoids one huge sort."""
-        allowed = trie.root_next[roots_b] >= 0  # [B, K, V]
-        cand = jnp.where(allowed, s["logp"][..., None] + logp, NEG_INF)
-        per_beam, tok = jax.lax.top_k(cand, beam)  # [B, K, beam]
-        best, flat = jax.lax.top_k(per_beam.reshape(batch, -1), beam)
-        src = flat // beam
-        token = jnp.take_along_axis(tok.reshape(batch, -1), flat, 1).astype(jnp.int32)
-        node = trie.root_next[roots_b, token]
-        return best, src, token, node
-
-    def from_children(s, logp):
-        """Later steps: only the (static-width) child window of each beam's node is scored."""
-        child_tok, child_node = trie_lib.children(trie, s["node"])  # [B, K, F]
-        picked = jnp.take_along_axis(logp, jnp.maximum(child_tok, 0), axis=-1)
-        cand = jnp.where(child_tok >= 0, s["logp"][..., None] + picked, NEG_INF)
-        best, flat = jax.lax.top_k(cand.reshape(batch, -1), beam)
-        src = flat // trie.fanout
-        token = jnp.take_along_axis(child_tok.reshape(batch, -1), flat, 1)
-        node = jnp.take_along_axis(child_node.reshape(batch, -1), flat, 1)
-        return best, src, token, node
-
     def body(s):
         logits, cache = model.decode_step_shared(
             s["token"].reshape(-1, 1), flat_pos, s["intra"].reshape(-1, 1), prefix, s["cache"],
@@ -106,9 +90,8 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
         logp = logp.reshape(batch, beam, -1)
         live = s["logp"] > NEG_INF / 2
-        s_live = dict(s, logp=jnp.where(live, s["logp"], NEG_INF))
 
-        # Finishing: <eop> where the node completes an item (never at a root).
+        # Finishing: <eop> where the node completes an item.
         item = trie.end_item[s["node"]]
         banned = jnp.any(item[..., None] == exclude[:, None, :], axis=-1)
         length = s["step"] + 1  # item tokens + <eop>
@@ -120,9 +103,16 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         done_score, pick = jax.lax.top_k(scores, top_k)
         done_item = jnp.take_along_axis(items, pick, axis=1)
 
-        # Continuing: the best `beam` (beam, token) pairs that stay inside the trie.
-        logp_new, src, token, node = jax.lax.cond(
-            s["step"] == 0, from_roots, from_children, s_live, logp)
+        # Continuing: the best `beam` (beam, token) pairs that stay inside the trie; only the
+        # (static-width) child window of each beam's node is scored.
+        child_tok, child_node = trie_lib.children(trie, s["node"])  # [B, K, F]
+        picked = jnp.take_along_axis(logp, jnp.maximum(child_tok, 0), axis=-1)
+        cand = jnp.where((child_tok >= 0) & live[..., None], s["logp"][..., None] + picked,
+                         NEG_INF)
+        logp_new, flat = jax.lax.top_k(cand.reshape(batch, -1), beam)
+        src = flat // trie.fanout
+        token = jnp.take_along_axis(child_tok.reshape(batch, -1), flat, 1)
+        node = jnp.take_along_axis(child_node.reshape(batch, -1), flat, 1)
         logp_new = jnp.where(logp_new > NEG_INF / 2, logp_new, NEG_INF)
         src_flat = (base + src).reshape(-1)
         intra = trie_lib.next_intra(jnp.take_along_axis(s["intra"], src, 1),

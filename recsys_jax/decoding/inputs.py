@@ -41,9 +41,15 @@ def part_a_prompt(example: TokenizedExample, special: SpecialIds, cfg: MaskingCo
     return prompt, mask_pos
 
 
-def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds) -> dict:
-    """Right-pad 1-D Part A prompts to [B, length] with segment 0 padding."""
+def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds,
+                  bucket: bool = False) -> dict:
+    """Right-pad 1-D Part A prompts to [B, length] with segment 0 padding. With `bucket`, the
+    width is the smallest power of two (at least 16) that holds the longest prompt, capped at
+    `length`: short prompts skip most of the padding's compute, at a few compiled shapes."""
     batch = len(prompts)
+    if bucket:
+        longest = max(len(p["tokens"]) for p in prompts)
+        length = min(length, max(16, 1 << (longest - 1).bit_length()))
     out = {"tokens": np.full((batch, length), special.pad, np.int32),
            "positions": np.zeros((batch, length), np.int32),
            "block_positions": np.zeros((batch, length), np.int32),
@@ -60,9 +66,10 @@ def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds) -> 
 
 
 def history_prompts(factory, template, histories: Sequence[Sequence[int]], special: SpecialIds,
-                    masking: MaskingConfig, length: int, candidates=None, users=None):
+                    masking: MaskingConfig, length: int, candidates=None, users=None,
+                    bucket: bool = False):
     """Decoder inputs for item histories (internal ids) under one template: ([B, length]
-    arrays, mask_pos [B]). The one prompt path of the checkpoint `Recommender` and the exported
+    arrays, or bucketed as in `stack_prompts`; mask_pos [B]). The one prompt path of the checkpoint `Recommender` and the exported
     bundle, so both decode the same tokens. `factory` is a `prompts.builders.PromptFactory`;
     `users` (internal ids) fill the {user} slot of templates that have one."""
     rng = np.random.default_rng(0)
@@ -74,5 +81,5 @@ def history_prompts(factory, template, histories: Sequence[Sequence[int]], speci
             lambda hh, n: factory.sequence_prompt(template, user, hh, None, rng,
                                                   candidates=cands), history)
         out.append(part_a_prompt(example, special, masking))
-    return stack_prompts([p for p, _ in out], length, special), \
+    return stack_prompts([p for p, _ in out], length, special, bucket), \
         np.array([m for _, m in out], np.int32)

@@ -124,7 +124,8 @@ def yes_no_prompts(rec, template_id: str, users: Sequence[int], histories: Seque
             lambda h, n: rec.factory.sequence_prompt(template, int(user), h, None, rng,
                                                      probe=int(probe)), hist)
         out.append(part_a_prompt(example, rec.special, rec.masking, answer_is_item=False))
-    prompt = stack_prompts([p for p, _ in out], rec.cfg.data.seq_len, rec.special)
+    prompt = stack_prompts([p for p, _ in out], rec.cfg.data.seq_len, rec.special,
+                           bucket=True)
     return prompt, np.array([m for _, m in out], np.int32)
 
 

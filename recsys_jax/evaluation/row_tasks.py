@@ -66,7 +66,8 @@ def _batched_prompts(rec, template_id, rows, idx, batch_size, desc):
     template = get_template(template_id)
     for sl, pad in padded_batches(len(idx), batch_size, desc):
         prompts, refs = _prompts(rec, template, rows, pad_rows(idx[sl], pad))
-        prompt = stack_prompts([p for p, _ in prompts], rec.cfg.data.seq_len, rec.special)
+        prompt = stack_prompts([p for p, _ in prompts], rec.cfg.data.seq_len, rec.special,
+                               bucket=True)
         yield prompt, np.array([m for _, m in prompts], np.int32), refs, batch_size - pad
 
 

@@ -39,7 +39,9 @@ def _prompts(rng, batch, length=12):
         ids = rng.integers(2, 30, n)
         ex = TokenizedExample(ids=ids, entity_spans=[(0, 2)])
         prompts.append(part_a_prompt(ex, SP, MaskingConfig()))
-    stacked = stack_prompts([p for p, _ in prompts], length, SP)
+    # Bucketed as evaluation stacks them (width 16 here, not the cap): the reference scores
+    # below use unpadded prompts, so padding that leaked into the search would show.
+    stacked = stack_prompts([p for p, _ in prompts], 2 * length, SP, bucket=True)
     return stacked, np.array([m for _, m in prompts], np.int32)
 
 
