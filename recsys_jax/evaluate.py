@@ -12,7 +12,9 @@ Protocol (DESIGN.md §2.5, §3.1); every case of the split counts, none is dropp
   the review: RMSE/MAE): greedy generation on the held-out rating rows; star answers also as
   the expected star over the exact scores of "1".."5" (`_expected`).
 Families the data cannot support are skipped with a message. `--prompts seen unseen` or
-explicit template ids. Writes metrics.json and predictions_<family>_<prompt>[_<method>].jsonl.
+explicit template ids. Writes metrics.json and predictions_<family>_<prompt>[_<method>].jsonl;
+a later call into the same folder (same checkpoint, split, beam, --limit or not) adds its
+entries to metrics.json.
 """
 
 from __future__ import annotations
@@ -111,6 +113,24 @@ def _ranking_entries(rec, family, template, cases, args):
         yield f"direct_{template}_{method}", entry, M.ranking_rows(*ids, ranked)
 
 
+def _earlier_entries(path: Path, results: dict) -> dict:
+    """Entries an earlier evaluation of the same checkpoint, split, beam and completeness
+    wrote to `path`: a later call for other families or prompts adds to them (same-named
+    entries are replaced) instead of overwriting the file."""
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    keys = ("checkpoint", "split", "partial", "beam")
+    if all(old.get(k) == results[k] for k in keys):
+        return dict(old.get("families", {}))
+    print(f"[evaluate] {path} holds another evaluation ("
+          + ", ".join(f"{k}={old.get(k)}" for k in keys) + "); it is replaced", flush=True)
+    return {}
+
+
 def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
     prepared = rec.assets.prepared
     families = supported_families(prepared, args.split, args.families)
@@ -118,6 +138,7 @@ def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
                "partial": bool(args.limit), "beam": rec.beam, "machine": platform.machine(),
                "date": time.strftime("%Y-%m-%d"), "families": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
+    results["families"] = _earlier_entries(out_dir / "metrics.json", results)
     cases = rows = None
     for family in families:
         for template in prompts_for(family, args.prompts):

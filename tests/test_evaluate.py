@@ -66,6 +66,23 @@ def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
         assert row["ranked"] == [rec.catalog.item_ids[i] for i in expected]
 
 
+def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
+    """A second call for another family keeps the first call's entries; an evaluation of
+    something else (here the validation split) replaces the file and says so."""
+    run_dir, _ = toy_run
+    rec = Recommender.from_checkpoint(run_dir, beam=5)
+    run_eval(rec, tmp_path, "--families", "direct", "--prompts", "2-3", "--direct-methods",
+             "score", "--limit", "2")
+    run_eval(rec, tmp_path, "--families", "sequential", "--prompts", "2-3", "--limit", "2")
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(on_disk["families"]) == {"direct_2-3_score", "sequential_2-3"}
+    run_eval(rec, tmp_path, "--families", "sequential", "--prompts", "2-3", "--limit", "2",
+             "--split", "validation")
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(on_disk["families"]) == {"sequential_2-3"} and on_disk["split"] == "validation"
+    assert "it is replaced" in capsys.readouterr().out
+
+
 def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
     run_dir, _ = toy_run
     rec = Recommender.from_checkpoint(run_dir, beam=10)
