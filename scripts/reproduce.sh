@@ -8,7 +8,8 @@
 #   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
 #   glm_ml100k_semantic glm_ml100k_item_token
 #   glm_ml100k_item_token_cloze glm_ml100k_semantic_cloze glm_beauty_item_token_cloze
-#   glm_beauty_semantic_encoder_cloze  (_cloze: history items masked too, CLOZE below)
+#   glm_beauty_semantic_encoder_cloze glm_sports_semantic_cloze
+#   (_cloze: history items masked too, CLOZE below)
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
@@ -68,6 +69,9 @@ case $ROW in
   glm_sports_semantic) prepare amazon_sports p5 "$SHARED/amazon_sports"
                  train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_sports_semantic_cloze) prepare amazon_sports p5 "$SHARED/amazon_sports"
+                 train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports" "${CLOZE[@]}"
+                 evaluate --families sequential direct --prompts seen --direct-methods generate ;;
   glm_ml100k)    ml100k ;;
   glm_ml100k_semantic) ml100k data.index=semantic_id "$ML_SEMANTIC" ;;
   glm_ml100k_item_token) ml100k data.index=item_token ;;

@@ -241,11 +241,13 @@ class Trainer:
             self.log(f"[valid] step 0: loss {last_valid:.4f}")
         bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.is_main,
                    desc="train", dynamic_ncols=True)
-        window_tokens, window_start = 0, time.perf_counter()
+        window_tokens, window_input, window_start = 0, 0.0, time.perf_counter()
         pending = []
         loop_start, stopped_at = time.perf_counter(), None
         for step in range(self.start_step + 1, cfg.steps + 1):
+            fetch_start = time.perf_counter()
             batch = next(self.train_iter)
+            window_input += time.perf_counter() - fetch_start
             tokens = int(np.count_nonzero(batch["segment_ids"]))
             self.state, metrics = self.train_step(
                 self.state, self.frozen,
@@ -261,12 +263,16 @@ class Trainer:
                     record.update(step=s, examples=n)
                     if s == step:  # non-padding tokens per second over the logging window
                         record["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                        # Share of the window spent waiting for batches: near 1 = input-bound.
+                        record["input_share"] = min(1.0, window_input / max(elapsed, 1e-9))
                     write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                tok_s=f"{record['tokens_per_s']:.0f}")
+                                tok_s=f"{record['tokens_per_s']:.0f}",
+                                input=f"{record['input_share']:.0%}")
                 if step == self.start_step + len(fetched):  # first window only
                     self._check_logits_cap([float(m["target_tokens"]) for m in fetched])
-                pending, window_tokens, window_start = [], 0, time.perf_counter()
+                pending, window_tokens, window_input = [], 0, 0.0
+                window_start = time.perf_counter()
             out_of_time = step % cfg.log_every == 0 and self._out_of_time(loop_start)
             valid = None
             if self.valid_batches and (step % cfg.eval_every == 0 or step == cfg.steps

@@ -143,17 +143,42 @@ def test_time_limit_stops_with_a_checkpoint_that_resumes(toy_p5, tmp_path, overr
     assert resumed.start_step == 2
 
 
-def test_a_logits_fraction_below_the_batches_loss_share_is_reported_with_one_that_fits(
+class _SlowBatches:
+    """A training iterator that takes `delay` seconds per batch (an input-bound run)."""
+
+    def __init__(self, inner, delay):
+        self.inner, self.delay = inner, delay
+
+    def __next__(self):
+        time.sleep(self.delay)
+        return next(self.inner)
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def close(self):
+        self.inner.close()
+
+
+def test_speed_diagnostics_report_a_low_logits_fraction_and_an_input_bound_loop(
         toy_p5, tmp_path, overrides):
     said = []
-    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=2,
-                                      **{"train.logits_fraction": 0.01, "train.log_every": 2}))
-    Trainer(cfg, log=said.append).run()
+    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=4,
+                                      **{"train.logits_fraction": 0.01, "train.log_every": 2,
+                                         "train.eval_every": 100}))
+    trainer = Trainer(cfg, log=said.append)
+    trainer.train_iter = _SlowBatches(trainer.train_iter, delay=0.5)
+    trainer.run()
     (message,) = [m for m in said if m.startswith("[speed]")]
     assert "train.logits_fraction=0.01 " in message
     shares = [t / (8 * 96) for _, t in _target_tokens(tmp_path / "run")]
     suggested = float(re.search(r"logits_fraction=([0-9.]+) would", message).group(1))
     assert max(shares) < suggested <= 1
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    windows = [(r["step"], r["input_share"]) for r in recs if "input_share" in r]
+    assert [s for s, _ in windows] == [2, 4]
+    # The second window has no compile: waiting 0.5 s per batch dominates a tiny model's step.
+    assert 0.5 < windows[1][1] <= 1.0
 
 
 def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5, tmp_path,
