@@ -8,6 +8,7 @@
 #   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
 #   glm_ml100k_semantic glm_ml100k_item_token
 #   glm_ml100k_item_token_cloze glm_ml100k_semantic_cloze glm_beauty_item_token_cloze
+#   glm_beauty_item_token_encoder_cloze
 #   glm_beauty_semantic_encoder_cloze glm_sports_semantic_cloze
 #   (_cloze: history items masked too, CLOZE below)
 #   ablate_none ablate_entity_aware ablate_span_order ablate_entity_positions
@@ -79,6 +80,8 @@ case $ROW in
   glm_ml100k_semantic_cloze) ml100k data.index=semantic_id "$ML_SEMANTIC" "${CLOZE[@]}" ;;
   glm_beauty_item_token_cloze) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}' "${CLOZE[@]}"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_beauty_item_token_encoder_cloze) prepare_beauty; train configs/beauty_semantic.yaml data.index=item_token 'data.index_options={}' data.item_features=encoder "${CLOZE[@]}"
+                 evaluate --families sequential direct --prompts seen --direct-methods generate ;;
   glm_beauty_semantic_encoder_cloze) prepare_beauty; train configs/beauty_semantic_encoder.yaml "${CLOZE[@]}"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
   ablate_none)             prepare_beauty; train configs/beauty_semantic.yaml
