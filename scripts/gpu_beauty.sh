@@ -36,8 +36,10 @@ ENC_OPTS='data.index_options={method: hierarchical, codebook_size: 32, embedding
 export EVAL_ARGS="--batch-size ${EVAL_BATCH:-128}"
 for row in $ROWS; do
   extra=("${GPU[@]}")
-  case $row in glm_beauty_semantic_encoder*) extra+=("$ENC_OPTS") ;; esac
-  [ "$row" = glm_beauty_item_token_encoder ] && extra+=(data.item_features=.device_data/beauty_minilm.npy)
+  case $row in
+    glm_beauty_semantic_encoder*) extra+=("$ENC_OPTS") ;;
+    glm_beauty_item_token_encoder*) extra+=(data.item_features=.device_data/beauty_minilm.npy) ;;
+  esac
   RUN_NAME=gpu_$row timeout $(( DEADLINE - $(date +%s) )) \
     bash scripts/reproduce.sh "$row" "${extra[@]}" > "$OUT/$row.log" 2>&1 &
 done
