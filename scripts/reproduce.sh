@@ -15,7 +15,9 @@
 #   (Beauty, semantic_id; ablate_none = all three RecSysLLM designs on)
 # Environment: SHARED=../shared/data (the dataset folder), DATA=data_prepared,
 #   EVAL_LIMIT (evaluate only the first N test cases; unset = the full protocol),
-#   EVAL_ARGS (extra flags for recsys_jax.evaluate), RUN_NAME (run folder, default ROW).
+#   EVAL_ARGS (extra flags for recsys_jax.evaluate), EVAL_ONLY (flags that replace the row's
+#   own evaluation flags, e.g. "--families sequential --prompts seen" in a short GPU slot),
+#   RUN_NAME (run folder, default ROW).
 # Every step writes into runs/<RUN_NAME>/; a finished step is not redone (delete the folder to redo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,10 @@ train() {  # train CONFIG [overrides]
   python -m recsys_jax.train "$config" "data.data_dir=$DATA" "train.run_dir=$RUN" "$@" "${EXTRA[@]}" \
     2>&1 | tee -a "$RUN.train.log"
 }
-evaluate() { python -m recsys_jax.evaluate --checkpoint "$RUN" --data-dir "$DATA" $LIMIT ${EVAL_ARGS:-} "$@"; }
+evaluate() {
+  [ -z "${EVAL_ONLY:-}" ] || set -- $EVAL_ONLY
+  python -m recsys_jax.evaluate --checkpoint "$RUN" --data-dir "$DATA" $LIMIT ${EVAL_ARGS:-} "$@"
+}
 baseline() { python -m "recsys_jax.baselines.$1" --data-dir "$DATA" --dataset "$2" --out "$RUN" "${@:3}"; }
 
 # Cloze rows: each history item of a task prompt is also masked with this probability, so a
