@@ -132,6 +132,25 @@ def test_extra_entity_masks():
     assert spans == [(8, 10)]
 
 
+def test_free_text_near_max_length_masks_fewer_spans_instead_of_overflowing():
+    # Beauty title index, 2026-11-27: a 242-token "bought A, B, ..." text drew 10 [MASK] spans
+    # (mostly the free ", " tokens) and needed 262 > 256 tokens. Every sample must now fit.
+    ids = np.arange(10, 252)  # 242 tokens: 16-token titles joined by one free token
+    entities = [(i, i + 16) for i in range(1, 242 - 16, 17)]
+    ex = TokenizedExample(ids=ids, entity_spans=entities, sentence_spans=[(0, 242)])
+    cfg = MaskingConfig(max_length=256, kind_probs=(1, 0, 0), poisson_lambda=1.0)
+    counts = []
+    for seed in range(200):
+        out = mask_example(ex, SP, cfg, rng(seed))
+        assert len(out["tokens"]) <= 256
+        counts.append(int(np.isin(out["tokens"], list(MASKS)).sum()))
+    assert max(counts) == 7  # (256 - 242) // 2: the cap binds, and is the only limit hit
+    # Room to spare: the cap leaves the mask ratio alone.
+    roomy = dataclasses.replace(cfg, max_length=1024)
+    spans = [len(sample_spans(ex, roomy, rng(seed))[0]) for seed in range(200)]
+    assert max(spans) > 7
+
+
 def test_smask_without_sentences_falls_back_to_mask():
     ex = TokenizedExample(ids=np.arange(10, 40))
     _, kinds = sample_spans(ex, MaskingConfig(kind_probs=(0, 1, 0)), rng(0))

@@ -36,13 +36,17 @@ def sample_spans(example: TokenizedExample, cfg: MaskingConfig,
     if example.target_spans:
         return _task_spans(example, entities, cfg, rng)
     kind = MASK_KINDS[rng.choice(len(MASK_KINDS), p=np.asarray(cfg.kind_probs, float))]
+    # Each span costs two extra tokens (its mask, <sop>): free text that nearly fills
+    # max_length hides fewer, longer-spaced spans rather than overflowing it.
+    max_spans = max(1, (cfg.max_length - n) // 2)
     if kind == "smask" and example.sentence_spans:
-        spans = _sentence_spans(n, entities, _as_tuples(example.sentence_spans), cfg, rng)
+        spans = _sentence_spans(n, entities, _as_tuples(example.sentence_spans), max_spans,
+                                cfg, rng)
     elif kind == "gmask":
         spans = [_generation_span(n, entities, example.sentence_spans, cfg, rng)]
     else:  # [MASK]; also [sMASK]'s fallback when the text has no sentences
         kind = "mask"
-        spans = _short_spans(n, entities, _budget(n, cfg), cfg, rng)
+        spans = _short_spans(n, entities, _budget(n, cfg), max_spans, cfg, rng)
     spans = sorted(spans)
     return spans, [kind] * len(spans)
 
@@ -69,9 +73,9 @@ def _task_spans(example, entities, cfg, rng):
     return spans, [kinds.get(s, "mask") for s in spans]
 
 
-def _short_spans(n: int, entities: Sequence[Span], budget: int, cfg: MaskingConfig,
-                 rng: np.random.Generator) -> list[Span]:
-    """GLM [MASK] spans until `budget` tokens are hidden.
+def _short_spans(n: int, entities: Sequence[Span], budget: int, max_spans: int,
+                 cfg: MaskingConfig, rng: np.random.Generator) -> list[Span]:
+    """GLM [MASK] spans until `budget` tokens are hidden (or `max_spans` spans are made).
 
     Pick an uncovered unit uniformly (a whole entity, or a free token); an entity is masked
     whole, a free token starts a Poisson-length run that stops at any entity or masked token.
@@ -82,7 +86,7 @@ def _short_spans(n: int, entities: Sequence[Span], budget: int, cfg: MaskingConf
     unit_start = clean_cuts(n, bounds)[:n]
     spans: list[Span] = []
     hidden = 0
-    while hidden < budget and unit_start.any():
+    while hidden < budget and len(spans) < max_spans and unit_start.any():
         starts = np.flatnonzero(unit_start)
         start = int(starts[rng.integers(len(starts))])
         if owner[start] >= 0:
@@ -119,8 +123,9 @@ def _anchored_spans(n, anchors, taken, cfg, rng) -> list[Span]:
     return spans
 
 
-def _sentence_spans(n, entities, sentences, cfg, rng) -> list[Span]:
-    """[sMASK]: whole sentences in random order until ~mask_ratio of tokens are hidden."""
+def _sentence_spans(n, entities, sentences, max_spans, cfg, rng) -> list[Span]:
+    """[sMASK]: whole sentences in random order until ~mask_ratio of tokens are hidden
+    (or `max_spans` sentences are)."""
     budget = _budget(n, cfg)
     spans: list[Span] = []
     hidden = 0
@@ -132,7 +137,7 @@ def _sentence_spans(n, entities, sentences, cfg, rng) -> list[Span]:
             continue
         spans.append(span)
         hidden += span[1] - span[0]
-        if hidden >= budget:
+        if hidden >= budget or len(spans) == max_spans:
             break
     return spans
 
