@@ -5,7 +5,7 @@
 #
 # Rows (see README "Results"): pop_beauty sasrec_beauty pop_sports sasrec_sports mf_ml100k
 #   pop_ml100k sasrec_ml100k glm_beauty_semantic glm_beauty_title glm_beauty_item_token
-#   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_ml100k
+#   glm_beauty_item_token_encoder glm_beauty_semantic_encoder glm_sports_semantic glm_sports_title glm_ml100k
 #   glm_ml100k_semantic glm_ml100k_item_token
 #   glm_ml100k_item_token_cloze glm_ml100k_semantic_cloze glm_beauty_item_token_cloze
 #   glm_beauty_item_token_encoder_cloze
@@ -75,6 +75,9 @@ case $ROW in
   glm_sports_semantic) prepare amazon_sports p5 "$SHARED/amazon_sports"
                  train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports"
                  evaluate --families sequential direct --prompts seen unseen --unfiltered ;;
+  glm_sports_title) prepare amazon_sports p5 "$SHARED/amazon_sports"
+                 train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports" data.index=title 'data.index_options={}' data.seq_len=256 model.max_positions=512
+                 evaluate --families sequential direct --prompts seen --direct-methods generate ;;
   glm_sports_semantic_cloze) prepare amazon_sports p5 "$SHARED/amazon_sports"
                  train configs/beauty_semantic.yaml data.dataset=amazon_sports data.format=p5 "data.path=$SHARED/amazon_sports" "${CLOZE[@]}"
                  evaluate --families sequential direct --prompts seen --direct-methods generate ;;
