@@ -33,6 +33,12 @@ def masked_length(n: int, num_spans: int) -> int:
     return n + 2 * num_spans
 
 
+def max_spans_that_fit(n: int, max_length: int) -> int:
+    """The most spans an n-token text can hide within max_length (at least one: a text too
+    long even for that is caught by the length check)."""
+    return max(1, (max_length - masked_length(n, 0)) // (masked_length(0, 1)))
+
+
 def mask_spans(example: TokenizedExample, spans: Sequence[Span], kinds: Sequence[str],
                special: SpecialIds, cfg: MaskingConfig) -> dict[str, np.ndarray]:
     """Masks exactly `spans`; Part B holds them in the order given (the caller decides order).

@@ -14,6 +14,7 @@ import numpy as np
 
 from recsys_jax.example import TokenizedExample
 from recsys_jax.masking.config import MASK_KINDS, MaskingConfig
+from recsys_jax.masking.layout import max_spans_that_fit
 from recsys_jax.masking.spans import (Span, check_example, clean_cuts, entity_index,
                                       overlaps_any, snap_to_entities)
 
@@ -36,9 +37,8 @@ def sample_spans(example: TokenizedExample, cfg: MaskingConfig,
     if example.target_spans:
         return _task_spans(example, entities, cfg, rng)
     kind = MASK_KINDS[rng.choice(len(MASK_KINDS), p=np.asarray(cfg.kind_probs, float))]
-    # Each span costs two extra tokens (its mask, <sop>): free text that nearly fills
-    # max_length hides fewer, longer-spaced spans rather than overflowing it.
-    max_spans = max(1, (cfg.max_length - n) // 2)
+    # Free text that nearly fills max_length hides fewer spans rather than overflowing it.
+    max_spans = max_spans_that_fit(n, cfg.max_length)
     if kind == "smask" and example.sentence_spans:
         spans = _sentence_spans(n, entities, _as_tuples(example.sentence_spans), max_spans,
                                 cfg, rng)
