@@ -19,7 +19,8 @@ FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
 def _default_weights() -> dict:
     # Per-example sampling ratios of the multitask mixture (P5: ratios matter). Families the
     # data cannot support are skipped with a message; "sequence_text" is RecSysLLM's plain
-    # behaviour-sequence infilling (entity-aware [MASK]/[gMASK], no prompt).
+    # behaviour-sequence infilling (entity-aware [MASK]/[gMASK], no prompt); "item_sequence"
+    # is the bare item sequence (no words) under `data.sequence_objective`.
     return {"sequential": 1.0, "direct": 0.5, "rating": 0.5, "explanation": 0.5, "review": 0.5,
             "sequence_text": 0.3}
 
@@ -35,6 +36,8 @@ class DataConfig:
     vocab_size: int = 8000  # SentencePiece pieces (special and item tokens come on top)
     seq_len: int = 256  # tokens per row after masking; also the prompt budget
     max_history: int = 20  # most recent items shown in a prompt
+    # item_sequence family: causal (a next-item loss at every item) | infill (last item masked)
+    sequence_objective: str = "causal"
     train_candidates: int = 20  # listed by pick-from-candidates prompts in training
     family_weights: dict = dataclasses.field(default_factory=_default_weights)
     pack: bool = True  # several examples per row (segment ids keep them apart)
@@ -49,7 +52,7 @@ class DataConfig:
         if self.index not in ("title", "random_id", "item_token", "semantic_id"):
             raise configlib.ConfigError(f"data.index={self.index!r}: choose title, random_id, "
                                         "item_token or semantic_id")
-        unknown = set(self.family_weights) - set(FAMILIES) - {"sequence_text"}
+        unknown = set(self.family_weights) - set(FAMILIES) - {"sequence_text", "item_sequence"}
         if unknown:
             raise configlib.ConfigError(f"data.family_weights: unknown families {sorted(unknown)}")
         if self.seq_len < 32:
@@ -58,6 +61,9 @@ class DataConfig:
             raise configlib.ConfigError(
                 f"data.item_features needs data.index=item_token (one token per item), not "
                 f"{self.index!r}; for semantic ids use index_options embedding: encoder")
+        if self.sequence_objective not in ("causal", "infill"):
+            raise configlib.ConfigError(f"data.sequence_objective={self.sequence_objective!r}: "
+                                        "choose causal or infill")
         if self.workers < 0:
             raise configlib.ConfigError(f"data.workers={self.workers}: use 0 (threads) or more")
 
@@ -92,6 +98,10 @@ class TrainConfig:
     # Stop early, with a validation pass and a checkpoint, once the loop has run this long
     # (a fixed slot on a shared accelerator); rerunning the same run_dir resumes.
     time_limit_minutes: Optional[float] = None
+    # Also rank the catalog for this many validation users at every validation (full
+    # ranking, history excluded; -1 = all, 0 = off): logs valid HR/NDCG@10 and keeps the best
+    # checkpoint by validation NDCG@10 instead of by validation loss.
+    valid_ranking_users: int = 0
 
     def validate(self):
         if not 0 < self.logits_fraction <= 1:

@@ -33,6 +33,7 @@ from recsys_jax.data.schema import DataError
 from recsys_jax.evaluation import metrics as M
 from recsys_jax.evaluation import ranking
 from recsys_jax.evaluation.row_tasks import evaluate_rows
+from recsys_jax.decoding.inputs import ITEM_SEQUENCE
 from recsys_jax.prompts.templates import UNSEEN, get_template
 from recsys_jax.recommend import Recommender
 
@@ -46,15 +47,22 @@ UNSEEN_PROMPTS = {"sequential": ["2-13"], "direct": ["2-13"], "rating": ["1-10"]
 DIRECT_METHODS = ("generate", "score", "yes_no")
 
 
-def prompts_for(family: str, prompts: Sequence[str]) -> list[str]:
+def prompts_for(family: str, prompts: Sequence[str],
+                trained: Sequence[str] = FAMILIES) -> list[str]:
     """Template ids for a family from 'seen' / 'unseen' / explicit ids (other families' ids
-    are ignored; sequential-family ids also serve direct)."""
+    are ignored; sequential-family ids also serve direct). `trained`: the training families;
+    a model trained on the bare item sequence is asked with it (`items`) first, and with the
+    sequential templates only when it was trained on them."""
     out: list[str] = []
+    bare = family in ("sequential", "direct") and "item_sequence" in trained
+    worded = "sequential" in trained or family not in ("sequential", "direct")
     for p in prompts:
-        if p == "seen":
-            out += SEEN_PROMPTS[family]
+        if p == ITEM_SEQUENCE:
+            out += [p] if family in ("sequential", "direct") else []
+        elif p == "seen":
+            out += ([ITEM_SEQUENCE] if bare else []) + (SEEN_PROMPTS[family] if worded else [])
         elif p == "unseen":
-            out += UNSEEN_PROMPTS[family]
+            out += UNSEEN_PROMPTS[family] if worded else []
         else:
             t = get_template(p)
             if t.family == family or (family == "direct" and t.family == "sequential"
@@ -101,9 +109,15 @@ def _ranking_entries(rec, family, template, cases, args):
             entry["unfiltered"] = M.ranking_metrics(cases.targets, raw)
         yield f"sequential_{template}", entry, M.ranking_rows(*ids, ranked)
         return
-    is_yes_no = get_template(template).answer == "yes_no"
+    is_yes_no = template != ITEM_SEQUENCE and get_template(template).answer == "yes_no"
     for method in args.direct_methods:
         if (method == "yes_no") != is_yes_no:
+            continue
+        if (method == "score" and template == ITEM_SEQUENCE
+                and rec.factory.cfg.sequence_objective == "causal"):
+            print("[evaluate] direct items: 'score' skipped, a causal item sequence has no "
+                  "answer span ('generate' ranks the candidates exactly for one-token items)",
+                  flush=True)
             continue
         fn = {"generate": ranking.direct_generate, "score": ranking.direct_score,
               "yes_no": ranking.direct_yes_no}[method]
@@ -141,7 +155,8 @@ def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
     results["families"] = _earlier_entries(out_dir / "metrics.json", results)
     cases = rows = None
     for family in families:
-        for template in prompts_for(family, args.prompts):
+        trained = [f for f, w in rec.cfg.data.family_weights.items() if w > 0]
+        for template in prompts_for(family, args.prompts, trained):
             if family in ("sequential", "direct"):
                 if cases is None:
                     cases = _limited(prepared.test_cases() if args.split == "test"
@@ -175,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="run dir or checkpoint step dir")
     p.add_argument("--split", choices=["test", "validation"], default="test")
     p.add_argument("--prompts", nargs="+", default=["seen"],
-                   help="seen, unseen and/or template ids such as 2-3 1-10")
+                   help="seen, unseen, items (the bare item sequence) and/or template ids "
+                        "such as 2-3 1-10")
     p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
                    help="default: every family the dataset supports")
     p.add_argument("--direct-methods", nargs="+", choices=DIRECT_METHODS,
@@ -194,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     for p in args.prompts:
-        if p not in ("seen", "unseen"):
+        if p not in ("seen", "unseen", ITEM_SEQUENCE):
             try:
                 get_template(p)
             except ValueError as e:

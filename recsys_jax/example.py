@@ -34,6 +34,8 @@ class TokenizedExample:
     target_spans: the answer(s) a task prompt asks for; always masked, always in Part B.
         Each target span is also an entity span when the answer is an item.
     sentence_spans: sentences, for [sMASK]; empty when the text has none worth masking.
+    open_end: the text is a cut of an ongoing sequence (the item-sequence family), so its last
+        target span is not followed by an end: no `<eop>` is learned after it.
     """
 
     ids: np.ndarray
@@ -41,3 +43,4 @@ class TokenizedExample:
     target_spans: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     sentence_spans: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     task: str = ""  # template id, e.g. "2-3"; "" for free text
+    open_end: bool = False

@@ -39,7 +39,8 @@ from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
 from recsys_jax.decoding.inputs import PROMPT_KEYS
 from recsys_jax.model import GLM, merge_lora
-from recsys_jax.recommend import DEFAULT_TEMPLATES, load_checkpoint
+from recsys_jax.decoding.inputs import ITEM_SEQUENCE, START_KEYS
+from recsys_jax.recommend import default_templates, load_checkpoint
 from recsys_jax.serving.bundle import MANIFEST, save_arrays, write_manifest
 from recsys_jax.tokenizer import entity_token_ids
 
@@ -72,9 +73,10 @@ def prepare_model(model: GLM, dtype: str, merge: bool, log=print) -> GLM:
 
 
 def recommend_program(model: GLM, trie: trie_lib.Trie, *, beam: int, eop: int, sop: int,
-                      length_penalty: float):
+                      length_penalty: float, continues: bool = False):
     """-> (f, names, values): f(weights, trie_arrays, inputs) -> (items [b, beam], scores
-    [b, beam]); `names`/`values` are the weights' flat names and arrays, in state order."""
+    [b, beam]); `names`/`values` are the weights' flat names and arrays, in state order.
+    With `continues` (a causal item-sequence model) the inputs also hold START_KEYS."""
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     names = [jax.tree_util.keystr(p, simple=True, separator=".").removesuffix(".value")
@@ -89,7 +91,8 @@ def recommend_program(model: GLM, trie: trie_lib.Trie, *, beam: int, eop: int, s
         return beam_search(graphdef, params, {k: inputs[k] for k in PROMPT_KEYS},
                            inputs["mask_pos"], t, jnp.zeros((batch,), jnp.int32),
                            inputs["exclude"], beam=beam, top_k=beam, eop=eop, sop=sop,
-                           length_penalty=length_penalty)
+                           length_penalty=length_penalty,
+                           start=tuple(inputs[k] for k in START_KEYS) if continues else None)
 
     return recommend, names, [np.asarray(v) for _, v in leaves]
 
@@ -121,8 +124,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     tokenizer, special = assets.tokenizer, assets.tokenizer.special
     pool = entity_token_ids(tokenizer, assets.index)
     trie = trie_lib.catalog_trie(pool, tokenizer.vocab_size)
+    template = default_templates(cfg.data)["sequential"]
+    continues = template == ITEM_SEQUENCE and cfg.data.sequence_objective == "causal"
     fn, names, values = recommend_program(model, trie, beam=beam, eop=special.eop,
-                                          sop=special.sop, length_penalty=length_penalty)
+                                          sop=special.sop, length_penalty=length_penalty,
+                                          continues=continues)
     store = jnp.bfloat16 if dtype == "bf16" else jnp.float32
     weights = {n: np.asarray(jnp.asarray(v).astype(store)) for n, v in zip(names, values)}
     trie_arrays = trie.arrays()
@@ -132,6 +138,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     inputs = {k: jax.ShapeDtypeStruct((b, length), jnp.int32) for k in PROMPT_KEYS}
     inputs["mask_pos"] = jax.ShapeDtypeStruct((b,), jnp.int32)
     inputs["exclude"] = jax.ShapeDtypeStruct((b, h), jnp.int32)
+    if continues:
+        inputs.update({k: jax.ShapeDtypeStruct((b,), jnp.int32) for k in START_KEYS})
     shapes = lambda tree: {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in tree.items()}
     log(f"[export] lowering beam search (beam {beam}) for {', '.join(platforms or ['default'])}")
     try:
@@ -154,7 +162,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
                     {"name": "scores", "shape": ["b", beam], "dtype": "float32",
                      "doc": "summed log-probability of the item tokens and <eop>"}],
         "decoding": {"beam": beam, "length_penalty": length_penalty, "eop": special.eop,
-                     "sop": special.sop, "template": DEFAULT_TEMPLATES["sequential"],
+                     "sop": special.sop, "template": template,
                      "seq_len": length, "fanout": trie.fanout, "max_depth": trie.max_depth},
     }
     tmp = out.parent / f".{out.name}.partial"

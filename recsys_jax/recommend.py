@@ -27,7 +27,7 @@ from recsys_jax.data.prepared import load_prepared
 from recsys_jax.data.schema import DataError, UnknownItemError
 from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
-from recsys_jax.decoding.inputs import history_prompts
+from recsys_jax.decoding.inputs import ITEM_SEQUENCE, DecoderInputs, history_prompts
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.model import GLM, fold_item_features
 from recsys_jax.model.config import ModelConfig
@@ -39,6 +39,14 @@ from recsys_jax.training.checkpointing import (RunCheckpoints, assign_params, fi
 
 # Templates without a user slot: an API history has no user id the model was trained on.
 DEFAULT_TEMPLATES = {"sequential": "2-4", "direct": "5-7"}
+
+
+def default_templates(data_cfg) -> dict[str, str]:
+    """The prompts a trained model is asked with: the bare item sequence when it was trained
+    on it (the `item_sequence` family), else the templates above."""
+    if data_cfg.family_weights.get("item_sequence", 0) > 0:
+        return {"sequential": ITEM_SEQUENCE, "direct": ITEM_SEQUENCE}
+    return dict(DEFAULT_TEMPLATES)
 
 
 def load_checkpoint(path: str | Path, data_dir: Optional[str] = None):
@@ -76,6 +84,7 @@ class Recommender:
         self.trie = trie_lib.catalog_trie(self.pool, self.tokenizer.vocab_size).device_put()
         self.beam = beam
         self.length_penalty = length_penalty
+        self.templates = default_templates(cfg.data)
         titles: dict[str, list[int]] = {}
         for i, t in enumerate(self.catalog.titles):
             titles.setdefault(t, []).append(i)
@@ -135,26 +144,32 @@ class Recommender:
         self._check_k(k, len(self.catalog) - (max(map(len, hist)) if exclude_history else 0))
         return self._sequential(hist, k, exclude_history)
 
-    def prompts(self, hist, template_id, candidates=None, users=None):
-        """Decoder inputs for histories (internal ids): ([B, L] arrays, L the power-of-two
-        bucket of the longest prompt up to seq_len; mask_pos [B]). `users` (internal ids) fill
-        the {user} slot of templates that have one."""
-        return history_prompts(self.factory, get_template(template_id), hist, self.special,
+    def prompts(self, hist, template_id, candidates=None, users=None) -> DecoderInputs:
+        """Decoder inputs for histories (internal ids): [B, L] arrays, L the power-of-two
+        bucket of the longest prompt up to seq_len. `template_id` is a template id or
+        `ITEM_SEQUENCE`; `users` (internal ids) fill the {user} slot of templates that have one."""
+        template = template_id if template_id == ITEM_SEQUENCE else get_template(template_id)
+        return history_prompts(self.factory, template, hist, self.special,
                                self.masking, self.cfg.data.seq_len, candidates, users,
                                bucket=True)
 
+    def search(self, inputs: DecoderInputs, trie, roots, exclude, k: int):
+        """Trie-constrained beam search from `inputs`: (items [B, k], scores [B, k])."""
+        items, scores = beam_search(
+            self.graphdef, self.state, inputs.prompt, inputs.mask_pos, trie, roots, exclude,
+            beam=max(self.beam, k), top_k=k, eop=self.special.eop, sop=self.special.sop,
+            length_penalty=self.length_penalty, start=inputs.start)
+        return np.asarray(items), np.asarray(scores)
+
     def _sequential(self, hist, k, exclude_history):
-        prompt, mask_pos = self.prompts(hist, DEFAULT_TEMPLATES["sequential"])
+        inputs = self.prompts(hist, self.templates["sequential"])
         width = max(len(h) for h in hist) if exclude_history else 1
         exclude = np.full((len(hist), width), -1, np.int32)
         if exclude_history:
             for row, h in enumerate(hist):
                 exclude[row, :len(h)] = h
-        items, scores = beam_search(
-            self.graphdef, self.state, prompt, mask_pos, self.trie,
-            np.zeros(len(hist), np.int32), exclude, beam=max(self.beam, k), top_k=k,
-            eop=self.special.eop, sop=self.special.sop, length_penalty=self.length_penalty)
-        return [self._rows(i, s) for i, s in zip(np.asarray(items), np.asarray(scores))]
+        items, scores = self.search(inputs, self.trie, np.zeros(len(hist), np.int32), exclude, k)
+        return [self._rows(i, s) for i, s in zip(items, scores)]
 
     def _direct(self, hist, cands, k, method):
         for c in cands:
@@ -163,20 +178,21 @@ class Recommender:
         padded = np.full((len(cands), width), -1, np.int32)
         for row, c in enumerate(cands):
             padded[row, :len(c)] = c
-        prompt, mask_pos = self.prompts(hist, DEFAULT_TEMPLATES["direct"], cands)
-        if method == "generate":
-            tries = trie_lib.candidate_tries(self.pool, padded, self.tokenizer.vocab_size)
-            items, scores = beam_search(
-                self.graphdef, self.state, prompt, mask_pos, tries.device_put(),
-                np.arange(len(hist), dtype=np.int32), np.full((len(hist), 1), -1, np.int32),
-                beam=max(self.beam, k), top_k=k, eop=self.special.eop, sop=self.special.sop,
-                length_penalty=self.length_penalty)
-            return [self._rows(i, s) for i, s in zip(np.asarray(items), np.asarray(scores))]
-        if method != "score":
+        if method not in ("score", "generate"):
             raise ValueError(f"method must be 'score' or 'generate', got {method!r}")
+        inputs = self.prompts(hist, self.templates["direct"], cands)
+        # A continued item sequence has no answer span to score: rank over the candidates'
+        # trie instead (exact for one-token items).
+        if method == "generate" or inputs.continues_sequence:
+            tries = trie_lib.candidate_tries(self.pool, padded, self.tokenizer.vocab_size)
+            items, scores = self.search(inputs, tries.device_put(),
+                                      np.arange(len(hist), dtype=np.int32),
+                                      np.full((len(hist), 1), -1, np.int32), k)
+            return [self._rows(i, s) for i, s in zip(items, scores)]
         tokens, lens = pad_candidates(self.pool, padded)
-        scores = np.asarray(score_candidates(self.graphdef, self.state, prompt, mask_pos, tokens,
-                                             lens, sop=self.special.sop, eop=self.special.eop))
+        scores = np.asarray(score_candidates(self.graphdef, self.state, inputs.prompt,
+                                             inputs.mask_pos, tokens, lens,
+                                             sop=self.special.sop, eop=self.special.eop))
         out = []
         for row in range(len(hist)):
             order = np.argsort(-scores[row], kind="stable")[:k]

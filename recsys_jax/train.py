@@ -39,11 +39,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_config(path, overrides)
         from recsys_jax.training.trainer import Trainer  # heavy imports after the config is OK
 
-        summary = Trainer(cfg).run()
+        from recsys_jax.training.report import final_report
+
+        trainer = Trainer(cfg)
+        summary = trainer.run()
     except (configlib.ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
+    if trainer.is_main:
+        print(final_report(cfg.train.run_dir, summary, trainer.prepared,
+                           cfg.train.valid_ranking_users))
     return 0
 
 

@@ -96,6 +96,27 @@ def toy_run(toy_p5, tmp_path_factory):
     return root / "run", root / "data"
 
 
+ITEM_SEQUENCE_RUN = {"data.index": "item_token", "data.family_weights": "{item_sequence: 1.0}",
+                     "data.sequence_objective": "causal", "masking.entity_positions": False,
+                     "train.valid_ranking_users": -1, "data.seq_len": 32,
+                     "model.max_positions": 32, "model.max_block_positions": 32}
+
+
+@pytest.fixture(scope="session")
+def toy_items_run(toy_p5, tmp_path_factory):
+    """A tiny causal item-sequence model (item_token, the bare sequence, a next-item loss at
+    every item), 40 steps with validation ranking: (run_dir, data_dir)."""
+    from recsys_jax.config import load_config
+    from recsys_jax.training.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("toy_items_run")
+    cfg = load_config(None, tiny_overrides(
+        toy_p5, root / "data", root / "run", steps=40,
+        **{"train.eval_every": 20, "train.checkpoint_every": 20, **ITEM_SEQUENCE_RUN}))
+    Trainer(cfg, log=lambda m: None).run()
+    return root / "run", root / "data"
+
+
 def write_toy_reviews(folder, num_users=60, num_items=30, per_user=8):
     """Amazon review-JSON layout with stars, review text and summaries: user u reviews items
     u..u+per_user-1 (mod num_items); each review's text names the item's first word."""

@@ -58,10 +58,11 @@ def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
     cases = rec.assets.prepared.test_cases()
     for r, row in enumerate(rows):
         cands = np.r_[cases.targets[r], cases.negatives[r]]
-        prompt, mask_pos = rec.prompts([cases.histories[r]], "2-3", users=[cases.users[r]])
+        inputs = rec.prompts([cases.histories[r]], "2-3", users=[cases.users[r]])
         tokens, lens = pad_candidates(rec.pool, cands[None])
-        scores = np.asarray(score_candidates(rec.graphdef, rec.state, prompt, mask_pos, tokens,
-                                             lens, sop=rec.special.sop, eop=rec.special.eop))[0]
+        scores = np.asarray(score_candidates(rec.graphdef, rec.state, inputs.prompt,
+                                             inputs.mask_pos, tokens, lens,
+                                             sop=rec.special.sop, eop=rec.special.eop))[0]
         expected = cands[np.argsort(-scores, kind="stable")[:10]]
         assert row["ranked"] == [rec.catalog.item_ids[i] for i in expected]
 
@@ -146,3 +147,22 @@ def test_cli_errors(argv, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_item_sequence_model_is_evaluated_with_the_bare_sequence(toy_items_run, tmp_path):
+    """A model trained only on the bare item sequence is asked with it ("items"), not with
+    worded templates it never saw; direct ranks the 100 candidates over their trie, and the
+    answer-span scoring method, which a causal sequence has no span for, is skipped."""
+    run_dir, _ = toy_items_run
+    rec = Recommender.from_checkpoint(run_dir, beam=10)
+    trained = [f for f, w in rec.cfg.data.family_weights.items() if w > 0]
+    assert prompts_for("sequential", ["seen", "unseen"], trained) == ["items"]
+    res = run_eval(rec, tmp_path, "--families", "sequential", "direct", "--batch-size", "16")
+    assert set(res["families"]) == {"sequential_items", "direct_items_generate"}
+    cases = rec.assets.prepared.test_cases()
+    assert res["families"]["sequential_items"]["cases"] == len(cases)
+    # The toy users walk the catalog in steps of 2: the model has learned some of it.
+    assert res["families"]["sequential_items"]["history_excluded"]["HR@10"] > 0.2
+    rows = read_rows(tmp_path / "predictions_direct_items_generate.jsonl")
+    for row, target, negs in zip(rows, cases.targets, cases.negatives):
+        assert set(row["ranked"]) <= {rec.catalog.item_ids[i] for i in np.r_[target, negs]}

@@ -60,8 +60,21 @@ def test_bundle_holds_every_file_with_checksums_and_a_symbolic_batch_spec(toy_bu
     assert "word_embeddings.embedding" in weights.files
 
 
-def test_fresh_process_recommends_what_the_checkpoint_does(toy_run, toy_bundle):
-    run_dir, _ = toy_run
+@pytest.fixture(params=["prompt", "item_sequence"])
+def run_and_bundle(request, toy_run, toy_bundle, toy_items_run, tmp_path_factory):
+    """(run_dir, bundle) of a worded-prompt model and of a causal item-sequence model, whose
+    exported program continues the history's span instead of starting at <sop>."""
+    if request.param == "prompt":
+        return toy_run[0], toy_bundle
+    from recsys_jax.export import export_bundle
+
+    run_dir = toy_items_run[0]
+    return run_dir, export_bundle(run_dir, tmp_path_factory.mktemp("bundle") / "items", beam=8,
+                                  log=lambda m: None)
+
+
+def test_fresh_process_recommends_what_the_checkpoint_does(run_and_bundle):
+    run_dir, toy_bundle = run_and_bundle
     ref = Recommender.from_checkpoint(run_dir, beam=8)
     out = subprocess.run([sys.executable, "-c", FRESH, str(toy_bundle), json.dumps(HISTORIES)],
                          capture_output=True, text=True, timeout=300)

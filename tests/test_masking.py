@@ -53,6 +53,30 @@ def test_gmask_over_two_items_restarts_intra_ids_at_the_second():
     np.testing.assert_array_equal(out["block_positions"], [0, 1, 2, 3, 4, 1, 2])
 
 
+def test_causal_item_sequence_is_one_part_b_span_with_a_loss_at_every_item():
+    # Three one-token items 21 22 23 of an open-ended sequence (the item_sequence family).
+    ex = TokenizedExample(ids=np.array([21, 22, 23]), entity_spans=[(0, 1), (1, 2), (2, 3)],
+                          target_spans=[(0, 3)], open_end=True)
+    out = mask_example(ex, SP, MaskingConfig(entity_positions=False), rng(0))
+    np.testing.assert_array_equal(out["tokens"], [SP.mask, SP.sop, 21, 22, 23])
+    np.testing.assert_array_equal(out["positions"], [0, 0, 0, 0, 0])
+    # GLM positions count along the span: SASRec's absolute positions.
+    np.testing.assert_array_equal(out["block_positions"], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(out["targets"][1:], [21, 22, 23, SP.eop])
+    # Every item is a target; the cut end of the sequence teaches no <eop>.
+    np.testing.assert_array_equal(out["loss_mask"], [0, 1, 1, 1, 0])
+    # RecSysLLM's dynamic positions restart at every item instead.
+    out = mask_example(ex, SP, CFG, rng(0))
+    np.testing.assert_array_equal(out["block_positions"], [0, 1, 2, 1, 1])
+
+
+def test_glm_positions_count_along_a_multi_entity_span():
+    ex = TokenizedExample(ids=np.array([21, 22, 9, 23, 24]), entity_spans=[(0, 2), (3, 5)])
+    out = mask_spans(ex, [(0, 5)], ["gmask"], SP, MaskingConfig(entity_positions=False))
+    np.testing.assert_array_equal(out["block_positions"], [0, 1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(out["loss_mask"], [0] + [1] * 6)  # closed text: <eop> kept
+
+
 def test_paper_example_attention():
     out = mask_spans(paper_example(), [(0, 3), (4, 5)], ["mask", "mask"], SP, CFG)
     allowed = attention_allowed(np.ones(11, np.int32), out["part_a"])

@@ -75,3 +75,17 @@ def test_cli_prints_a_table_and_json_and_fails_cleanly(toy_run, capsys):
         [{"item_id", "title", "score"}] * 2
     assert recommend_main(base + ["--history", "zzz"]) == 2
     assert "unknown item 'zzz'" in capsys.readouterr().err
+
+
+def test_item_sequence_model_recommends_and_ranks_candidates(toy_items_run):
+    """A causal item-sequence model continues the history; direct ranks only the given
+    candidates (over their trie), best first."""
+    rec = Recommender.from_checkpoint(toy_items_run[0], beam=8)
+    cases = rec.assets.prepared.test_cases()
+    history = [rec.catalog.item_ids[i] for i in cases.histories[0]]
+    rows = rec.recommend(history, k=5)
+    assert len({r[0] for r in rows}) == 5 and not {r[0] for r in rows} & set(history)
+    cands = [rec.catalog.item_ids[i] for i in [cases.targets[0], *cases.negatives[0][:3]]]
+    ranked = rec.recommend(history, k=4, task="direct", candidates=cands)
+    assert sorted(r[0] for r in ranked) == sorted(cands)
+    assert [r[2] for r in ranked] == sorted((r[2] for r in ranked), reverse=True)

@@ -38,13 +38,18 @@ def _gather_beams(tree, flat_index: jax.Array):
                                              "length_penalty", "max_steps"))
 def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_lib.Trie,
                 roots: jax.Array, exclude: jax.Array, *, beam: int, top_k: int, eop: int,
-                sop: int, length_penalty: float = 0.0, max_steps: Optional[int] = None):
+                sop: int, length_penalty: float = 0.0, max_steps: Optional[int] = None,
+                start: Optional[tuple] = None):
     """-> (items [B, top_k] int32, -1 where fewer items exist; scores [B, top_k]).
 
     prompt: [B, Lp] tokens / positions / block_positions / segment_ids / part_a: Part A
         ending in the [MASK] whose answer is generated (padding anywhere, segment 0).
     mask_pos: [B] the position id of that mask (every Part B token takes it).
     roots: [B] each row's trie root; exclude: [B, H] item ids never returned (-1 = none).
+    start: None, or (first token, its intra id, the first item token's intra id), each [B],
+        for a prompt whose Part B span is already open (`decoding.inputs.DecoderInputs`):
+        step 0 feeds that token instead of `<sop>`, and an item finishes when its trie node
+        completes it, without an `<eop>` (the span continues the user's sequence).
     """
     model = nnx.merge(graphdef, state)
     batch, prompt_len = prompt["tokens"].shape
@@ -57,11 +62,22 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
     # Step 0 is peeled off the loop: every beam would feed the same <sop> at its root, so it
     # runs once per row ([B] rows, not [B * beam]) and its cache is then copied to the beams.
     # No item ends at a root, so nothing finishes at step 0.
+    if start is None:
+        first_token = jnp.full((batch,), sop, jnp.int32)
+        first_intra, item_intra = jnp.ones((batch,), jnp.int32), jnp.full((batch,), 2, jnp.int32)
+    else:
+        first_token, first_intra, item_intra = (jnp.asarray(x, jnp.int32) for x in start)
+    score_eop = start is None
     first_logits, first_cache = model.decode_step_shared(
-        jnp.full((batch, 1), sop, jnp.int32), mask_pos[:, None],
-        jnp.ones((batch, 1), jnp.int32), prefix, model.init_cache(batch, steps), 0)
+        first_token[:, None], mask_pos[:, None], first_intra[:, None], prefix,
+        model.init_cache(batch, steps), 0)
     first_logp = jax.nn.log_softmax(first_logits[:, 0].astype(jnp.float32), axis=-1)
-    allowed = trie.root_next[roots] >= 0  # [B, V]: the dense first level starts every item
+    # Excluded items are never entered where they end the path (a one-token item at the root,
+    # the last token of a longer one): a beam spent on them would return nothing, and with
+    # long histories whole beams were lost that way.
+    banned_table = trie_lib.banned_items(trie, exclude)
+    first_nodes = trie.root_next[roots]  # [B, V]: the dense first level starts every item
+    allowed = (first_nodes >= 0) & ~trie_lib.excluded_leaf(trie, first_nodes, banned_table)
     logp0, token0 = jax.lax.top_k(jnp.where(allowed, first_logp, NEG_INF), beam)
     logp0 = jnp.where(logp0 > NEG_INF / 2, logp0, NEG_INF)  # fewer items than beams
     token0 = token0.astype(jnp.int32)
@@ -71,8 +87,7 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         "step": jnp.ones((), jnp.int32),
         "cache": jax.tree.map(expand, first_cache),
         "token": token0,
-        "intra": trie_lib.next_intra(jnp.ones((batch, beam), jnp.int32),
-                                     jnp.zeros((batch, beam), bool)),
+        "intra": jnp.broadcast_to(item_intra[:, None], (batch, beam)),
         "node": trie.root_next[roots[:, None], token0].astype(jnp.int32),
         "logp": logp0,
         "done_score": jnp.full((batch, top_k), NEG_INF),
@@ -94,8 +109,8 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         # Finishing: <eop> where the node completes an item.
         item = trie.end_item[s["node"]]
         banned = jnp.any(item[..., None] == exclude[:, None, :], axis=-1)
-        length = s["step"] + 1  # item tokens + <eop>
-        fin_logp = s["logp"] + logp[..., eop]
+        length = s["step"] + (1 if score_eop else 0)  # item tokens (+ <eop>)
+        fin_logp = s["logp"] + logp[..., eop] if score_eop else s["logp"]
         ok = live & (item >= 0) & ~banned
         fin = jnp.where(ok, fin_logp / _length_norm(length, length_penalty), NEG_INF)
         scores = jnp.concatenate([s["done_score"], fin], axis=1)
@@ -107,8 +122,8 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         # (static-width) child window of each beam's node is scored.
         child_tok, child_node = trie_lib.children(trie, s["node"])  # [B, K, F]
         picked = jnp.take_along_axis(logp, jnp.maximum(child_tok, 0), axis=-1)
-        cand = jnp.where((child_tok >= 0) & live[..., None], s["logp"][..., None] + picked,
-                         NEG_INF)
+        ok_child = (child_tok >= 0) & ~trie_lib.excluded_leaf(trie, child_node, banned_table)
+        cand = jnp.where(ok_child & live[..., None], s["logp"][..., None] + picked, NEG_INF)
         logp_new, flat = jax.lax.top_k(cand.reshape(batch, -1), beam)
         src = flat // trie.fanout
         token = jnp.take_along_axis(child_tok.reshape(batch, -1), flat, 1)

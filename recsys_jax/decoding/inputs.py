@@ -8,7 +8,7 @@ masking replaces it by the same mask token as in training and lays out Part A wi
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -16,6 +16,10 @@ from recsys_jax.example import SpecialIds, TokenizedExample
 from recsys_jax.masking import MaskingConfig, mask_spans, target_mask_kind
 
 PROMPT_KEYS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
+# The pseudo template id of the bare item sequence (the item_sequence training family).
+ITEM_SEQUENCE = "items"
+# Names of `DecoderInputs.start`'s arrays where they travel as named inputs (exported bundles).
+START_KEYS = ("start_token", "start_intra", "item_intra")
 
 
 def with_answer_slot(example: TokenizedExample, special: SpecialIds,
@@ -67,19 +71,69 @@ def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds,
 
 def history_prompts(factory, template, histories: Sequence[Sequence[int]], special: SpecialIds,
                     masking: MaskingConfig, length: int, candidates=None, users=None,
-                    bucket: bool = False):
-    """Decoder inputs for item histories (internal ids) under one template: ([B, length]
-    arrays, or bucketed as in `stack_prompts`; mask_pos [B]). The one prompt path of the checkpoint `Recommender` and the exported
-    bundle, so both decode the same tokens. `factory` is a `prompts.builders.PromptFactory`;
-    `users` (internal ids) fill the {user} slot of templates that have one."""
+                    bucket: bool = False) -> DecoderInputs:
+    """Decoder inputs for item histories (internal ids) under one template (a
+    `prompts.templates.Template`, or `ITEM_SEQUENCE` for the bare item sequence): [B, length]
+    arrays, or bucketed as in `stack_prompts`. The one prompt path of the checkpoint
+    `Recommender` and the exported bundle, so both decode the same tokens. `factory` is a
+    `prompts.builders.PromptFactory`; `users` (internal ids) fill the {user} slot of templates
+    that have one; the bare item sequence lists no candidates (direct ranks over their trie)."""
     rng = np.random.default_rng(0)
-    out = []
+    out, starts = [], []
     for row, history in enumerate(histories):
+        if template == ITEM_SEQUENCE:
+            example = factory.item_sequence(history, training=False)
+            prompt, mask_pos, start = item_sequence_prompt(
+                example, factory.cfg.sequence_objective, special, masking)
+            out.append((prompt, mask_pos))
+            starts.append(start)
+            continue
         cands = None if candidates is None else candidates[row]
         user = 0 if users is None else int(users[row])
         example = factory.fit_history(
             lambda hh, n: factory.sequence_prompt(template, user, hh, None, rng,
                                                   candidates=cands), history)
         out.append(part_a_prompt(example, special, masking))
-    return stack_prompts([p for p, _ in out], length, special, bucket), \
-        np.array([m for _, m in out], np.int32)
+    start = None
+    if starts and starts[0] is not None:
+        start = tuple(np.array(col, np.int32) for col in zip(*starts))
+    return DecoderInputs(stack_prompts([p for p, _ in out], length, special, bucket),
+                         np.array([m for _, m in out], np.int32), start)
+
+
+@dataclasses.dataclass
+class DecoderInputs:
+    """What beam search and scoring start from: prompts [B, L] (Part A, and for a causal
+    item sequence also the Part B tokens of the history), the mask position of every row
+    [B], and `start` = (first token, its intra id, intra id of the first generated item
+    token), each [B] — None means the usual `<sop>` at intra 1, items from intra 2."""
+
+    prompt: dict
+    mask_pos: np.ndarray
+    start: Optional[tuple] = None
+
+    @property
+    def continues_sequence(self) -> bool:
+        """True when generation continues the history's own span (no `<eop>` is scored)."""
+        return self.start is not None
+
+
+def item_sequence_prompt(example: TokenizedExample, objective: str, special: SpecialIds,
+                         cfg: MaskingConfig) -> tuple[dict, int, Optional[tuple[int, int, int]]]:
+    """Decoder input of a bare item sequence (`PromptFactory.item_sequence`, no targets).
+
+    infill: the history + an answer mask, as any prompt. causal: the layout training used,
+    one span over the whole history (`[MASK] <sop> i1 .. in`); the prompt is all of it but
+    the last token, which is fed as the first decode step, so the step's logits predict the
+    next item. Its intra id continues the span (GLM) or restarts per item (dynamic positions).
+    """
+    if objective != "causal":
+        prompt, mask_pos = part_a_prompt(example, special, cfg)
+        return prompt, mask_pos, None
+    n = len(example.ids)
+    cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, n + 2))
+    out = mask_spans(example, [(0, n)], ["mask"], special, cfg)
+    prompt = {k: out[k][:-1] for k in ("tokens", "positions", "block_positions", "part_a")}
+    last_intra = int(out["block_positions"][-1])
+    item_intra = 1 if cfg.entity_positions else last_intra + 1
+    return prompt, int(out["positions"][-1]), (int(out["tokens"][-1]), last_intra, item_intra)

@@ -136,6 +136,27 @@ def allowed_tokens_mask(trie: Trie, nodes: jax.Array, roots: jax.Array, eop: int
     return mask.at[..., eop].set(ends)
 
 
+def banned_items(trie: Trie, exclude: jax.Array) -> jax.Array:
+    """bool [B, N + 1]: row b's excluded items (exclude [B, H], -1 = none), indexed by item id
+    (< N, every item has its own end node); column N stands for "no item"."""
+    n = trie.end_item.shape[0]
+    rows = jnp.arange(exclude.shape[0])[:, None]
+    return jnp.zeros((exclude.shape[0], n + 1), bool).at[
+        rows, jnp.where(exclude >= 0, exclude, n)].set(True).at[:, n].set(False)
+
+
+def excluded_leaf(trie: Trie, nodes: jax.Array, banned: jax.Array) -> jax.Array:
+    """bool, shape of `nodes` [B, ...]: the node completes one of its row's banned items
+    (`banned_items`) and nothing continues below it, so no result can come from entering it.
+    Beam search skips such nodes instead of spending a beam on them."""
+    n = trie.end_item.shape[0]
+    safe = jnp.clip(nodes, 0, n - 1)
+    item = jnp.where(nodes >= 0, trie.end_item[safe], -1)
+    leaf = trie.row_start[safe + 1] == trie.row_start[safe]
+    rows = jnp.arange(nodes.shape[0]).reshape((-1,) + (1,) * (nodes.ndim - 1))
+    return banned[rows, jnp.where(item >= 0, item, n)] & leaf & (nodes >= trie.num_roots)
+
+
 def next_node(trie: Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array) -> jax.Array:
     """The node reached from `nodes` by `tokens` (-1 if the token leaves the trie)."""
     at_root = nodes < trie.num_roots

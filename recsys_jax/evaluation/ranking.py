@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from recsys_jax.data.schema import DataError
 from recsys_jax.decoding import trie as trie_lib
-from recsys_jax.decoding.beam_search import beam_search
 from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.prompts.templates import get_template
@@ -46,11 +45,6 @@ def _id_matrix(rows: Sequence[Sequence[int]], width: Optional[int] = None) -> np
     return out
 
 
-def _beam(rec, prompt, mask_pos, trie, trie_ids, exclude, k):
-    items, _ = beam_search(rec.graphdef, rec.state, prompt, mask_pos, trie, trie_ids, exclude,
-                           beam=max(rec.beam, k), top_k=k, eop=rec.special.eop,
-                           sop=rec.special.sop, length_penalty=rec.length_penalty)
-    return np.asarray(items)
 
 
 def candidates_of(cases) -> np.ndarray:
@@ -66,10 +60,10 @@ def sequential_ranking(rec, cases, template: str, batch_size: int, k: int,
     ranked = []
     for sl, pad in padded_batches(len(cases), batch_size, desc):
         hist = pad_rows(cases.histories[sl], pad)
-        prompt, mask_pos = rec.prompts(hist, template, users=pad_rows(cases.users[sl], pad))
+        inputs = rec.prompts(hist, template, users=pad_rows(cases.users[sl], pad))
         exclude = (_id_matrix(hist, width) if exclude_history
                    else np.full((batch_size, width), -1, np.int32))
-        items = _beam(rec, prompt, mask_pos, rec.trie, np.zeros(batch_size, np.int32), exclude, k)
+        items, _ = rec.search(inputs, rec.trie, np.zeros(batch_size, np.int32), exclude, k)
         ranked.extend(items[:batch_size - pad])
     return ranked
 
@@ -79,13 +73,12 @@ def direct_generate(rec, cases, template: str, batch_size: int, k: int,
     cands = candidates_of(cases)
     ranked = []
     for sl, pad in padded_batches(len(cases), batch_size, desc):
-        prompt, mask_pos = rec.prompts(pad_rows(cases.histories[sl], pad), template,
-                                       users=pad_rows(cases.users[sl], pad))
+        inputs = rec.prompts(pad_rows(cases.histories[sl], pad), template,
+                             users=pad_rows(cases.users[sl], pad))
         tries = trie_lib.candidate_tries(rec.pool, np.asarray(pad_rows(cands[sl], pad)),
                                          rec.tokenizer.vocab_size)
-        items = _beam(rec, prompt, mask_pos, tries.device_put(),
-                      np.arange(batch_size, dtype=np.int32),
-                      np.full((batch_size, 1), -1, np.int32), k)
+        items, _ = rec.search(inputs, tries.device_put(), np.arange(batch_size, dtype=np.int32),
+                            np.full((batch_size, 1), -1, np.int32), k)
         ranked.extend(items[:batch_size - pad])
     return ranked
 
@@ -102,11 +95,15 @@ def direct_score(rec, cases, template: str, batch_size: int, k: int,
     batch_size = max(1, batch_size // 8)
     ranked = []
     for sl, pad in padded_batches(len(cases), batch_size, desc):
-        prompt, mask_pos = rec.prompts(pad_rows(cases.histories[sl], pad), template,
-                                       users=pad_rows(cases.users[sl], pad))
+        inputs = rec.prompts(pad_rows(cases.histories[sl], pad), template,
+                             users=pad_rows(cases.users[sl], pad))
+        if inputs.continues_sequence:
+            raise ValueError("direct 'score' needs an answer span; a model asked with the "
+                             "causal item sequence ranks candidates with 'generate'")
         tokens, lens = pad_candidates(rec.pool, np.asarray(pad_rows(cands[sl], pad)))
-        scores = np.asarray(score_candidates(rec.graphdef, rec.state, prompt, mask_pos, tokens,
-                                             lens, sop=rec.special.sop, eop=rec.special.eop))
+        scores = np.asarray(score_candidates(rec.graphdef, rec.state, inputs.prompt,
+                                             inputs.mask_pos, tokens, lens,
+                                             sop=rec.special.sop, eop=rec.special.eop))
         ranked.extend(_rank_by(cands[sl], scores[:batch_size - pad], k))
     return ranked
 

@@ -59,7 +59,8 @@ def mask_spans(example: TokenizedExample, spans: Sequence[Span], kinds: Sequence
         _check_whole_entities(example, n, spans)
     _check_length(example, n, len(spans), cfg)
     part_a = _part_a(ids, spans, kinds, special, example.entity_spans, cfg)
-    part_b = _part_b(ids, spans, part_a.pop("mask_index"), special, example.entity_spans)
+    part_b = _part_b(ids, spans, part_a.pop("mask_index"), special,
+                     example.entity_spans if cfg.entity_positions else [], example.open_end)
     return {k: np.concatenate([part_a[k], part_b[k]]) for k in FIELDS}
 
 
@@ -138,8 +139,12 @@ def part_b_intra_ids(length: int, entity_starts: Sequence[int]) -> np.ndarray:
     return ids
 
 
-def _part_b(ids, spans, mask_index, special, entities) -> dict[str, np.ndarray]:
-    """Each span as <sop> t1..tk -> t1..tk <eop>, in the order given."""
+def _part_b(ids, spans, mask_index, special, entities, open_end) -> dict[str, np.ndarray]:
+    """Each span as <sop> t1..tk -> t1..tk <eop>, in the order given.
+
+    Intra ids restart at every entity of a multi-entity span (RecSysLLM's dynamic positions)
+    unless `entities` is empty (GLM: 1..k+1 along the span). With `open_end` the span that
+    ends the text carries no loss on its `<eop>`: the text was cut, it did not end."""
     pieces = {k: [] for k in FIELDS}
     for (s, e), pos in zip(spans, mask_index):
         k = e - s
@@ -152,4 +157,8 @@ def _part_b(ids, spans, mask_index, special, entities) -> dict[str, np.ndarray]:
     out = {k: np.concatenate(v).astype(np.int32) for k, v in pieces.items() if v}
     out["part_a"] = np.zeros(length, dtype=np.int32)
     out["loss_mask"] = np.ones(length, dtype=np.float32)
+    if open_end:
+        ends = np.cumsum([len(t) for t in pieces["tokens"]]) - 1
+        last = [k for k, (_, e) in enumerate(spans) if e == len(ids)]
+        out["loss_mask"][ends[last]] = 0.0
     return out

@@ -29,6 +29,10 @@ class PromptConfig:
     max_history: int = 20  # most recent items shown
     train_candidates: int = 20  # items listed by pick-from-candidates prompts in training
     eval_candidates: int = 100
+    # item_sequence family: "causal" = every item a next-item target (one left-to-right Part B
+    # span over the whole sequence); "infill" = the last item is the masked answer (more items
+    # hidden by masking.extra_entity_mask_prob), like the prompts but without words.
+    sequence_objective: str = "causal"
     max_review_words: int = 60
     max_explanation_words: int = 30
 
@@ -196,6 +200,34 @@ class PromptFactory:
         segments = render(template, slots, (answer, TARGET) if with_answer else None,
                           self.index.spell)
         return Prompt(template, segments, [item], answer)
+
+    # -- the bare item sequence (no prompt words) ---------------------------------------------
+
+    def item_sequence(self, items: Sequence[int], training: bool) -> TokenizedExample:
+        """Items as consecutive entities and nothing else, most recent `max_history` (+ 1 with
+        `training`: the extra item is the last target). Training examples carry their targets
+        (the whole sequence for "causal", the last item for "infill"); inference examples carry
+        none (`decoding.inputs.item_sequence_prompt` lays them out)."""
+        items = list(items)
+        if not items:
+            raise ValueError("an item sequence needs at least one item")
+        keep = self.cfg.max_history + (1 if training else 0)
+        while True:
+            example = self.tokenizer.encode_segments(
+                [(self.index.spell(i), ENTITY) for i in items[-keep:]], "item_sequence")
+            if len(example.ids) + 3 <= self.cfg.max_length or keep == 1:
+                break
+            keep = max(1, keep - max(1, (len(example.ids) + 3 - self.cfg.max_length)
+                                     // max(1, len(example.ids) // keep)))
+        if not training:
+            return example
+        entities = example.entity_spans
+        if self.cfg.sequence_objective == "causal":
+            example.target_spans = [(0, len(example.ids))]
+            example.open_end = True
+        else:
+            example.target_spans = [tuple(entities[-1])]
+        return example
 
     # -- tokenization with a length budget ---------------------------------------------------
 

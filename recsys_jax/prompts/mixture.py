@@ -16,7 +16,9 @@ from recsys_jax.prompts.builders import PromptFactory, user_name
 from recsys_jax.prompts.templates import Template, family_templates
 from recsys_jax.tokenizer import ENTITY, TEXT
 
-SEQUENCE_RECORD_FAMILIES = ("sequential", "direct", "sequence_text")
+SEQUENCE_RECORD_FAMILIES = ("sequential", "direct", "sequence_text", "item_sequence")
+# Families built without templates.
+UNTEMPLATED = ("sequence_text", "item_sequence")
 ROW_RECORD_FAMILIES = ("rating", "explanation", "review")
 
 
@@ -45,7 +47,7 @@ class TrainingMixture:
         self.seq_families = {f: w for f, w in weights.items() if f in SEQUENCE_RECORD_FAMILIES}
         self.row_families = {f: w for f, w in weights.items() if f in ROW_RECORD_FAMILIES}
         self.templates: dict[str, list[Template]] = {
-            f: family_templates(f, seen=True) for f in weights if f != "sequence_text"}
+            f: family_templates(f, seen=True) for f in weights if f not in UNTEMPLATED}
 
     @property
     def sequence_weight(self) -> float:
@@ -70,6 +72,13 @@ class TrainingMixture:
         family = self._pick(self.seq_families, rng)
         if family == "sequence_text":
             return self.sequence_text(user, train_items)
+        if family == "item_sequence":
+            # Sequences longer than the window: a random window end, so every item is a
+            # target some epoch (the window ending at the last item is the most common).
+            limit = self.factory.cfg.max_history + 1
+            end = len(train_items) if len(train_items) <= limit else int(
+                rng.integers(limit, len(train_items) + 1))
+            return self.factory.item_sequence(train_items[:end], training=True)
         cut = int(rng.integers(1, len(train_items)))
         history, target = train_items[:cut], train_items[cut]
         template = self.templates[family][rng.integers(len(self.templates[family]))]

@@ -22,7 +22,7 @@ import numpy as np
 
 from recsys_jax import configlib
 from recsys_jax.data.schema import UnknownItemError
-from recsys_jax.decoding.inputs import PROMPT_KEYS, history_prompts
+from recsys_jax.decoding.inputs import ITEM_SEQUENCE, PROMPT_KEYS, START_KEYS, history_prompts
 from recsys_jax.masking.config import MaskingConfig
 from recsys_jax.prompts.builders import PromptConfig, PromptFactory
 from recsys_jax.prompts.templates import get_template
@@ -60,12 +60,14 @@ class BundleRecommender:
             max_length=self.seq_len + 2)
         data = cfg["data"]
         prompt_cfg = PromptConfig(max_length=self.seq_len, max_history=data["max_history"],
-                                  train_candidates=data["train_candidates"])
+                                  train_candidates=data["train_candidates"],
+                                  sequence_objective=data.get("sequence_objective", "causal"))
         self.item_ids, self.titles = bundle.item_ids, bundle.titles
         # known_items only feed negative sampling, which serving never does.
         self.factory = PromptFactory(self.tokenizer, _Spellings(bundle.spellings),
                                      len(self.item_ids), [set()], prompt_cfg)
-        self.template = get_template(decoding["template"])
+        self.template = (ITEM_SEQUENCE if decoding["template"] == ITEM_SEQUENCE
+                         else get_template(decoding["template"]))
         self.max_batch = max_batch
         self.batch_sizes = tuple(s for s in BATCH_SIZES if s < max_batch) + (max_batch,)
         self._by_id = {item: i for i, item in enumerate(self.item_ids)}
@@ -138,15 +140,17 @@ class BundleRecommender:
         # Pad with copies of the first request: a real prompt, results dropped.
         hist = [list(h) for h, _, _ in requests] + [list(requests[0][0])] * (size - n)
         excl = [e for _, _, e in requests] + [requests[0][2]] * (size - n)
-        prompt, mask_pos = history_prompts(self.factory, self.template, hist, self.special,
-                                           self.masking, self.seq_len)
+        decoder_inputs = history_prompts(self.factory, self.template, hist, self.special,
+                                         self.masking, self.seq_len)
         width = max(MIN_EXCLUDE_WIDTH, 1 << (max(map(len, hist)) - 1).bit_length())
         exclude = np.full((size, width), -1, np.int32)
         for row, (h, e) in enumerate(zip(hist, excl)):
             if e:
                 exclude[row, :len(h)] = h
-        inputs = {k: prompt[k] for k in PROMPT_KEYS}
-        inputs.update(mask_pos=mask_pos, exclude=exclude)
+        inputs = {k: decoder_inputs.prompt[k] for k in PROMPT_KEYS}
+        inputs.update(mask_pos=decoder_inputs.mask_pos, exclude=exclude)
+        if decoder_inputs.start is not None:
+            inputs.update(zip(START_KEYS, decoder_inputs.start))
         items, scores = self._call(self._weights, self._trie, inputs)
         items, scores = np.asarray(items), np.asarray(scores)
         return [[(self.item_ids[i], self.titles[i], float(s))

@@ -83,7 +83,8 @@ class RunAssets:
                 for u, i in zip(rows["user"].tolist(), rows["item"].tolist()):
                     known[u].add(i)
         cfg = PromptConfig(max_length=data_cfg.seq_len, max_history=data_cfg.max_history,
-                           train_candidates=data_cfg.train_candidates)
+                           train_candidates=data_cfg.train_candidates,
+                           sequence_objective=data_cfg.sequence_objective)
         return PromptFactory(self.tokenizer, self.index, self.prepared.num_items, known, cfg)
 
 

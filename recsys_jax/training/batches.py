@@ -111,15 +111,23 @@ def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], lim
 
     Only the answer is hidden, as at evaluation: extra entity masks would make the validation
     loss depend on the training masking, so runs that differ in it could not be compared.
+    A model trained on the bare item sequence is validated on it (history + answer), with
+    loss only on the answer's tokens whatever its objective.
     """
     factory = batcher.mixture.factory
     masking = dataclasses.replace(batcher.masking, extra_entity_mask_prob=0.0)
     rng = np.random.default_rng(seed)
     examples = []
     template = get_template("2-3")
+    bare = "item_sequence" in batcher.mixture.seq_families
     for k in range(min(limit, len(cases))):
         user, history, target = int(cases.users[k]), cases.histories[k], int(cases.targets[k])
         if len(history) == 0:
+            continue
+        if bare:
+            ex = factory.item_sequence(list(history) + [target], training=True)
+            examples.append(_answer_loss_only(mask_example(ex, batcher.special, masking, rng),
+                                              ex.entity_spans[-1], ex.open_end))
             continue
         ex = factory.fit_history(
             lambda h, n: factory.sequence_prompt(template, user, h, target, rng), history)
@@ -133,6 +141,18 @@ def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], lim
             examples.append(mask_example(factory.encode(prompt), batcher.special, masking, rng))
     return [pad_batch(examples[i:i + batcher.rows], batcher.seq_len, batcher.special, batcher.rows)
             for i in range(0, len(examples), batcher.rows)]
+
+
+def _answer_loss_only(example: dict, answer: tuple[int, int], open_end: bool) -> dict:
+    """A causal item sequence scores every item: keep the loss on the answer's tokens only,
+    its last `len(answer)` scored positions (an open end scores no `<eop>`). An infilled one
+    already hides only the answer."""
+    if not open_end:
+        return example
+    scored = np.flatnonzero(example["loss_mask"] > 0)
+    loss = np.zeros_like(example["loss_mask"])
+    loss[scored[-(answer[1] - answer[0]):]] = 1.0
+    return dict(example, loss_mask=loss)
 
 
 def model_batch(batch: dict[str, Any]) -> dict[str, Any]:

@@ -22,11 +22,19 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_pol
 ITEMS = ("state", "data_iter", "config", "assets", "meta")
 
 
+def selection_metric(metrics: dict) -> float:
+    """Larger is better: validation NDCG@10 when logged, else minus the validation loss."""
+    if "valid_NDCG@10" in metrics:
+        return float(metrics["valid_NDCG@10"])
+    return -float(metrics["valid_loss"])
+
+
 def _manager(directory: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
     policy = keep_policy.AnyPreservationPolicy([
         keep_policy.LatestN(n=keep),
-        # BestN keeps the largest metric values: negate the loss.
-        keep_policy.BestN(get_metric_fn=lambda m: -m["valid_loss"], n=1,
+        # BestN keeps the largest metric values: validation NDCG@10 when the run ranks,
+        # else the negated loss.
+        keep_policy.BestN(get_metric_fn=selection_metric, n=1,
                           keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy,
@@ -46,8 +54,10 @@ class RunCheckpoints:
         return self.manager.best_step()
 
     def save(self, step: int, state: Any, data_iter: dict, config: dict, assets: dict,
-             meta: dict, valid_loss: Optional[float] = None) -> None:
-        metrics = None if valid_loss is None else {"valid_loss": float(valid_loss)}
+             meta: dict, valid: Optional[dict] = None) -> None:
+        """`valid`: the step's validation metrics ({"valid_loss", optionally
+        "valid_NDCG@10"}), or None when the step was not validated."""
+        metrics = None if valid is None else {k: float(v) for k, v in valid.items()}
         self.manager.save(step, metrics=metrics, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data_iter=ocp.args.JsonSave(data_iter),
@@ -138,7 +148,10 @@ def decode_bytes(text: str) -> bytes:
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, int]:
-    """Accept a run dir, its `checkpoints/` dir, or one step dir; return (run_dir, step)."""
+    """Accept a run dir, its `checkpoints/` dir, or one step dir; return (run_dir, step).
+
+    A run dir (or its checkpoints/) means the run's best checkpoint by validation, as its
+    finished run recorded it in summary.json, else its latest."""
     path = Path(path)
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
@@ -146,10 +159,21 @@ def find_checkpoint(path: str | Path) -> tuple[Path, int]:
         return path.parent.parent, int(path.name)
     if path.name == "checkpoints" and path.is_dir():
         steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
+        best = _recorded_best(path.parent)
+        if best in steps:
+            return path.parent, best
         if steps:
             return path.parent, steps[-1]
     raise FileNotFoundError(f"{path}: no checkpoint found (expected a run directory with "
                             "checkpoints/<step>/ written by recsys_jax.train)")
+
+
+def _recorded_best(run_dir: Path) -> Optional[int]:
+    try:
+        best = json.loads((run_dir / "summary.json").read_text()).get("best_step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return best if isinstance(best, int) else None
 
 
 def dump_json(path: Path, data: Any) -> None:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from recsys_jax import configlib, sharding
 from recsys_jax.config import Config
+from recsys_jax.evaluation.validation import RankingValidator
 from recsys_jax.model import GLM
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.training import batches as batches_lib
@@ -80,7 +81,7 @@ class Trainer:
             self._check_same_config(self.checkpoints.restore_json(self.start_step, "config"))
             saved_assets = self.checkpoints.restore_json(self.start_step, "assets")
 
-        prepared = open_prepared(cfg.data, self.log)
+        prepared = self.prepared = open_prepared(cfg.data, self.log)
         self.assets: RunAssets = fit_assets(prepared, cfg.data, saved_assets, self.log)
         self.item_features = (item_feature_table(self.assets, prepared.catalog,
                                                  cfg.data.item_features)
@@ -89,6 +90,7 @@ class Trainer:
             cfg.model, vocab_size=self.assets.tokenizer.vocab_size,
             item_feature_dim=0 if self.item_features is None else self.item_features.shape[1])
         self.masking_cfg = dataclasses.replace(cfg.masking, max_length=cfg.data.seq_len)
+        self.ranker = None  # built at the first validation that ranks
         self._build_data(prepared)
         self._build_model()
 
@@ -133,6 +135,7 @@ class Trainer:
         self.valid_batches = batches_lib.validation_batches(
             self.batcher, prepared.validation_cases(), valid_rows, cfg.data.valid_users,
             cfg.data.seed + 1)
+        self.valid_cases = prepared.validation_cases()
         self.log(f"[data] {prepared.name}: {len(self.source):,} training records per epoch, "
                  f"families {families}, {len(self.valid_batches)} validation batches")
 
@@ -197,23 +200,33 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------------
 
-    def validate(self) -> float:
+    def validate(self) -> dict:
+        """{"valid_loss"} (target-token cross-entropy), plus "valid_HR@k" / "valid_NDCG@k"
+        of full ranking when `train.valid_ranking_users` asks for it."""
         total = count = 0.0
         for batch in self.valid_batches:
             s, c, _ = self.eval_step(self.state["params"], self.frozen,
                                      sharding.shard_batch(batch, self.mesh))
             total += float(s)
             count += float(c)
-        return total / max(count, 1.0)
+        out = {"valid_loss": total / max(count, 1.0)}
+        if self.cfg.train.valid_ranking_users:
+            model = nnx.merge(self.graphdef, self.state["params"], self.frozen)
+            if self.ranker is None:
+                self.ranker = RankingValidator(self.cfg, model, self.assets, self.valid_cases,
+                                               self.cfg.train.valid_ranking_users)
+            ranked = self.ranker(model)
+            out.update({f"valid_{k}": v for k, v in ranked.items() if k != "num_cases"})
+        return out
 
-    def save(self, step: int, valid_loss: Optional[float]) -> None:
+    def save(self, step: int, valid: Optional[dict]) -> None:
         meta = {"step": step, "time": time.time(), "jax": jax.__version__,
-                "valid_loss": valid_loss}
+                "valid_loss": None if valid is None else valid["valid_loss"]}
         # Frozen parameters (the base model of a LoRA run) are saved too: a checkpoint is
         # self-contained for evaluation and export.
         self.checkpoints.save(step, {"train": self.state, "frozen": self.frozen},
                               self.train_iter.get_state(),
-                              self.resolved_config(), self.assets.to_json(), meta, valid_loss)
+                              self.resolved_config(), self.assets.to_json(), meta, valid)
 
     def _check_logits_cap(self, target_tokens: list[float]) -> None:
         """Say so when most batches carry loss at more positions than `train.logits_fraction`
@@ -237,13 +250,13 @@ class Trainer:
         last_valid = None
         if self.start_step == 0 and self.valid_batches:
             last_valid = self.validate()
-            write({"step": 0, "valid_loss": last_valid})
-            self.log(f"[valid] step 0: loss {last_valid:.4f}")
+            write({"step": 0, **last_valid, "train_seconds": 0.0})
+            self.log(f"[valid] step 0: {_valid_text(last_valid)}")
         bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.is_main,
                    desc="train", dynamic_ncols=True)
         window_tokens, window_input, window_start = 0, 0.0, time.perf_counter()
         pending = []
-        loop_start, stopped_at = time.perf_counter(), None
+        loop_start, stopped_at, valid_seconds = time.perf_counter(), None, 0.0
         for step in range(self.start_step + 1, cfg.steps + 1):
             fetch_start = time.perf_counter()
             batch = next(self.train_iter)
@@ -277,9 +290,13 @@ class Trainer:
             valid = None
             if self.valid_batches and (step % cfg.eval_every == 0 or step == cfg.steps
                                        or out_of_time):
+                valid_start = time.perf_counter()
                 valid = last_valid = self.validate()
-                write({"step": step, "valid_loss": valid})
-                bar.write(f"[valid] step {step}: loss {valid:.4f}") if self.is_main else None
+                valid_seconds += time.perf_counter() - valid_start
+                # Training time so far, validation excluded: the x axis of learning curves.
+                write({"step": step, **valid, "train_seconds": round(
+                    time.perf_counter() - loop_start - valid_seconds, 1)})
+                bar.write(f"[valid] step {step}: {_valid_text(valid)}") if self.is_main else None
                 if cfg.plot and runlog:
                     plot_losses(runlog.records(), self.run_dir / "loss.png")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
@@ -296,7 +313,9 @@ class Trainer:
         params_l2 = float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
                                        for x in jax.tree.leaves(self.state["params"]))))
         summary = {"run_dir": str(self.run_dir), "steps": stopped_at or cfg.steps,
-                   "stopped_by_time_limit": stopped_at is not None, "valid_loss": last_valid,
+                   "stopped_by_time_limit": stopped_at is not None,
+                   "valid_loss": None if last_valid is None else last_valid["valid_loss"],
+                   "valid": last_valid,
                    "best_step": self.checkpoints.best_step(), "params_l2": params_l2,
                    "process_count": jax.process_count()}
         self.checkpoints.close()
@@ -305,3 +324,10 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _valid_text(valid: dict) -> str:
+    text = f"loss {valid['valid_loss']:.4f}"
+    if "valid_NDCG@10" in valid:
+        text += f", HR@10 {valid['valid_HR@10']:.4f}, NDCG@10 {valid['valid_NDCG@10']:.4f}"
+    return text

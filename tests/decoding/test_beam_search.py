@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
-from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
+from recsys_jax.decoding.inputs import item_sequence_prompt, part_a_prompt, stack_prompts
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.example import SpecialIds, TokenizedExample
 from recsys_jax.masking import MaskingConfig
@@ -171,3 +171,66 @@ def test_candidate_tries_have_fixed_shapes_and_search_like_unpadded_ones(model):
         np.testing.assert_array_equal(np.asarray(got[0][0]), np.asarray(got[1][0]))
         np.testing.assert_allclose(np.asarray(got[0][1]), np.asarray(got[1][1]), atol=1e-5)
     assert len(shapes) == 1
+
+
+@pytest.mark.parametrize("entity_positions", [False, True])
+def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, entity_positions):
+    """A causal item-sequence model is decoded by continuing the history's own Part B span:
+    every returned score is the log-probability of the item's tokens after the history, as a
+    plain forward pass over `[MASK] <sop> history item` computes it (no <eop> term), with the
+    intra ids the training layout gives (GLM: counting on; dynamic: restarting per item)."""
+    rng = np.random.default_rng(5)
+    pool = _pool(rng, 9)
+    masking = MaskingConfig(entity_positions=entity_positions)
+    rows, starts, refs = [], [], []
+    m = nnx.merge(*model)
+    for n_items in (2, 4):
+        hist = [pool[int(i)] for i in rng.choice(len(pool), n_items, replace=False)]
+        ids = np.concatenate(hist).astype(np.int32)
+        bounds = np.cumsum([0] + [len(h) for h in hist])
+        ex = TokenizedExample(ids=ids, entity_spans=list(zip(bounds[:-1], bounds[1:])))
+        prompt, mask_pos, start = item_sequence_prompt(ex, "causal", SP, masking)
+        rows.append((prompt, mask_pos))
+        starts.append(start)
+        ref = []
+        for seq in pool:  # full forward over the layout of history + this item
+            full = TokenizedExample(ids=np.concatenate([ids, seq]).astype(np.int32),
+                                    entity_spans=ex.entity_spans + [(len(ids), len(ids) + len(seq))])
+            from recsys_jax.masking import mask_spans
+            out = mask_spans(full, [(0, len(full.ids))], ["mask"], SP, masking)
+            args = [jnp.asarray(out[k])[None] for k in ("tokens", "positions", "block_positions")]
+            logits = m(*args, jnp.ones_like(args[0]), jnp.asarray(out["part_a"])[None])
+            logp = jax.nn.log_softmax(logits[0], axis=-1)
+            first = len(out["tokens"]) - len(seq) - 1  # the position predicting seq[0]
+            ref.append(float(sum(logp[first + j, t] for j, t in enumerate(seq))))
+        refs.append(ref)
+    stacked = stack_prompts([p for p, _ in rows], 32, SP, bucket=True)
+    mask_pos = np.array([mp for _, mp in rows], np.int32)
+    start = tuple(np.array(col, np.int32) for col in zip(*starts))
+    trie = trie_lib.catalog_trie(pool, V).device_put()
+    items, scores = beam_search(model[0], model[1], stacked, mask_pos, trie, np.zeros(2, np.int32),
+                                np.full((2, 1), -1, np.int32), beam=len(pool), top_k=5,
+                                eop=SP.eop, sop=SP.sop, start=start)
+    for b, ref in enumerate(np.asarray(refs)):
+        order = np.argsort(-ref, kind="stable")[:5]
+        assert list(np.asarray(items[b])) == list(order)
+        np.testing.assert_allclose(np.asarray(scores[b]), ref[order], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tokens_per_item", [1, 2])
+def test_excluded_history_does_not_use_up_the_beam(model, tokens_per_item):
+    """The user's history is excluded before it can take a beam: even when the model's
+    favourite items are all in the history (more of them than the beam holds), the search
+    returns the best k items outside it — not fewer (the search once lost those beams)."""
+    rng = np.random.default_rng(7)
+    pool = sorted({tuple(int(t) for t in rng.integers(2, 30, tokens_per_item))
+                   for _ in range(40)})[:12]
+    trie = trie_lib.catalog_trie(pool, V).device_put()
+    prompt, mask_pos = _prompts(rng, 2)
+    ref = _reference_scores(model, prompt, mask_pos, pool, 0.0)
+    exclude = np.stack([np.argsort(-ref[b], kind="stable")[:5] for b in range(2)]).astype(np.int32)
+    items, scores = beam_search(model[0], model[1], prompt, mask_pos, trie, np.zeros(2, np.int32),
+                                exclude, beam=4, top_k=4, eop=SP.eop, sop=SP.sop)
+    for b in range(2):
+        got = [int(i) for i in np.asarray(items[b])]
+        assert len(got) == 4 and -1 not in got and not set(got) & set(exclude[b].tolist())

@@ -224,3 +224,21 @@ def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5,
 
     with pytest.raises(Exception, match="item_features needs data.index=item_token"):
         load_config(None, base + ["data.item_features=encoder"])
+
+
+def test_item_sequence_run_ranks_validation_users_and_keeps_the_best_by_ndcg(toy_items_run):
+    """A causal item-sequence run logs full-ranking validation HR/NDCG@10 at every
+    validation (with training time excluding validation), learns the toy pattern, and keeps
+    the checkpoint with the best validation NDCG@10."""
+    run, _ = toy_items_run
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in recs if "valid_loss" in r]
+    assert [r["step"] for r in valid] == [0, 20, 40]
+    assert all("valid_NDCG@10" in r and "valid_HR@10" in r for r in valid)
+    seconds = [r["train_seconds"] for r in valid]
+    assert seconds == sorted(seconds) and seconds[0] == 0.0
+    assert valid[-1]["valid_NDCG@10"] > valid[0]["valid_NDCG@10"] + 0.1
+    summary = json.loads((run / "summary.json").read_text())
+    best = max(valid[1:], key=lambda r: r["valid_NDCG@10"])["step"]
+    assert summary["best_step"] == best
+    assert summary["valid"]["valid_NDCG@10"] == pytest.approx(valid[-1]["valid_NDCG@10"])
