@@ -53,6 +53,10 @@ def write_gpt2_checkpoint_tokenizer(folder, extra_rows=2, corpus=GPT2_CORPUS) ->
     return size + len(GLM_ADDED) + extra_rows, added
 
 
+MULTITASK = ("{sequential: 1.0, direct: 0.5, rating: 0.5, explanation: 0.5, review: 0.5, "
+             "sequence_text: 0.3}")
+
+
 def tiny_overrides(data_path, data_dir, run_dir, steps=6, **extra):
     base = {
         "data.format": "p5", "data.path": str(data_path), "data.dataset": "toy",
@@ -63,6 +67,11 @@ def tiny_overrides(data_path, data_dir, run_dir, steps=6, **extra):
         "train.run_dir": str(run_dir), "train.steps": steps, "train.batch_size": 8,
         "train.warmup_steps": 2, "train.log_every": 1, "train.eval_every": 3,
         "train.checkpoint_every": 3, "train.plot": False, "train.learning_rate": 3e-3,
+        # The multitask preset (configs/tiny.yaml) rather than the built-in Beauty recipe.
+        "data.index": "title", "data.family_weights": MULTITASK, "masking.entity_positions": True,
+        "model.mlp_dim": "null", "model.dropout_rate": 0.1, "model.attention_dropout_rate": 0.1,
+        "train.end_lr_ratio": 0.1, "train.weight_decay": 0.01, "train.b2": 0.98,
+        "train.grad_clip": 1.0, "train.logits_fraction": 0.25, "train.valid_ranking_users": 0,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

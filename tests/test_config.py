@@ -9,11 +9,11 @@ from recsys_jax.config import Config, load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_tiny_yaml_is_the_default_run():
-    assert dataclasses.asdict(load_config(CONFIGS / "tiny.yaml")) == dataclasses.asdict(Config())
+def test_beauty_yaml_is_the_default_run():
+    assert dataclasses.asdict(load_config(CONFIGS / "beauty.yaml")) == dataclasses.asdict(Config())
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "base", "glm_10b"])
+@pytest.mark.parametrize("name", ["tiny", "beauty", "small", "base", "glm_10b"])
 def test_presets_load_and_validate(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.data.seq_len <= cfg.model.max_positions
@@ -36,6 +36,8 @@ def test_overrides_are_typed_and_nested():
     ("model.num_heads=3", "not divisible"),
     ("train.grad_accum=5", "divisible by"),
     ("data.seq_len=2048", "exceeds model.max_positions"),
+    ("train.grad_clip=0", "must be positive"),
+    ("data.sequence_objective=bert", "choose causal or infill"),
 ])
 def test_bad_configs_fail_with_a_message(override, message):
     with pytest.raises(ValueError, match=message):
@@ -56,7 +58,7 @@ def test_help_lists_every_key_with_its_default():
     for key in ("model.num_layers", "data.index", "masking.keep_span_order", "train.grad_accum",
                 "mesh.tensor"):
         assert key in text
-    assert "default: 3000" in text
+    assert "default: 4000" in text
 
 
 def test_dict_override_replaces_the_option_dict():

@@ -2,7 +2,9 @@
 
 A prompt (no answer) gets a one-token placeholder answer appended as its target entity; the
 masking replaces it by the same mask token as in training and lays out Part A with the same
-2D positions. Part A is the decoder's prompt; Part B is generated.
+2D positions. Part A is the decoder's prompt; Part B is generated. A causal item sequence
+(`item_sequence_prompt`) is the exception: its history is already an open Part B span, which
+decoding continues.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ PROMPT_KEYS = ("tokens", "positions", "block_positions", "segment_ids", "part_a"
 ITEM_SEQUENCE = "items"
 # Names of `DecoderInputs.start`'s arrays where they travel as named inputs (exported bundles).
 START_KEYS = ("start_token", "start_intra", "item_intra")
+
+
+@dataclasses.dataclass
+class DecoderInputs:
+    """What beam search and scoring start from: prompts [B, L] (Part A, and for a causal
+    item sequence also the Part B tokens of the history), the mask position of every row
+    [B], and `start` = (first token, its intra id, intra id of the first generated item
+    token), each [B] — None means the usual `<sop>` at intra 1, items from intra 2."""
+
+    prompt: dict
+    mask_pos: np.ndarray
+    start: Optional[tuple] = None
+
+    @property
+    def continues_sequence(self) -> bool:
+        """True when generation continues the history's own span (no `<eop>` is scored)."""
+        return self.start is not None
 
 
 def with_answer_slot(example: TokenizedExample, special: SpecialIds,
@@ -99,23 +118,6 @@ def history_prompts(factory, template, histories: Sequence[Sequence[int]], speci
         start = tuple(np.array(col, np.int32) for col in zip(*starts))
     return DecoderInputs(stack_prompts([p for p, _ in out], length, special, bucket),
                          np.array([m for _, m in out], np.int32), start)
-
-
-@dataclasses.dataclass
-class DecoderInputs:
-    """What beam search and scoring start from: prompts [B, L] (Part A, and for a causal
-    item sequence also the Part B tokens of the history), the mask position of every row
-    [B], and `start` = (first token, its intra id, intra id of the first generated item
-    token), each [B] — None means the usual `<sop>` at intra 1, items from intra 2."""
-
-    prompt: dict
-    mask_pos: np.ndarray
-    start: Optional[tuple] = None
-
-    @property
-    def continues_sequence(self) -> bool:
-        """True when generation continues the history's own span (no `<eop>` is scored)."""
-        return self.start is not None
 
 
 def item_sequence_prompt(example: TokenizedExample, objective: str, special: SpecialIds,
