@@ -46,10 +46,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (configlib.ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
     if trainer.is_main:
         print(final_report(cfg.train.run_dir, summary, trainer.prepared,
                            cfg.train.valid_ranking_users))
+    print(json.dumps(summary))  # last, one line: what scripts read
     return 0
 
 
