@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: `python -m recsys_jax.evaluate --checkpoint DIR [--split test]`.
 
-Protocol (DESIGN.md §2.5, §3.1); every case of the split counts, none is dropped:
+Protocol (docs/design.md: leakage rules, evaluation); every case of the split counts, none is dropped:
 - sequential: next item by trie-constrained beam search over the whole catalog (full ranking).
   Headline = the user's history excluded inside the beam; `--unfiltered` adds a second pass.
 - direct: target + the 99 fixed test negatives, ranked by generation over the candidate trie
@@ -38,7 +38,7 @@ from recsys_jax.prompts.templates import UNSEEN, get_template
 from recsys_jax.recommend import Recommender
 
 FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
-# Seen prompts per family (DESIGN.md §2.3); direct uses the sequential prompt for the
+# Seen prompts per family (docs/design.md, task families); direct uses the sequential prompt for the
 # candidate-trie and scoring methods, and 5-1/5-4 for yes/no.
 SEEN_PROMPTS = {"sequential": ["2-3"], "direct": ["2-3", "5-1", "5-4"], "rating": ["1-6"],
                 "explanation": ["3-3", "3-9"], "review": ["4-1", "4-2"]}

@@ -1,4 +1,4 @@
-"""RecSysLLM masking: hand-worked layouts (DESIGN.md §2.2) and property tests."""
+"""RecSysLLM masking: hand-worked layouts (docs/design.md, RecSysLLM's three changes) and property tests."""
 
 from __future__ import annotations
 

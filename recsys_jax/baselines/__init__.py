@@ -1,4 +1,4 @@
-"""In-repo baselines on the same splits and evaluator as recsys_jax (DESIGN.md §3).
+"""In-repo baselines on the same splits and evaluator as recsys_jax (docs/design.md, evaluation).
 
     python -m recsys_jax.baselines.popularity --data-dir DIR --dataset amazon_beauty
     python -m recsys_jax.baselines.sasrec --data-dir DIR --dataset amazon_beauty --epochs 30

@@ -17,7 +17,7 @@ every target is used once per epoch (targets early in a later window see a short
 This is the same set of (prefix -> next item) examples RecBole's CE SASRec trains on, with one
 batch row per window instead of per prefix. Adam, no weight decay.
 
-Protocol (DESIGN.md §2.5, §3): the epoch is chosen by validation NDCG@10 (history = training
+Protocol (docs/design.md: leakage rules, evaluation): the epoch is chosen by validation NDCG@10 (history = training
 part, target = validation item, full ranking with the history excluded); test uses history =
 training part + validation item and reports full ranking with the history excluded (headline)
 and unfiltered, plus direct 1 + 99 over the fixed negatives.

@@ -2,7 +2,7 @@
 
 Dataset ids (user and item strings as the source wrote them) are kept only for output; inside
 the project users and items are dense integer indices 0..n-1 in the order the reader met them.
-Those indices are never written as text (DESIGN.md §2.5): item indices choose the text.
+Those indices are never written as text (docs/design.md, leakage rules): item indices choose the text.
 """
 
 from __future__ import annotations

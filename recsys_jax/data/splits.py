@@ -1,4 +1,4 @@
-"""Filtering and the evaluation splits of DESIGN.md §2.5.
+"""Filtering and the evaluation splits of docs/design.md, leakage rules.
 
 - k-core: drop users and items with fewer than k interactions, repeatedly, until stable.
 - leave-one-out (sequential, direct): last item = test, second-to-last = validation, the rest
@@ -68,7 +68,7 @@ def leave_one_out(dataset: Dataset) -> SequenceSplits:
     dropped = 0
     for u, seq in enumerate(dataset.sequences()):
         # A repeated item (raw reviews, users' CSV) would put the validation or test item into
-        # the training part (DESIGN.md §2.5): keep each user's first interaction with an item.
+        # the training part (docs/design.md, leakage rules): keep each user's first interaction with an item.
         _, first = np.unique(seq, return_index=True)
         if len(first) < len(seq):
             seq = seq[np.sort(first)]

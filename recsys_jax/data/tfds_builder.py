@@ -1,6 +1,6 @@
 """Prepared splits on disk: a tensorflow-datasets builder writing `array_record` files.
 
-`make_splits` computes the evaluation splits of DESIGN.md §2.5 in memory; `write_prepared`
+`make_splits` computes the evaluation splits of docs/design.md, leakage rules in memory; `write_prepared`
 writes them, with the catalog and user ids, into one folder per dataset:
 
     <data_dir>/<dataset>/

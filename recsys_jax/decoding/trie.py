@@ -168,7 +168,7 @@ def next_node(trie: Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array)
 
 
 def next_intra(intra: jax.Array, starts_item: jax.Array) -> jax.Array:
-    """Dynamic positions (DESIGN §2.2): +1 while the token continues the current entity,
+    """Dynamic positions (docs/design.md, RecSysLLM's three changes): +1 while the token continues the current entity,
     restart at 1 when it begins a new one. Same rule as `masking.part_b_intra_ids`."""
     return jnp.where(starts_item, 1, intra + 1)
 

@@ -5,7 +5,7 @@
     x = item_embeddings(catalog, "encoder", encoder_path="my/bert/folder")
 
 Every catalog item is embedded, held-out ones included (an index must spell every item), but
-nothing is FIT on held-out items (DESIGN.md §2.5): the TF-IDF vocabulary and idf come from the
+nothing is FIT on held-out items (docs/design.md, leakage rules): the TF-IDF vocabulary and idf come from the
 text of `fit_items` (the training items) only, and the encoder is pretrained elsewhere and not
 fit on our data at all, so an item's encoder vector depends on its own text alone.
 """

@@ -1,4 +1,4 @@
-"""Evaluation: the exact metrics of DESIGN.md §3.1 and the files every evaluation writes."""
+"""Evaluation: the exact metrics of docs/design.md, evaluation and the files every evaluation writes."""
 
 from recsys_jax.evaluation.metrics import (METRICS_FILE, PREDICTIONS_FILE, candidate_ranking,
                                            exclude_history, full_ranking_from_scores, hit_at_k,

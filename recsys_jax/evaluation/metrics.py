@@ -1,4 +1,4 @@
-"""Ranking and rating metrics, exactly as DESIGN.md §3.1 defines them (pure numpy).
+"""Ranking and rating metrics, exactly as docs/design.md, evaluation defines them (pure numpy).
 
 One relevant item per case. `rank` is the 1-based position of the target in the model's ranked
 list; HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0. Averages are over

@@ -1,4 +1,4 @@
-"""Text-generation metrics for explanation and review summaries (DESIGN.md §3.1).
+"""Text-generation metrics for explanation and review summaries (docs/design.md, evaluation).
 
 BLEU: corpus BLEU (Papineni et al.) from `sacrebleu` on lower-cased whitespace tokens
 (`tokenize="none"`, no smoothing, one reference per case), n-gram order 4 (explanation) or 2

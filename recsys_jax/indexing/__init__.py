@@ -1,4 +1,4 @@
-"""Item indices (DESIGN.md §2.4): how an item is written in prompts, and back.
+"""Item indices (docs/design.md, item indices): how an item is written in prompts, and back.
 
     index = build_index("semantic_id", dataset.catalog, splits.train, seed=0)
     text = index.spell(item)            # "<a_5><b_17><c_3><d_0>"

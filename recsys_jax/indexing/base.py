@@ -1,10 +1,10 @@
-"""The common interface of every item index (DESIGN.md §2.4).
+"""The common interface of every item index (docs/design.md, item indices).
 
 An item index decides how an item is written in a prompt: its title, a random number, one new
 token, or a short code of new tokens. Every index maps both ways without collisions:
 `item_of(spell(i)) == i` for every catalog item `i`, and `spell` is injective.
 
-Indices are fit on training data only (DESIGN.md §2.5): `train_sequences` are the training parts
+Indices are fit on training data only (docs/design.md, leakage rules): `train_sequences` are the training parts
 of the leave-one-out split and never contain a user's validation or test item. Nothing about an
 index may depend on the dataset's own ids or on the internal item numbering (which follows first
 appearance in the data and so carries an ordering signal).

@@ -1,7 +1,7 @@
 """`semantic_id` index (TIGER; Hua et al., "How to Index Item IDs"): an item is a short code of
 new tokens, one per level, e.g. `<a_5><b_17><c_3><d_0>`.
 
-Building it, every learned piece is fit on TRAINING data only (DESIGN.md §2.5):
+Building it, every learned piece is fit on TRAINING data only (docs/design.md, leakage rules):
 
 1. Item features, option `features`:
    - "text": an embedding of title + attribute text, option `embedding`:

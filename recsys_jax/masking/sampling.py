@@ -1,4 +1,4 @@
-"""Which spans to mask, and with which mask token (DESIGN.md §2.1-2.2).
+"""Which spans to mask, and with which mask token (docs/design.md: GLM, RecSysLLM's three changes).
 
 Task examples mask their answer(s), plus optional extra entities. Free-text examples pick one
 GLM objective: [MASK] short spans, [sMASK] whole sentences, or one [gMASK] span at the end.

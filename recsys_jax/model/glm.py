@@ -2,7 +2,7 @@
 
 Token embedding + two learned position tables (position, block position), pre-LayerNorm
 blocks (fused-QKV attention, GeLU MLP), a final LayerNorm, and logits tied to the token
-embedding. Submodule names are those of the public GLM checkpoints (DESIGN.md §2.1).
+embedding. Submodule names are those of the public GLM checkpoints (docs/design.md, GLM).
 
 Batch contract, all [B, L] int32: `tokens`, `positions`, `block_positions`, `segment_ids`
 (0 = padding, 1.. = packed example number), `part_a` (1 for Part A tokens). Query i attends

@@ -93,7 +93,7 @@ TEMPLATES: dict[str, Template] = {t.id: t for t in [
 ]}
 
 UNSEEN = frozenset({"1-10", "2-13", "3-12", "4-4", "5-8"})
-# Templates evaluated with seen prompts (DESIGN.md §2.3).
+# Templates evaluated with seen prompts (docs/design.md, task families).
 EVALUATED_SEEN = {"rating": ["1-6"], "sequential": ["2-3"], "explanation": ["3-3", "3-9"],
                   "review": ["4-1", "4-2"], "direct": ["5-1", "5-4", "5-5"]}
 

@@ -1,4 +1,4 @@
-"""k-core, leave-one-out, the 80/10/10 split and the fixed test negatives (DESIGN.md §2.5)."""
+"""k-core, leave-one-out, the 80/10/10 split and the fixed test negatives (docs/design.md, leakage rules)."""
 
 import warnings
 

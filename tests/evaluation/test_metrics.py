@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases (DESIGN.md §3.1)."""
+"""Metrics against hand-computed cases (docs/design.md, evaluation)."""
 
 import json
 import math

@@ -130,7 +130,7 @@ def test_deterministic_and_state_round_trip(index, data):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fit on training data only (DESIGN.md §2.5)
+# Fit on training data only (docs/design.md, leakage rules)
 
 
 def test_held_out_text_does_not_shape_vocabulary_or_features(data):

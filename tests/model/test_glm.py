@@ -78,7 +78,7 @@ def test_attention_mask_on_packed_row():
 
 
 def test_attention_mask_is_glm_prefix_lm():
-    # DESIGN §2.1: tril(T, T) with the first len(Part A) columns set, then padding removed.
+    # docs/design.md, GLM: tril(T, T) with the first len(Part A) columns set, then padding removed.
     n_a, n, length = 3, 6, 8
     segment_ids = jnp.array([[1] * n + [0] * (length - n)])
     part_a = jnp.array([[1] * n_a + [0] * (length - n_a)])
