@@ -33,7 +33,7 @@ from recsys_jax.example import SPECIAL_TOKENS
 from recsys_jax.text_vocab import (TextVocabError, find_pretrained_text, pretrained_special_ids,
                                    text_to_json)
 from recsys_jax.tokenizer import Tokenizer, TokenizerError
-from recsys_jax.training.checkpointing import RunCheckpoints
+from recsys_jax.run.checkpoints import RunCheckpoints
 
 SOURCES = ("glm",)
 

@@ -30,12 +30,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from recsys_jax.data.schema import DataError
+from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.evaluation import metrics as M
 from recsys_jax.evaluation import ranking
 from recsys_jax.evaluation.row_tasks import evaluate_rows
 from recsys_jax.decoding.inputs import ITEM_SEQUENCE
 from recsys_jax.prompts.templates import UNSEEN, get_template
-from recsys_jax.recommend import Recommender
 
 FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
 # Seen prompts per family (docs/design.md, task families); direct uses the sequential prompt for the
@@ -96,15 +96,15 @@ def _rows_limited(rows: dict, limit: Optional[int]) -> dict:
     return rows if not limit else {k: v[:limit] for k, v in rows.items()}
 
 
-def _ranking_entries(rec, family, template, cases, args):
+def _ranking_entries(decoder, family, template, cases, args):
     """Yield (name, metrics entry, prediction rows) for a sequential or direct template."""
-    ids = (rec.assets.prepared.user_ids, rec.catalog.item_ids, cases.users, cases.targets)
+    ids = (decoder.assets.prepared.user_ids, decoder.catalog.item_ids, cases.users, cases.targets)
     if family == "sequential":
-        ranked = ranking.sequential_ranking(rec, cases, template, args.batch_size, 20, True,
+        ranked = ranking.sequential_ranking(decoder, cases, template, args.batch_size, 20, True,
                                             f"sequential {template}")
         entry = {"history_excluded": M.ranking_metrics(cases.targets, ranked)}
         if args.unfiltered:
-            raw = ranking.sequential_ranking(rec, cases, template, args.batch_size, 20, False,
+            raw = ranking.sequential_ranking(decoder, cases, template, args.batch_size, 20, False,
                                              f"sequential {template} unfiltered")
             entry["unfiltered"] = M.ranking_metrics(cases.targets, raw)
         yield f"sequential_{template}", entry, M.ranking_rows(*ids, ranked)
@@ -114,14 +114,14 @@ def _ranking_entries(rec, family, template, cases, args):
         if (method == "yes_no") != is_yes_no:
             continue
         if (method == "score" and template == ITEM_SEQUENCE
-                and rec.factory.cfg.sequence_objective == "causal"):
+                and decoder.cfg.data.sequence_objective == "causal"):
             print("[evaluate] direct items: 'score' skipped, a causal item sequence has no "
                   "answer span ('generate' ranks the candidates exactly for one-token items)",
                   flush=True)
             continue
         fn = {"generate": ranking.direct_generate, "score": ranking.direct_score,
               "yes_no": ranking.direct_yes_no}[method]
-        ranked = fn(rec, cases, template, args.batch_size, 10, f"direct {template} {method}")
+        ranked = fn(decoder, cases, template, args.batch_size, 10, f"direct {template} {method}")
         entry = {"method": method,
                  "candidates_1_plus_99": M.ranking_metrics(cases.targets, ranked, ks=(1, 5, 10))}
         yield f"direct_{template}_{method}", entry, M.ranking_rows(*ids, ranked)
@@ -145,29 +145,29 @@ def _earlier_entries(path: Path, results: dict) -> dict:
     return {}
 
 
-def evaluate(rec: Recommender, args, out_dir: Path) -> dict:
-    prepared = rec.assets.prepared
+def evaluate(decoder: Decoder, args, out_dir: Path, checkpoint: Optional[str] = None) -> dict:
+    prepared = decoder.assets.prepared
     families = supported_families(prepared, args.split, args.families)
-    results = {"checkpoint": getattr(rec, "checkpoint", None), "split": args.split,
-               "partial": bool(args.limit), "beam": rec.beam, "machine": platform.machine(),
+    results = {"checkpoint": checkpoint, "split": args.split,
+               "partial": bool(args.limit), "beam": decoder.beam_width, "machine": platform.machine(),
                "date": time.strftime("%Y-%m-%d"), "families": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
     results["families"] = _earlier_entries(out_dir / "metrics.json", results)
     cases = rows = None
     for family in families:
-        trained = [f for f, w in rec.cfg.data.family_weights.items() if w > 0]
+        trained = [f for f, w in decoder.cfg.data.family_weights.items() if w > 0]
         for template in prompts_for(family, args.prompts, trained):
             if family in ("sequential", "direct"):
                 if cases is None:
                     cases = _limited(prepared.test_cases() if args.split == "test"
                                      else prepared.validation_cases(), args.limit)
-                entries = _ranking_entries(rec, family, template, cases, args)
+                entries = _ranking_entries(decoder, family, template, cases, args)
             else:
                 if rows is None:
                     rows = _rows_limited(prepared.rating_rows(f"rating_{args.split}"), args.limit)
                     train_mean = float(np.mean(prepared.rating_rows("rating_train")["rating"]))
-                entries = evaluate_rows(rec, family, template, rows, args.batch_size,
-                                        train_mean, prepared.user_ids, rec.catalog.item_ids)
+                entries = evaluate_rows(decoder, family, template, rows, args.batch_size,
+                                        train_mean, prepared.user_ids, decoder.catalog.item_ids)
             # Each entry is written as soon as it exists: a long run keeps what it finished.
             start = time.perf_counter()
             for name, entry, preds in entries:
@@ -217,10 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"error: --prompts: {e}", file=sys.stderr)
                 return 2
     try:
-        rec = Recommender.from_checkpoint(args.checkpoint, args.data_dir, beam=args.beam)
-        rec.checkpoint = str(args.checkpoint)
+        decoder = Decoder.from_checkpoint(args.checkpoint, args.data_dir, beam=args.beam)
         out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.split}"
-        evaluate(rec, args, out)
+        evaluate(decoder, args, out, checkpoint=str(args.checkpoint))
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -35,14 +35,11 @@ from flax import nnx
 
 from recsys_jax import configlib
 from recsys_jax.data.schema import DataError
-from recsys_jax.decoding import trie as trie_lib
-from recsys_jax.decoding.beam_search import beam_search
-from recsys_jax.decoding.inputs import PROMPT_KEYS
+from recsys_jax.decoding.decoder import Decoder
+from recsys_jax.decoding.inputs import PROMPT_KEYS, START_KEYS
 from recsys_jax.model import GLM, merge_lora
-from recsys_jax.decoding.inputs import ITEM_SEQUENCE, START_KEYS
-from recsys_jax.recommend import default_templates, load_checkpoint
+from recsys_jax.run.restore import load_checkpoint
 from recsys_jax.serving.bundle import MANIFEST, save_arrays, write_manifest
-from recsys_jax.tokenizer import entity_token_ids
 
 DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 ALL_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -72,31 +69,6 @@ def prepare_model(model: GLM, dtype: str, merge: bool, log=print) -> GLM:
     return model
 
 
-def recommend_program(model: GLM, trie: trie_lib.Trie, *, beam: int, eop: int, sop: int,
-                      length_penalty: float, continues: bool = False):
-    """-> (f, names, values): f(weights, trie_arrays, inputs) -> (items [b, beam], scores
-    [b, beam]); `names`/`values` are the weights' flat names and arrays, in state order.
-    With `continues` (a causal item-sequence model) the inputs also hold START_KEYS."""
-    graphdef, state = nnx.split(model)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-    names = [jax.tree_util.keystr(p, simple=True, separator=".").removesuffix(".value")
-             for p, _ in leaves]
-    fanout, max_depth = trie.fanout, trie.max_depth
-
-    def recommend(weights, trie_arrays, inputs):
-        # Stored weights may be bf16; parameters are float32 by the model's contract.
-        params = jax.tree.unflatten(treedef, [weights[n].astype(jnp.float32) for n in names])
-        t = trie_lib.Trie(**trie_arrays, fanout=fanout, max_depth=max_depth)
-        batch = inputs["tokens"].shape[0]
-        return beam_search(graphdef, params, {k: inputs[k] for k in PROMPT_KEYS},
-                           inputs["mask_pos"], t, jnp.zeros((batch,), jnp.int32),
-                           inputs["exclude"], beam=beam, top_k=beam, eop=eop, sop=sop,
-                           length_penalty=length_penalty,
-                           start=tuple(inputs[k] for k in START_KEYS) if continues else None)
-
-    return recommend, names, [np.asarray(v) for _, v in leaves]
-
-
 def _spec_list(tree: dict) -> list[dict]:
     return [{"name": k, "shape": [d if isinstance(d, int) else str(d) for d in v.shape],
              "dtype": np.dtype(v.dtype).name} for k, v in tree.items()]
@@ -120,15 +92,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     cfg, model, assets, step = load_checkpoint(checkpoint, data_dir)
     log(f"[export] {checkpoint}: step {step}, {assets.index.kind} index, "
         f"{len(assets.prepared.catalog)} items")
+    decoder = Decoder(cfg, model, assets, beam=beam, length_penalty=length_penalty)
     model = prepare_model(model, DTYPES[dtype], merge, log)
-    tokenizer, special = assets.tokenizer, assets.tokenizer.special
-    pool = entity_token_ids(tokenizer, assets.index)
-    trie = trie_lib.catalog_trie(pool, tokenizer.vocab_size)
-    template = default_templates(cfg.data)["sequential"]
-    continues = template == ITEM_SEQUENCE and cfg.data.sequence_objective == "causal"
-    fn, names, values = recommend_program(model, trie, beam=beam, eop=special.eop,
-                                          sop=special.sop, length_penalty=length_penalty,
-                                          continues=continues)
+    tokenizer, special, trie = assets.tokenizer, assets.tokenizer.special, decoder.trie
+    template, continues = decoder.templates["sequential"], decoder.continues_sequence
+    fn, names, values = decoder.beam_program(model, beam)
     store = jnp.bfloat16 if dtype == "bf16" else jnp.float32
     weights = {n: np.asarray(jnp.asarray(v).astype(store)) for n, v in zip(names, values)}
     trie_arrays = trie.arrays()
@@ -172,10 +140,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     (tmp / "config.yaml").write_text(yaml.safe_dump(saved_cfg, sort_keys=False))
     (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json()))
     (tmp / "catalog.json").write_text(json.dumps(
-        {"item_ids": list(catalog.item_ids), "titles": list(catalog.titles)}))
+        {"item_ids": list(catalog.item_ids), "titles": list(catalog.titles),
+         "source_ids": catalog.source_ids}))
     (tmp / "index.json").write_text(json.dumps(
         {"kind": assets.index.kind, "spellings": assets.index.spell_all(),
-         "tokens": [list(p) for p in pool]}))
+         "tokens": [list(p) for p in decoder.pool]}))
     save_arrays(tmp / "trie.npz", trie_arrays)
     save_arrays(tmp / "weights.npz", weights)
     (tmp / "recommend.stablehlo").write_bytes(exported.serialize())

@@ -20,7 +20,7 @@ import numpy as np
 from recsys_jax.config import DataConfig
 from recsys_jax.tokenizer import entity_token_ids
 from recsys_jax.indexing.semantic_id import EMBEDDINGS
-from recsys_jax.training.assets import fit_assets, open_prepared
+from recsys_jax.run.assets import fit_assets, open_prepared
 
 KINDS = ("title", "random_id", "item_token", "semantic_id")
 

@@ -2,6 +2,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recsys_jax import configlib
 from recsys_jax.config import Config, load_config
@@ -67,3 +68,47 @@ def test_dict_override_replaces_the_option_dict():
     assert cfg.data.index_options == {}
     cfg = load_config(CONFIGS / "beauty_semantic.yaml", ["data.index_options={levels: 2}"])
     assert cfg.data.index_options == {"levels": 2}
+
+
+ALL_YAMLS = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def _strings(value):
+    """Every string leaf of a config tree (dataclass dicts, option dicts, lists)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def _outside_repo(value: str) -> bool:
+    return value.startswith(("..", "/", "~"))
+
+
+@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_loads_and_stays_inside_the_repo(path):
+    """Every YAML under configs/ loads and validates; no path in it (data.path, data_dir,
+    init_from, item_features, index options...) leaves the repository, and its `base:` file
+    is another config here."""
+    cfg = load_config(path)
+    outside = [s for s in _strings(dataclasses.asdict(cfg)) if _outside_repo(s)]
+    assert not outside, f"{path.name}: paths outside the repository {outside}"
+    raw = yaml.safe_load(path.read_text()) or {}
+    if raw.get("base"):
+        base = (path.parent / raw["base"]).resolve()
+        assert base.is_relative_to(CONFIGS.resolve()) and base.is_file(), raw["base"]
+
+
+@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_no_config_sets_an_empty_mapping(path):
+    """`base:` merges mappings, so `index_options: {}` in a child would not clear its parent's
+    options: a config that needs other options inherits from a parent that does not set them."""
+    def empty(node, where=""):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                yield from ([where + k] if not v else empty(v, f"{where}{k}."))
+    assert not list(empty(yaml.safe_load(path.read_text()) or {}))

@@ -12,7 +12,7 @@ from recsys_jax.config import load_config
 from recsys_jax.convert import main
 from recsys_jax.example import SPECIAL_TOKENS
 from recsys_jax.model.glm_import import convert_tensors, model_config
-from recsys_jax.training.checkpointing import RunCheckpoints, read_params
+from recsys_jax.run.checkpoints import RunCheckpoints, read_params
 from recsys_jax.training.trainer import Trainer
 
 

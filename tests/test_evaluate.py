@@ -3,9 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from recsys_jax.decoding.scoring import pad_candidates, score_candidates
+from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.evaluate import evaluate, main, parser, prompts_for
-from recsys_jax.recommend import Recommender
 
 
 def run_eval(rec, out, *argv):
@@ -18,7 +17,7 @@ def read_rows(path):
 
 def test_sequential_and_direct_cover_every_case(toy_run, tmp_path):
     run_dir, _ = toy_run
-    rec = Recommender.from_checkpoint(run_dir, beam=10)
+    rec = Decoder.from_checkpoint(run_dir, beam=10)
     res = run_eval(rec, tmp_path, "--prompts", "seen", "unseen", "--families", "sequential",
                    "direct", "--batch-size", "16", "--unfiltered")
     cases = rec.assets.prepared.test_cases()
@@ -51,7 +50,7 @@ def test_sequential_and_direct_cover_every_case(toy_run, tmp_path):
 def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
     """Batched, padded scoring gives each case the order of its own exact candidate scores."""
     run_dir, _ = toy_run
-    rec = Recommender.from_checkpoint(run_dir, beam=10)
+    rec = Decoder.from_checkpoint(run_dir, beam=10)
     run_eval(rec, tmp_path, "--prompts", "2-3", "--families", "direct", "--limit", "3",
              "--direct-methods", "score", "--batch-size", "16")
     rows = read_rows(tmp_path / "predictions_direct_2-3_score.jsonl")
@@ -59,10 +58,7 @@ def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
     for r, row in enumerate(rows):
         cands = np.r_[cases.targets[r], cases.negatives[r]]
         inputs = rec.prompts([cases.histories[r]], "2-3", users=[cases.users[r]])
-        tokens, lens = pad_candidates(rec.pool, cands[None])
-        scores = np.asarray(score_candidates(rec.graphdef, rec.state, inputs.prompt,
-                                             inputs.mask_pos, tokens, lens,
-                                             sop=rec.special.sop, eop=rec.special.eop))[0]
+        scores = rec.score(inputs, candidates=cands[None])[0]
         expected = cands[np.argsort(-scores, kind="stable")[:10]]
         assert row["ranked"] == [rec.catalog.item_ids[i] for i in expected]
 
@@ -71,7 +67,7 @@ def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
     """A second call for another family keeps the first call's entries; an evaluation of
     something else (here the validation split) replaces the file and says so."""
     run_dir, _ = toy_run
-    rec = Recommender.from_checkpoint(run_dir, beam=5)
+    rec = Decoder.from_checkpoint(run_dir, beam=5)
     run_eval(rec, tmp_path, "--families", "direct", "--prompts", "2-3", "--direct-methods",
              "score", "--limit", "2")
     run_eval(rec, tmp_path, "--families", "sequential", "--prompts", "2-3", "--limit", "2")
@@ -86,7 +82,7 @@ def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
 
 def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
     run_dir, _ = toy_run
-    rec = Recommender.from_checkpoint(run_dir, beam=10)
+    rec = Decoder.from_checkpoint(run_dir, beam=10)
     res = run_eval(rec, tmp_path, "--prompts", "5-1", "--families", "direct",
                    "--direct-methods", "yes_no", "--limit", "2", "--batch-size", "32")
     entry = res["families"]["direct_5-1_yes_no"]
@@ -99,7 +95,7 @@ def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
 
 def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
     run_dir, _ = toy_review_run
-    rec = Recommender.from_checkpoint(run_dir, beam=5)
+    rec = Decoder.from_checkpoint(run_dir, beam=5)
     res = run_eval(rec, tmp_path, "--families", "rating", "explanation", "review",
                    "--prompts", "seen", "unseen", "--batch-size", "16")
     fams = res["families"]
@@ -127,7 +123,7 @@ def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
 
 def test_families_the_data_lacks_are_skipped(toy_run, tmp_path, capsys):
     run_dir, _ = toy_run
-    rec = Recommender.from_checkpoint(run_dir, beam=5)
+    rec = Decoder.from_checkpoint(run_dir, beam=5)
     res = run_eval(rec, tmp_path, "--families", "rating", "review", "--limit", "2")
     assert res["families"] == {}
     assert "skipping rating" in capsys.readouterr().out
@@ -154,7 +150,7 @@ def test_item_sequence_model_is_evaluated_with_the_bare_sequence(toy_items_run, 
     worded templates it never saw; direct ranks the 100 candidates over their trie, and the
     answer-span scoring method, which a causal sequence has no span for, is skipped."""
     run_dir, _ = toy_items_run
-    rec = Recommender.from_checkpoint(run_dir, beam=10)
+    rec = Decoder.from_checkpoint(run_dir, beam=10)
     trained = [f for f, w in rec.cfg.data.family_weights.items() if w > 0]
     assert prompts_for("sequential", ["seen", "unseen"], trained) == ["items"]
     res = run_eval(rec, tmp_path, "--families", "sequential", "direct", "--batch-size", "16")

@@ -17,26 +17,38 @@ def rec(toy_run):
 
 
 def test_sequential_returns_k_distinct_catalog_items_not_in_history(rec):
-    history = rec.catalog.item_ids[:3]
+    history = rec.items.display_ids[:3]
     rows = rec.recommend(history, k=5)
     ids = [r[0] for r in rows]
     assert len(ids) == 5 == len(set(ids))
-    assert set(ids) <= set(rec.catalog.item_ids) and not set(ids) & set(history)
+    assert set(ids) <= set(rec.items.display_ids) and not set(ids) & set(history)
     scores = [r[2] for r in rows]
     assert scores == sorted(scores, reverse=True)
-    assert rows[0][1] == rec.catalog.titles[rec.catalog.index_of(rows[0][0])]
+    assert rows[0][1] == rec.catalog.titles[rec.resolve(rows[0][0])]
+
+
+def test_original_ids_in_and_out(rec):
+    """Items are named and shown by their original ids (the toy data's ASIN-like A00012);
+    the dataset's own numbers still resolve to the same items."""
+    assert rec.catalog.source_ids is not None
+    by_asin = rec.recommend(rec.catalog.source_ids[:2], k=4)
+    by_number = rec.recommend(rec.catalog.item_ids[:2], k=4)
+    assert by_asin == by_number
+    assert all(r[0] in set(rec.catalog.source_ids) for r in by_asin)
+    with pytest.raises(UnknownItemError, match="did you mean"):
+        rec.recommend([rec.catalog.source_ids[0][:-1] + "x"], k=2)
 
 
 def test_titles_work_as_history_and_keep_history_option(rec):
-    item = rec.catalog.item_ids[7]
+    item = rec.items.display_ids[7]
     title = rec.catalog.titles[7]
     assert rec.recommend([title], k=3) == rec.recommend([item], k=3)
     assert len(rec.recommend([item], k=3, exclude_history=False)) == 3
 
 
 def test_direct_ranks_only_the_candidates_both_ways(rec):
-    cands = rec.catalog.item_ids[10:15]
-    history = rec.catalog.item_ids[:2]
+    cands = rec.items.display_ids[10:15]
+    history = rec.items.display_ids[:2]
     scored = rec.recommend(history, k=3, task="direct", candidates=cands)
     generated = rec.recommend(history, k=3, task="direct", candidates=cands, method="generate")
     assert {r[0] for r in scored} <= set(cands) and len(scored) == 3
@@ -81,11 +93,11 @@ def test_item_sequence_model_recommends_and_ranks_candidates(toy_items_run):
     """A causal item-sequence model continues the history; direct ranks only the given
     candidates (over their trie), best first."""
     rec = Recommender.from_checkpoint(toy_items_run[0], beam=8)
-    cases = rec.assets.prepared.test_cases()
-    history = [rec.catalog.item_ids[i] for i in cases.histories[0]]
+    cases = rec.decoder.assets.prepared.test_cases()
+    history = [rec.items.display_id(i) for i in cases.histories[0]]
     rows = rec.recommend(history, k=5)
     assert len({r[0] for r in rows}) == 5 and not {r[0] for r in rows} & set(history)
-    cands = [rec.catalog.item_ids[i] for i in [cases.targets[0], *cases.negatives[0][:3]]]
+    cands = [rec.items.display_id(i) for i in [cases.targets[0], *cases.negatives[0][:3]]]
     ranked = rec.recommend(history, k=4, task="direct", candidates=cands)
     assert sorted(r[0] for r in ranked) == sorted(cands)
     assert [r[2] for r in ranked] == sorted((r[2] for r in ranked), reverse=True)

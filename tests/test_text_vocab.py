@@ -93,7 +93,7 @@ def test_special_ids_are_checked(gpt2):
 
 def test_older_sentencepiece_only_json_still_loads():
     from recsys_jax.tokenizer import train_sentencepiece
-    from recsys_jax.training.checkpointing import encode_bytes
+    from recsys_jax.run.checkpoints import encode_bytes
 
     model = train_sentencepiece(CORPUS, vocab_size=400)
     tok = Tokenizer.from_json({"spm_model": encode_bytes(model), "added_tokens": ["<a_1>"]})

@@ -4,6 +4,7 @@ The prepared-data and loader names are imported lazily (tensorflow-datasets and 
 to import), so `import recsys_jax.data.readers` stays light.
 """
 
+from recsys_jax.data.item_refs import ItemResolver
 from recsys_jax.data.schema import Catalog, DataError, Dataset, Interactions, UnknownItemError
 
 _LAZY = {
@@ -20,7 +21,8 @@ _LAZY = {
     "make_train_dataset": "recsys_jax.data.loader",
 }
 
-__all__ = ["Catalog", "DataError", "Dataset", "Interactions", "UnknownItemError", *_LAZY]
+__all__ = ["Catalog", "DataError", "Dataset", "Interactions", "ItemResolver", "UnknownItemError",
+           *_LAZY]
 
 
 def __getattr__(name):

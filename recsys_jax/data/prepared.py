@@ -1,7 +1,7 @@
 """Reading a prepared dataset folder (written by `recsys_jax.data.prepare`) without TensorFlow.
 
     data = load_prepared("data_prepared", "amazon_beauty")
-    data.catalog                      # schema.Catalog (item ids, titles, attributes)
+    data.catalog                      # schema.Catalog (item ids, titles, attributes[, source ids])
     data.user_ids                     # dataset user ids; position = internal user index
     data.source("train")              # tfds ArrayRecordDataSource: len() and random access
     data.train_sequences()            # list of int32 arrays, one per sequence user
@@ -228,10 +228,13 @@ def load_prepared(data_dir: str | os.PathLike | None, dataset: str) -> PreparedD
     cat = _read_json(path / CATALOG_FILE, dataset)
     users = _read_json(path / USERS_FILE, dataset)
     try:
+        # Folders prepared before original ids were kept have no "source_ids": load them as None.
+        source_ids = cat.get("source_ids")
         catalog = Catalog(list(cat["item_ids"]), list(cat["titles"]),
-                          [list(a) for a in cat["attributes"]])
+                          [list(a) for a in cat["attributes"]],
+                          None if source_ids is None else [str(s) for s in source_ids])
         user_ids = list(users["user_ids"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise DataError(f"{path}: catalog.json or users.json lacks expected keys; "
                         f"{_prepare_hint(dataset)} with --overwrite") from None
     counts = meta.get("counts", {})

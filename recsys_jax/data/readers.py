@@ -67,17 +67,20 @@ def _parse_categories(text: str, where: str) -> list[str]:
 
 
 def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Dataset:
-    """`sequential_data.txt` (`user item item ...`, time order) plus optional `items.tsv`."""
+    """`sequential_data.txt` (`user item item ...`, time order) plus optional `items.tsv`.
+
+    P5 numbers items itself; each item's ASIN comes from the `asin` column of `items.tsv`, or,
+    for items that lack one there, from `datamaps.json` (`id2item`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: dataset folder not found")
     seq_path = _find(folder, "sequential_data.txt")
     if seq_path is None:
         raise DataError(f"{folder}: no sequential_data.txt (expected the P5 / S3-Rec layout)")
-    catalog_rows = {}
+    catalog_rows, asins = {}, {}
     items_path = _find(folder, "items.tsv")
     if items_path is not None:
-        catalog_rows = _read_items_tsv(items_path)
+        catalog_rows, asins = _read_items_tsv(items_path)
     events = []
     with _open_text(seq_path) as f:
         for line_no, line in enumerate(f, 1):
@@ -91,11 +94,30 @@ def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Datase
                 raise DataError(f"{seq_path}:{line_no}: user {parts[0]} has no items")
             user = parts[0]
             events.extend((user, item, pos) for pos, item in enumerate(parts[1:]))
-    return build_dataset(name or folder.name, events, catalog_rows, source=str(seq_path))
+    datamaps = _find(folder, "datamaps.json")
+    # The datamaps file is large; read it only when items.tsv left some item without an ASIN.
+    if datamaps is not None and any(not asins.get(ev[1]) for ev in events):
+        asins = {**_read_datamaps_items(datamaps), **{k: v for k, v in asins.items() if v}}
+    return build_dataset(name or folder.name, events, catalog_rows, source=str(seq_path),
+                         source_ids=asins)
 
 
-def _read_items_tsv(path: Path) -> dict[str, tuple[str, list[str]]]:
-    rows = {}
+def _read_datamaps_items(path: Path) -> dict[str, str]:
+    """P5's `datamaps.json`: `id2item` maps its item numbers to ASINs."""
+    with _open_text(path) as f:
+        try:
+            maps = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    id2item = maps.get("id2item") if isinstance(maps, dict) else None
+    if not isinstance(id2item, dict):
+        raise DataError(f"{path}: expected an object with an 'id2item' map")
+    return {str(k): str(v) for k, v in id2item.items()}
+
+
+def _read_items_tsv(path: Path) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
+    """Catalog rows (title, categories) and ASINs (empty when there is no `asin` column)."""
+    rows, asins = {}, {}
     with _open_text(path) as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
@@ -111,22 +133,26 @@ def _read_items_tsv(path: Path) -> dict[str, tuple[str, list[str]]]:
             cats = (_parse_categories(row[col["categories_json"]], f"{path}:{line_no}")
                     if "categories_json" in col else [])
             rows[row[col["item_id"]]] = (title, cats)
-    return rows
+            if "asin" in col:
+                asins[row[col["item_id"]]] = row[col["asin"]].strip()
+    return rows, asins
 
 
 def read_embedded_beauty() -> Dataset:
-    """Amazon Beauty 5-core as vendored in the package (no path, no network)."""
+    """Amazon Beauty 5-core as vendored in the package (no path, no network). Its items file is
+    P5's `items.tsv`, so the ASINs come from its `asin` column."""
     root = resources.files("recsys_jax.data") / "embedded"
     with resources.as_file(root) as folder:
         events_path = Path(folder) / "amazon_beauty_sequential_data.txt.xz"
         items_path = Path(folder) / "amazon_beauty_items.tsv.xz"
-        catalog_rows = _read_items_tsv(items_path)
+        catalog_rows, asins = _read_items_tsv(items_path)
         events = []
         with _open_text(events_path) as f:
             for line in f:
                 parts = line.split()
                 events.extend((parts[0], item, pos) for pos, item in enumerate(parts[1:]))
-    return build_dataset("amazon_beauty", events, catalog_rows, source=str(events_path))
+    return build_dataset("amazon_beauty", events, catalog_rows, source=str(events_path),
+                         source_ids=asins)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Dataset ids (user and item strings as the source wrote them) are kept only for output; inside
 the project users and items are dense integer indices 0..n-1 in the order the reader met them.
 Those indices are never written as text (docs/design.md, leakage rules): item indices choose the text.
+Some sources number their items themselves (P5's "1", "2", ...); the catalog then also keeps each
+item's original id (the Amazon ASIN) so people can name items by the id they know.
 """
 
 from __future__ import annotations
@@ -26,18 +28,26 @@ class UnknownItemError(KeyError):
 
 @dataclasses.dataclass
 class Catalog:
-    """Items: dataset id, display title and attribute strings (e.g. category names)."""
+    """Items: dataset id, display title, attribute strings (e.g. category names) and, when the
+    source renumbered its items, each item's original id ("" for an item without one)."""
 
     item_ids: list[str]
     titles: list[str]
     attributes: list[list[str]]
+    source_ids: Optional[list[str]] = None  # None: the dataset ids already are the originals
 
     def __post_init__(self):
         if not (len(self.item_ids) == len(self.titles) == len(self.attributes)):
             raise DataError("catalog columns have different lengths")
+        if self.source_ids is not None and len(self.source_ids) != len(self.item_ids):
+            raise DataError("catalog source ids and item ids have different lengths")
         self._index = {iid: i for i, iid in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
             raise DataError("catalog has duplicate item ids")
+        if self.source_ids is not None:
+            named = [s for s in self.source_ids if s]
+            if len(set(named)) != len(named):  # an original id must name one item
+                raise DataError("catalog has duplicate source ids")
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -53,7 +63,8 @@ class Catalog:
     def subset(self, keep: np.ndarray) -> "Catalog":
         keep = [int(i) for i in keep]
         return Catalog([self.item_ids[i] for i in keep], [self.titles[i] for i in keep],
-                       [self.attributes[i] for i in keep])
+                       [self.attributes[i] for i in keep],
+                       None if self.source_ids is None else [self.source_ids[i] for i in keep])
 
 
 @dataclasses.dataclass
@@ -127,11 +138,14 @@ class Dataset:
 
 
 def build_dataset(name: str, events: Sequence[tuple], catalog_rows: dict[str, tuple[str, list[str]]],
-                  *, with_rating=False, with_review=False, source="input") -> Dataset:
+                  *, with_rating=False, with_review=False, source="input",
+                  source_ids: Optional[dict[str, str]] = None) -> Dataset:
     """Assemble a Dataset from raw events `(user_id, item_id, timestamp[, rating[, review, summary]])`.
 
     Users and items are numbered by first appearance. Items without catalog text get their id as
     title so every item can still be spelled; the caller decides whether that is acceptable.
+    `source_ids` maps dataset item ids to original ids (e.g. P5 number -> ASIN); items it lacks
+    get "" and a map naming none of the items leaves the catalog without the column.
     """
     if not events:
         raise DataError(f"{source}: no interactions found (empty or missing dataset)")
@@ -158,4 +172,9 @@ def build_dataset(name: str, events: Sequence[tuple], catalog_rows: dict[str, tu
     inter = Interactions(np.array(users), np.array(items), np.array(times),
                          np.array(ratings, np.float32) if with_rating else None,
                          reviews if with_review else None, summaries if with_review else None)
-    return Dataset(name, list(user_index), Catalog(item_ids, titles, attrs), inter)
+    originals = None
+    if source_ids:
+        originals = [str(source_ids.get(iid, "")) for iid in item_ids]
+        if not any(originals):
+            originals = None
+    return Dataset(name, list(user_index), Catalog(item_ids, titles, attrs, originals), inter)

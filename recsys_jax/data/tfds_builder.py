@@ -5,7 +5,8 @@ writes them, with the catalog and user ids, into one folder per dataset:
 
     <data_dir>/<dataset>/
       meta.json                  counts, seeds, source, prepare options, format_version
-      catalog.json               {"item_ids": [...], "titles": [...], "attributes": [[...], ...]}
+      catalog.json               {"item_ids": [...], "titles": [...], "attributes": [[...], ...],
+                                  "source_ids": [...]}  (original ids, when the source has them)
       users.json                 {"user_ids": [...]}   (position = internal user index)
       recsys_prepared/           tfds data_dir content, one builder config per record kind:
         train_sequences/1.0.0/   split "train":      {user, items[None]}
@@ -44,7 +45,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from recsys_jax.data import splits as splits_lib
-from recsys_jax.data.schema import DataError, Dataset
+from recsys_jax.data.schema import Catalog, DataError, Dataset
 
 FORMAT_VERSION = 1  # bump when the on-disk layout or record schema changes
 BUILDER_NAME = "recsys_prepared"
@@ -277,9 +278,7 @@ def write_prepared(prepared: PreparedSplits, data_dir: str | os.PathLike, *,
         finally:
             tfds.display_progress_bar(tfds_bars)
         shutil.rmtree(downloads, ignore_errors=True)
-        _write_json(work / CATALOG_FILE, {"item_ids": ds.catalog.item_ids,
-                                          "titles": ds.catalog.titles,
-                                          "attributes": ds.catalog.attributes})
+        _write_json(work / CATALOG_FILE, catalog_json(ds.catalog))
         _write_json(work / USERS_FILE, {"user_ids": ds.user_ids})
         meta = build_meta(prepared, source=source, options=options)
         meta["fingerprints"] = {split: fingerprints[split] for split in meta["splits"]}
@@ -291,6 +290,17 @@ def write_prepared(prepared: PreparedSplits, data_dir: str | os.PathLike, *,
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def catalog_json(catalog: Catalog) -> dict:
+    """The catalog.json object. `source_ids` is an optional key, not a new format version:
+    folders written before it existed still load (without original ids), and catalogs that
+    have none are written exactly as before."""
+    obj = {"item_ids": catalog.item_ids, "titles": catalog.titles,
+           "attributes": catalog.attributes}
+    if catalog.source_ids is not None:
+        obj["source_ids"] = catalog.source_ids
+    return obj
 
 
 def build_meta(prepared: PreparedSplits, *, source: Optional[dict] = None,

@@ -17,12 +17,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-import jax
 import numpy as np
 
-from recsys_jax.decoding.generate import generate_text
-from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
-from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.evaluation import metrics as M
 from recsys_jax.evaluation.ranking import pad_rows, padded_batches
 from recsys_jax.evaluation.text_metrics import text_metrics
@@ -49,63 +45,50 @@ def row_cases(rows: dict, family: str) -> np.ndarray:
     return np.array([i for i in range(n) if rows["review"][i].strip()], np.int64)
 
 
-def _prompts(rec, template, rows, idx):
+def _prompts(decoder, template, rows, idx):
+    """(decoder inputs, references) of rows `idx` under one template."""
     rng = np.random.default_rng(0)
-    prompts, references = [], []
+    factory = decoder.factory
+    examples, references = [], []
     for i in idx:
         args = (template, int(rows["user"][i]), int(rows["item"][i]), float(rows["rating"][i]),
                 rows["review"][i], rows["summary"][i], rng)
-        references.append(rec.factory.row_prompt(*args).answer)
-        example = rec.factory.encode(rec.factory.row_prompt(*args, with_answer=False))
-        prompts.append(part_a_prompt(example, rec.special, rec.masking, answer_is_item=False))
-    return prompts, references
+        references.append(factory.row_prompt(*args).answer)
+        examples.append(factory.encode(factory.row_prompt(*args, with_answer=False)))
+    return decoder.answer_prompts(examples), references
 
 
-def _batched_prompts(rec, template_id, rows, idx, batch_size, desc):
-    """Per padded batch: (stacked Part A prompts, mask positions, references, real rows)."""
+def _batched_prompts(decoder, template_id, rows, idx, batch_size, desc):
+    """Per padded batch: (decoder inputs, references, real rows)."""
     template = get_template(template_id)
     for sl, pad in padded_batches(len(idx), batch_size, desc):
-        prompts, refs = _prompts(rec, template, rows, pad_rows(idx[sl], pad))
-        prompt = stack_prompts([p for p, _ in prompts], rec.cfg.data.seq_len, rec.special,
-                               bucket=True)
-        yield prompt, np.array([m for _, m in prompts], np.int32), refs, batch_size - pad
+        inputs, refs = _prompts(decoder, template, rows, pad_rows(idx[sl], pad))
+        yield inputs, refs, batch_size - pad
 
 
-def generate_answers(rec, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
+def generate_answers(decoder, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
                      desc: str) -> tuple[list[str], list[str]]:
     """(references, generated texts) for rows `idx` under one template."""
     max_new = MAX_NEW_TOKENS[get_template(template_id).answer]
-    s = rec.special
-    banned = (s.pad, s.mask, s.smask, s.gmask, s.sop)
     references, generated = [], []
-    for prompt, mask_pos, refs, real in _batched_prompts(rec, template_id, rows, idx,
-                                                         batch_size, desc):
-        out, lengths = generate_text(rec.graphdef, rec.state, prompt, mask_pos,
-                                     jax.random.key(0), max_new=max_new, eop=s.eop, sop=s.sop,
-                                     banned=banned)
-        out, lengths = np.asarray(out), np.asarray(lengths)
+    for inputs, refs, real in _batched_prompts(decoder, template_id, rows, idx, batch_size, desc):
         references += refs[:real]
-        generated += [rec.tokenizer.decode(out[r, :lengths[r]]).strip() for r in range(real)]
+        generated += decoder.generate(inputs, max_new)[:real]
     return references, generated
 
 
-def expected_stars(rec, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
+def expected_stars(decoder, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
                    desc: str) -> np.ndarray:
     """sum_s s * P(s) over the answers "1".."5", renormalised over those five."""
-    answers = [rec.tokenizer.encode(str(star)) for star in range(1, 6)]
     out = []
-    for prompt, mask_pos, _, real in _batched_prompts(rec, template_id, rows, idx,
-                                                      batch_size, desc):
-        # The five answers as a candidate pool: every row scores candidates 0..4.
-        tokens, lens = pad_candidates(answers, np.tile(np.arange(5), (len(mask_pos), 1)))
-        scores = np.asarray(score_candidates(rec.graphdef, rec.state, prompt, mask_pos, tokens,
-                                             lens, sop=rec.special.sop, eop=rec.special.eop))
+    for inputs, _, real in _batched_prompts(decoder, template_id, rows, idx, batch_size, desc):
+        scores = decoder.score(inputs, answers=[str(star) for star in range(1, 6)])
         p = np.exp(scores - scores.max(axis=1, keepdims=True))
         out.append(((p / p.sum(axis=1, keepdims=True)) @ np.arange(1, 6))[:real])
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: int,
+def evaluate_rows(decoder, family: str, template_id: str, rows: dict, batch_size: int,
                   train_mean: float, user_ids, item_ids):
     """Yields (name, metrics entry, prediction rows) for one family and template: the
     generated answers, then (star answers only) the expected star."""
@@ -113,7 +96,7 @@ def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: in
     idx = row_cases(rows, "review_rating" if template.answer == "star" else family)
     if len(idx) == 0:
         raise ValueError(f"no test rows with review text for family {family!r}")
-    refs, gens = generate_answers(rec, template_id, rows, idx, batch_size,
+    refs, gens = generate_answers(decoder, template_id, rows, idx, batch_size,
                                   f"{family} {template_id}")
     base = [{"user": user_ids[rows["user"][i]], "item": item_ids[rows["item"][i]]} for i in idx]
     if template.answer == "star":
@@ -124,7 +107,7 @@ def evaluate_rows(rec, family: str, template_id: str, rows: dict, batch_size: in
         preds = [dict(b, target=float(t), predicted=p, generated=g)
                  for b, t, p, g in zip(base, targets, predicted, gens)]
         yield f"{family}_{template_id}", entry, preds
-        expected = expected_stars(rec, template_id, rows, idx, batch_size,
+        expected = expected_stars(decoder, template_id, rows, idx, batch_size,
                                   f"{family} {template_id} expected")
         e_entry = M.rating_metrics(targets, expected)
         e_entry["method"] = "expected star over exact scores of 1..5"

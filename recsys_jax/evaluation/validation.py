@@ -8,8 +8,7 @@ the test split is never read here.
 
 from __future__ import annotations
 
-from flax import nnx
-
+from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.decoding.inputs import ITEM_SEQUENCE
 from recsys_jax.evaluation import metrics as M
 from recsys_jax.evaluation.ranking import sequential_ranking
@@ -27,16 +26,14 @@ class RankingValidator:
 
     def __init__(self, cfg, model, assets, cases, users: int, batch_size: int = 256,
                  beam: int = 20):
-        from recsys_jax.recommend import Recommender  # inference sits above training
-
         n = len(cases) if users < 0 else min(users, len(cases))
         self.cases = type(cases)(cases.users[:n], cases.histories[:n], cases.targets[:n], None)
-        self.rec = Recommender(cfg, model, assets, beam=beam)
+        self.decoder = Decoder(cfg, model, assets, beam=beam)
         self.template = validation_template(cfg.data)
         self.batch_size = min(batch_size, n)
 
     def __call__(self, model) -> dict:
-        self.rec.graphdef, self.rec.state = nnx.split(model)
-        ranked = sequential_ranking(self.rec, self.cases, self.template, self.batch_size, 10,
+        self.decoder.set_model(model)
+        ranked = sequential_ranking(self.decoder, self.cases, self.template, self.batch_size, 10,
                                     True, "validation ranking")
         return M.ranking_metrics(self.cases.targets, ranked)

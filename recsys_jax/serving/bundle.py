@@ -4,7 +4,8 @@ One folder, written by `python -m recsys_jax.export`:
   manifest.json        format version, library versions, creation time, sha256 + size per file
   config.yaml          the run's resolved config (model dtype and LoRA as exported)
   tokenizer.json       the tokenizer (`Tokenizer.to_json`: text vocabulary, added tokens)
-  catalog.json         dataset item ids and titles, in internal item order
+  catalog.json         dataset item ids, titles and original ids (e.g. ASINs; null when the
+                       dataset ids are the originals), in internal item order
   index.json           the item index kind, each item's spelling and token sequence
   trie.npz             the catalog trie arrays (`decoding/trie.py` layout)
   weights.npz          parameters by name (bfloat16 stored as its uint16 bits; no pickle)
@@ -22,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 import jax
 import ml_dtypes
@@ -128,6 +130,7 @@ class Bundle:
     trie: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]
     exported: jax.export.Exported
+    source_ids: Optional[list[str]] = None
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -166,4 +169,5 @@ def load_bundle(path: str | Path) -> Bundle:
                           f"not this {platform} backend; export again with "
                           f"--platforms {platform}")
     return Bundle(folder, manifest, config, spec, tokenizer, catalog["item_ids"],
-                  catalog["titles"], index["spellings"], trie, weights, exported)
+                  catalog["titles"], index["spellings"], trie, weights, exported,
+                  catalog.get("source_ids"))

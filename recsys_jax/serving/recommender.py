@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from recsys_jax import configlib
-from recsys_jax.data.schema import UnknownItemError
+from recsys_jax.data.item_refs import ItemResolver
 from recsys_jax.decoding.inputs import ITEM_SEQUENCE, PROMPT_KEYS, START_KEYS, history_prompts
 from recsys_jax.masking.config import MaskingConfig
 from recsys_jax.prompts.builders import PromptConfig, PromptFactory
@@ -70,10 +70,7 @@ class BundleRecommender:
                          else get_template(decoding["template"]))
         self.max_batch = max_batch
         self.batch_sizes = tuple(s for s in BATCH_SIZES if s < max_batch) + (max_batch,)
-        self._by_id = {item: i for i, item in enumerate(self.item_ids)}
-        self._by_title: dict[str, list[int]] = {}
-        for i, title in enumerate(self.titles):
-            self._by_title.setdefault(title, []).append(i)
+        self.items = ItemResolver.from_lists(self.item_ids, self.titles, bundle.source_ids)
         # Placed on the device once; every call reuses them.
         self._weights = jax.device_put(bundle.weights)
         self._trie = jax.device_put(bundle.trie)
@@ -90,19 +87,9 @@ class BundleRecommender:
     # -- input checking ------------------------------------------------------------------------
 
     def resolve(self, ref) -> int:
-        """A dataset item id or an exact title -> internal item index."""
-        ref = str(ref)
-        if ref in self._by_id:
-            return self._by_id[ref]
-        hits = self._by_title.get(ref)
-        if hits and len(hits) == 1:
-            return hits[0]
-        if hits:
-            ids = [self.item_ids[i] for i in hits]
-            raise UnknownItemError(f"title {ref!r} names {len(hits)} items; give the item id "
-                                   f"instead (one of {ids})")
-        raise UnknownItemError(f"unknown item {ref!r}: not a dataset item id or an exact title "
-                               f"of the {self.num_items}-item catalog")
+        """An original item id (e.g. an ASIN), a dataset item id or an exact title ->
+        internal item index."""
+        return self.items.resolve(ref)
 
     def check_k(self, k, history_len: int, exclude_history: bool = True) -> None:
         available = min(self.beam, self.num_items - (history_len if exclude_history else 0))
@@ -153,7 +140,7 @@ class BundleRecommender:
             inputs.update(zip(START_KEYS, decoder_inputs.start))
         items, scores = self._call(self._weights, self._trie, inputs)
         items, scores = np.asarray(items), np.asarray(scores)
-        return [[(self.item_ids[i], self.titles[i], float(s))
+        return [[(self.items.display_id(i), self.titles[i], float(s))
                  for i, s in zip(items[row, :k], scores[row, :k]) if i >= 0]
                 for row, (_, k, _) in enumerate(requests)]
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 from recsys_jax.baselines import evaluate_sequential
 from recsys_jax.baselines.popularity import item_counts, popularity_scorer
+from recsys_jax.data.item_refs import ItemResolver
 
 
 def best_validation(run_dir: Path, best_step: Optional[int]) -> Optional[dict]:
@@ -49,7 +50,8 @@ def final_report(run_dir: Path, summary: dict, prepared, users: int) -> str:
             f"  most popular           HR@10 {pop['HR@10']:.4f}  NDCG@10 {pop['NDCG@10']:.4f}"]
     ckpt = run_dir / "checkpoints" / str(step) if step is not None else run_dir
     cases = prepared.validation_cases()
-    example = [prepared.catalog.item_ids[i] for i in cases.histories[0][-3:]]
+    items = ItemResolver(prepared.catalog)
+    example = [items.display_id(i) for i in cases.histories[0][-3:]]
     lines += [
         "next:",
         f"  python -m recsys_jax.evaluate --checkpoint {shlex.quote(str(ckpt))}",

@@ -23,11 +23,11 @@ from recsys_jax.evaluation.validation import RankingValidator
 from recsys_jax.model import GLM
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.training import batches as batches_lib
-from recsys_jax.training.assets import (RunAssets, fit_assets, item_feature_table,
+from recsys_jax.run.assets import (RunAssets, fit_assets, item_feature_table,
                                         open_prepared)
 from recsys_jax.model.glm_import import resize_vocabulary
 from recsys_jax.model.lora import BASE_PARAMS
-from recsys_jax.training.checkpointing import (RunCheckpoints, assign_params, find_checkpoint,
+from recsys_jax.run.checkpoints import (RunCheckpoints, assign_params, find_checkpoint,
                                                 read_params)
 from recsys_jax.training.run_log import RunLog, plot_losses
 from recsys_jax.training.step import (count_params, init_train_state, learning_rate_schedule,

@@ -55,6 +55,8 @@ def test_cli_end_to_end_on_tiny_p5(tmp_path):
     data = load_prepared(out, "tiny_p5")
     assert data.num_items == 15 and data.test_cases().negatives.shape == (8, 5)
     assert data.meta["options"]["kcore"] == 0 and data.meta["source"]["format"] == "p5"
+    cat = data.catalog  # the ASINs of items.tsv survive preparation
+    assert cat.source_ids[cat.index_of("7")] == "A7"
 
 
 def test_cli_data_error_exits_2_without_traceback(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from recsys_jax.data import readers
 from recsys_jax.data.readers import ML100K_GENRES, read_dataset
-from recsys_jax.data.schema import DataError, UnknownItemError
+from recsys_jax.data.schema import Catalog, DataError, UnknownItemError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -47,6 +47,37 @@ def test_p5_folder(tmp_path):
     assert cat.titles[cat.index_of("3")] == "trail running socks"  # Sports-style fallback
     assert cat.titles[cat.index_of("5")] == "5"  # no catalog row
     assert ds.user_ids == ["1", "2", "3"]
+    # ASINs from items.tsv, in catalog order; item 5 has no row and so no original id.
+    assert cat.source_ids == ["A1", "A2", "A3", "A4", ""]
+
+
+def test_p5_asins_fall_back_to_datamaps(tmp_path):
+    folder = write_p5(tmp_path / "p5")
+    (folder / "datamaps.json").write_text(json.dumps(
+        {"id2user": {"1": "U1"}, "id2item": {"1": "X1", "5": "B5"}}))
+    cat = readers.read_p5_folder(folder).catalog
+    assert cat.source_ids == ["A1", "A2", "A3", "A4", "B5"]  # items.tsv wins where it has one
+
+
+def test_p5_without_asins_has_no_source_ids(tmp_path):
+    folder = write_p5(tmp_path / "p5")
+    (folder / "items.tsv").write_text("item_id\ttitle\n1\tLip Balm\n")
+    assert readers.read_p5_folder(folder).catalog.source_ids is None
+
+
+def test_subset_keeps_source_ids():
+    cat = Catalog(["1", "2", "3"], ["a", "b", "c"], [[], [], []], ["A1", "", "A3"])
+    sub = cat.subset(np.array([2, 1]))
+    assert sub.item_ids == ["3", "2"] and sub.source_ids == ["A3", ""]
+    assert Catalog(["1"], ["a"], [[]]).subset(np.array([0])).source_ids is None
+
+
+def test_catalog_rejects_bad_source_ids():
+    with pytest.raises(DataError, match="lengths"):
+        Catalog(["1", "2"], ["a", "b"], [[], []], ["A1"])
+    with pytest.raises(DataError, match="duplicate source ids"):
+        Catalog(["1", "2"], ["a", "b"], [[], []], ["A1", "A1"])
+    assert Catalog(["1", "2"], ["a", "b"], [[], []], ["", ""]).source_ids == ["", ""]
 
 
 def test_duplicate_titles_are_kept(tmp_path):
@@ -80,6 +111,7 @@ def test_movielens_original(tmp_path):
     cat = ds.catalog
     assert cat.titles[cat.index_of("1")] == "Café au lait (1993)"  # latin-1 decoded
     assert cat.attributes[cat.index_of("302")] == ["Crime", "Film-Noir"]
+    assert cat.source_ids is None  # the movie ids already are the originals
     u = ds.user_ids.index("196")
     seq = ds.sequences()[u]
     assert [cat.item_ids[i] for i in seq] == ["1", "242", "302"]  # by timestamp
@@ -141,6 +173,7 @@ def test_amazon_json(tmp_path):
     cat = ds.catalog
     assert cat.titles[cat.index_of("B2")] == "Men's Cologne"
     assert cat.attributes[cat.index_of("B1")] == ["Beauty", "Bath", "Soap"]
+    assert cat.source_ids is None  # dataset ids are the ASINs already
     inter = ds.interactions
     row = [k for k in range(3) if ds.user_ids[inter.user[k]] == "U1"
            and cat.item_ids[inter.item[k]] == "B1"][0]
@@ -168,6 +201,7 @@ def test_generic_csv_and_tsv(tmp_path, sep, ext):
     cat = ds.catalog
     assert cat.attributes[cat.index_of("i1")] == ["Kitchen", "Mugs"]
     assert cat.titles[cat.index_of("i2")] == "Red Mug"
+    assert cat.source_ids is None
     assert ds.interactions.review[0] == "Nice, really"
     assert ds.interactions.rating.tolist() == [4.0, 3.0, 5.0]
     assert [cat.item_ids[i] for i in ds.sequences()[0]] == ["i2", "i1"]
@@ -300,6 +334,7 @@ def test_embedded_beauty_counts():
     ds = readers.read_embedded_beauty()
     assert ds.summary_counts() == {"users": 22363, "items": 12101, "interactions": 198502}
     assert all(t for t in ds.catalog.titles)
+    assert all(ds.catalog.source_ids)  # every item has its ASIN
 
 
 def _shared(name: str) -> Path:
@@ -314,6 +349,7 @@ def test_shared_beauty_matches_embedded():
     emb = readers.read_embedded_beauty()
     assert ds.summary_counts() == emb.summary_counts()
     assert ds.catalog.item_ids == emb.catalog.item_ids
+    assert ds.catalog.source_ids == emb.catalog.source_ids
     assert all((a == b).all() for a, b in zip(ds.sequences()[:500], emb.sequences()[:500]))
 
 

@@ -13,8 +13,9 @@ from recsys_jax.data.prepared import load_prepared
 from recsys_jax.data.schema import DataError, build_dataset
 
 
-def tiny_dataset(ratings=True, name="tiny"):
-    """6 users over 12 items; user u5 has 2 items (left out of the sequence splits)."""
+def tiny_dataset(ratings=True, name="tiny", originals=False):
+    """6 users over 12 items; user u5 has 2 items (left out of the sequence splits). With
+    `originals`, items carry original ids (ASIN-like), except item11."""
     rng = np.random.default_rng(7)
     events = []
     for u in range(6):
@@ -25,7 +26,9 @@ def tiny_dataset(ratings=True, name="tiny"):
                 ev += (float(1 + (u + t) % 5), f"review {u}-{t} ünï", f"sum {u}")
             events.append(ev)
     catalog = {f"item{i}": (f"Title {i % 5}", [f"cat{i % 2}", "all"]) for i in range(12)}
-    return build_dataset(name, events, catalog, with_rating=ratings, with_review=ratings)
+    source_ids = {f"item{i}": f"B{i:09d}" for i in range(11)} if originals else None
+    return build_dataset(name, events, catalog, with_rating=ratings, with_review=ratings,
+                         source_ids=source_ids)
 
 
 def make(ds, n_neg=4, seed=0):
@@ -70,6 +73,8 @@ def test_round_trip_sequences(written):
     assert data.catalog.item_ids == ds.catalog.item_ids
     assert data.catalog.titles == ds.catalog.titles  # duplicate titles kept
     assert data.catalog.attributes == ds.catalog.attributes
+    assert data.catalog.source_ids is None
+    assert "source_ids" not in json.loads((path / "catalog.json").read_text())  # as before
     assert data.user_ids == ds.user_ids
     np.testing.assert_array_equal(data.train_users(), seq.users)
     assert [s.tolist() for s in data.train_sequences()] == [s.tolist() for s in seq.train]
@@ -151,6 +156,29 @@ def test_without_ratings_there_are_no_rating_splits(tmp_path):
     assert data.splits == ("train", "validation", "test") and not data.has_ratings
     with pytest.raises(DataError, match="no ratings"):
         data.source("rating_train")
+
+
+def test_source_ids_round_trip(tmp_path):
+    ds = tiny_dataset(ratings=False, name="orig", originals=True)
+    assert ds.catalog.source_ids[ds.catalog.index_of("item3")] == "B000000003"
+    assert ds.catalog.source_ids[ds.catalog.index_of("item11")] == ""
+    tb.write_prepared(make(ds), tmp_path)
+    data = load_prepared(tmp_path, "orig")
+    assert data.catalog.source_ids == ds.catalog.source_ids
+    assert data.catalog.item_ids == ds.catalog.item_ids
+
+
+def test_folder_prepared_without_source_ids_still_loads(tmp_path):
+    ds = tiny_dataset(ratings=False, name="old", originals=True)
+    path = tb.write_prepared(make(ds), tmp_path)
+    # A folder from before original ids were kept: catalog.json has only the three columns.
+    cat = json.loads((path / "catalog.json").read_text())
+    del cat["source_ids"]
+    (path / "catalog.json").write_text(json.dumps(cat))
+    data = load_prepared(tmp_path, "old")
+    assert data.catalog.source_ids is None
+    assert data.catalog.item_ids == ds.catalog.item_ids
+    assert json.loads((path / "meta.json").read_text())["format_version"] == tb.FORMAT_VERSION
 
 
 def test_existing_folder_needs_overwrite(tmp_path):

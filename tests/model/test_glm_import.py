@@ -14,7 +14,7 @@ from flax import nnx
 from recsys_jax.model import GLM
 from recsys_jax.model.glm_import import (GLMImportError, load_glm_checkpoint, read_glm_config,
                                          resize_vocabulary)
-from recsys_jax.training.checkpointing import assign_params
+from recsys_jax.run.checkpoints import assign_params
 
 
 def _load_reference():

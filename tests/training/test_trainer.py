@@ -100,7 +100,7 @@ def test_lora_run_from_a_checkpoint_trains_only_adapters(toy_p5, tmp_path, overr
     import numpy as np
     from flax import nnx
 
-    from recsys_jax.training.checkpointing import read_params
+    from recsys_jax.run.checkpoints import read_params
 
     base_run = tmp_path / "base"
     Trainer(load_config(None, overrides(toy_p5, tmp_path / "data", base_run, steps=3)),
@@ -190,7 +190,7 @@ def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5,
     from flax import nnx
 
     from recsys_jax.data.prepared import load_prepared
-    from recsys_jax.training.checkpointing import read_params
+    from recsys_jax.run.checkpoints import read_params
 
     base = overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=3)
     probe = Trainer(load_config(None, base + ["data.index=item_token"]), log=lambda m: None)
@@ -215,7 +215,7 @@ def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5,
 
     recommender = Recommender.from_checkpoint(tmp_path / "run", beam=4)
     # The served model holds E + F @ W folded into plain rows; no encoder is needed.
-    served = nnx.merge(recommender.graphdef, recommender.state)
+    served = nnx.merge(recommender.decoder.graphdef, recommender.decoder.state)
     assert not hasattr(served.word_embeddings, "features")
     expected = value(saved["embedding"])[row] + vectors[5] @ value(saved["projection"])
     np.testing.assert_allclose(np.asarray(served.word_embeddings.embedding[...][row]), expected,

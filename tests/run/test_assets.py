@@ -4,7 +4,7 @@ import numpy as np
 
 from recsys_jax.config import DataConfig
 from recsys_jax.tokenizer import entity_token_ids
-from recsys_jax.training.assets import RunAssets, fit_assets, open_prepared, tokenizer_corpus
+from recsys_jax.run.assets import RunAssets, fit_assets, open_prepared, tokenizer_corpus
 
 
 def _prepared(toy_p5, tmp_path):
