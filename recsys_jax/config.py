@@ -7,22 +7,26 @@ masking); this file adds the data, training and mesh sections and assembles the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from recsys_jax import configlib
 from recsys_jax.masking import MaskingConfig
 from recsys_jax.model.config import ModelConfig
-
-FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
-
+from recsys_jax.prompts.families import TRAINING_FAMILIES
 
 # The built-in defaults are the Beauty recipe (configs/beauty.yaml, docs/results.md): the bare
 # item sequence with a next-item loss at every item, item_token index, a 2 x 64 GLM with
 # SASRec's dropout, ~30 minutes on a 2-core CPU. The multitask mixture and RecSysLLM's
 # entity-granular positions are options (configs/tiny.yaml, configs/experiments/).
-DEFAULT_MODEL = ModelConfig(num_layers=2, num_heads=1, hidden_size=64, mlp_dim=256,
-                            max_positions=64, max_block_positions=64, dropout_rate=0.5,
-                            attention_dropout_rate=0.5)
+DEFAULT_MODEL = ModelConfig(
+    num_layers=2,
+    num_heads=1,
+    hidden_size=64,
+    mlp_dim=256,
+    max_positions=64,
+    max_block_positions=64,
+    dropout_rate=0.5,
+    attention_dropout_rate=0.5,
+)
 DEFAULT_MASKING = MaskingConfig(entity_positions=False)
 
 
@@ -30,7 +34,7 @@ DEFAULT_MASKING = MaskingConfig(entity_positions=False)
 class DataConfig:
     dataset: str = "amazon_beauty"  # name of the prepared dataset under data_dir
     format: str = "embedded"  # embedded | p5 | movielens | csv | amazon_json
-    path: Optional[str] = None  # source folder/file for non-embedded formats
+    path: str | None = None  # source folder/file for non-embedded formats
     data_dir: str = "data_prepared"  # where `recsys_jax.data.prepare` writes; prepared on demand
     index: str = "item_token"  # title | random_id | item_token | semantic_id
     index_options: dict = dataclasses.field(default_factory=dict)
@@ -51,13 +55,16 @@ class DataConfig:
     workers: int = 0  # batch-building processes (0: threads); raise on GPU/TPU hosts
     # item_token index only: initialise item rows from pretrained item vectors through a
     # learned projection — "encoder" (bundled all-MiniLM-L6-v2) or a .npy (scripts/embed_items.py)
-    item_features: Optional[str] = None
+    item_features: str | None = None
 
     def validate(self):
-        if self.index not in ("title", "random_id", "item_token", "semantic_id"):
-            raise configlib.ConfigError(f"data.index={self.index!r}: choose title, random_id, "
-                                        "item_token or semantic_id")
-        unknown = set(self.family_weights) - set(FAMILIES) - {"sequence_text", "item_sequence"}
+        from recsys_jax.indexing import INDEX_KINDS  # the index classes name themselves
+
+        if self.index not in INDEX_KINDS:
+            raise configlib.ConfigError(
+                f"data.index={self.index!r}: choose one of {', '.join(INDEX_KINDS)}"
+            )
+        unknown = set(self.family_weights) - set(TRAINING_FAMILIES)
         if unknown:
             raise configlib.ConfigError(f"data.family_weights: unknown families {sorted(unknown)}")
         if self.seq_len < 32:
@@ -65,10 +72,12 @@ class DataConfig:
         if self.item_features is not None and self.index != "item_token":
             raise configlib.ConfigError(
                 f"data.item_features needs data.index=item_token (one token per item), not "
-                f"{self.index!r}; for semantic ids use index_options embedding: encoder")
+                f"{self.index!r}; for semantic ids use index_options embedding: encoder"
+            )
         if self.sequence_objective not in ("causal", "infill"):
-            raise configlib.ConfigError(f"data.sequence_objective={self.sequence_objective!r}: "
-                                        "choose causal or infill")
+            raise configlib.ConfigError(
+                f"data.sequence_objective={self.sequence_objective!r}: choose causal or infill"
+            )
         if self.workers < 0:
             raise configlib.ConfigError(f"data.workers={self.workers}: use 0 (threads) or more")
 
@@ -85,9 +94,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999
-    grad_clip: Optional[float] = None  # global-norm clipping; None = off
+    grad_clip: float | None = None  # global-norm clipping; None = off
     lora_only: bool = False  # train only LoRA adapters (needs model.lora_rank > 0)
-    init_from: Optional[str] = None  # a run dir / checkpoint to start from (params + assets)
+    init_from: str | None = None  # a run dir / checkpoint to start from (params + assets)
     log_every: int = 50
     eval_every: int = 1000
     checkpoint_every: int = 1000
@@ -102,7 +111,7 @@ class TrainConfig:
     logits_fraction: float = 1.0
     # Stop early, with a validation pass and a checkpoint, once the loop has run this long
     # (a fixed slot on a shared accelerator); rerunning the same run_dir resumes.
-    time_limit_minutes: Optional[float] = None
+    time_limit_minutes: float | None = None
     # Also rank the catalog for this many validation users at every validation (full
     # ranking, history excluded; -1 = all, 0 = off): logs valid HR/NDCG@10 and keeps the best
     # checkpoint by validation NDCG@10 instead of by validation loss.
@@ -110,19 +119,25 @@ class TrainConfig:
 
     def validate(self):
         if not 0 < self.logits_fraction <= 1:
-            raise configlib.ConfigError(f"train.logits_fraction={self.logits_fraction} must be "
-                                        "in (0, 1] (1 = logits at every position)")
+            raise configlib.ConfigError(
+                f"train.logits_fraction={self.logits_fraction} must be "
+                "in (0, 1] (1 = logits at every position)"
+            )
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise configlib.ConfigError(f"train.grad_clip={self.grad_clip} must be positive "
-                                        "(or null: no clipping)")
+            raise configlib.ConfigError(
+                f"train.grad_clip={self.grad_clip} must be positive (or null: no clipping)"
+            )
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise configlib.ConfigError("train.time_limit_minutes must be positive (or unset)")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise configlib.ConfigError("train.steps, train.batch_size and train.grad_accum must "
-                                        "be positive")
+            raise configlib.ConfigError(
+                "train.steps, train.batch_size and train.grad_accum must be positive"
+            )
         if self.batch_size % self.grad_accum:
-            raise configlib.ConfigError(f"train.batch_size={self.batch_size} must be divisible by "
-                                        f"train.grad_accum={self.grad_accum}")
+            raise configlib.ConfigError(
+                f"train.batch_size={self.batch_size} must be divisible by "
+                f"train.grad_accum={self.grad_accum}"
+            )
 
 
 @dataclasses.dataclass
@@ -147,7 +162,8 @@ class Config:
         if self.data.seq_len > self.model.max_positions:
             raise configlib.ConfigError(
                 f"data.seq_len={self.data.seq_len} exceeds model.max_positions="
-                f"{self.model.max_positions}; lower the first or raise the second")
+                f"{self.model.max_positions}; lower the first or raise the second"
+            )
         if self.train.lora_only and self.model.lora_rank <= 0:
             raise configlib.ConfigError("train.lora_only=true needs model.lora_rank > 0")
 

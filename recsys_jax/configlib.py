@@ -10,8 +10,9 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import yaml
 
@@ -71,7 +72,9 @@ def _coerce(value: Any, tp, where: str):
                 raise ValueError(value)
             return dict(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+        raise ConfigError(
+            f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}"
+        ) from None
     return value
 
 

@@ -24,8 +24,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -70,14 +70,29 @@ def prepare_model(model: GLM, dtype: str, merge: bool, log=print) -> GLM:
 
 
 def _spec_list(tree: dict) -> list[dict]:
-    return [{"name": k, "shape": [d if isinstance(d, int) else str(d) for d in v.shape],
-             "dtype": np.dtype(v.dtype).name} for k, v in tree.items()]
+    return [
+        {
+            "name": k,
+            "shape": [d if isinstance(d, int) else str(d) for d in v.shape],
+            "dtype": np.dtype(v.dtype).name,
+        }
+        for k, v in tree.items()
+    ]
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32",
-                  merge: bool = False, beam: int = 20, length_penalty: float = 0.0,
-                  platforms: Optional[Sequence[str]] = ALL_PLATFORMS,
-                  data_dir: Optional[str] = None, overwrite: bool = False, log=print) -> Path:
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "f32",
+    merge: bool = False,
+    beam: int = 20,
+    length_penalty: float = 0.0,
+    platforms: Sequence[str] | None = ALL_PLATFORMS,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    log=print,
+) -> Path:
     """Write the bundle folder `out` from a run dir or checkpoint step dir; -> `out`."""
     out = Path(out)
     if dtype not in DTYPES:
@@ -90,8 +105,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
         raise FileExistsError(f"{out} exists and is not a bundle; refusing to replace it")
     start = time.time()
     cfg, model, assets, step = load_checkpoint(checkpoint, data_dir)
-    log(f"[export] {checkpoint}: step {step}, {assets.index.kind} index, "
-        f"{len(assets.prepared.catalog)} items")
+    log(
+        f"[export] {checkpoint}: step {step}, {assets.index.kind} index, "
+        f"{len(assets.prepared.catalog)} items"
+    )
     decoder = Decoder(cfg, model, assets, beam=beam, length_penalty=length_penalty)
     model = prepare_model(model, DTYPES[dtype], merge, log)
     tokenizer, special, trie = assets.tokenizer, assets.tokenizer.special, decoder.trie
@@ -112,10 +129,13 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     log(f"[export] lowering beam search (beam {beam}) for {', '.join(platforms or ['default'])}")
     try:
         exported = jax.export.export(jax.jit(fn), platforms=platforms)(
-            shapes(weights), shapes(trie_arrays), inputs)
+            shapes(weights), shapes(trie_arrays), inputs
+        )
     except Exception as e:
-        raise RuntimeError(f"exporting for platforms {platforms} failed ({e}); try "
-                           f"--platforms {jax.default_backend()}") from e
+        raise RuntimeError(
+            f"exporting for platforms {platforms} failed ({e}); try "
+            f"--platforms {jax.default_backend()}"
+        ) from e
 
     model_cfg = model.cfg
     saved_cfg = configlib.to_dict(dataclasses.replace(cfg, model=model_cfg))
@@ -123,15 +143,35 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
         "function": "recommend(weights, trie, inputs) -> (items, scores)",
         "platforms": list(exported.platforms),
         "calling_convention_version": exported.calling_convention_version,
-        "inputs": {"weights": _spec_list(weights), "trie": _spec_list(trie_arrays),
-                   "inputs": _spec_list(inputs)},
-        "outputs": [{"name": "items", "shape": ["b", beam], "dtype": "int32",
-                     "doc": "internal item index per rank, -1 where fewer items exist"},
-                    {"name": "scores", "shape": ["b", beam], "dtype": "float32",
-                     "doc": "summed log-probability of the item tokens and <eop>"}],
-        "decoding": {"beam": beam, "length_penalty": length_penalty, "eop": special.eop,
-                     "sop": special.sop, "template": template,
-                     "seq_len": length, "fanout": trie.fanout, "max_depth": trie.max_depth},
+        "inputs": {
+            "weights": _spec_list(weights),
+            "trie": _spec_list(trie_arrays),
+            "inputs": _spec_list(inputs),
+        },
+        "outputs": [
+            {
+                "name": "items",
+                "shape": ["b", beam],
+                "dtype": "int32",
+                "doc": "internal item index per rank, -1 where fewer items exist",
+            },
+            {
+                "name": "scores",
+                "shape": ["b", beam],
+                "dtype": "float32",
+                "doc": "summed log-probability of the item tokens and <eop>",
+            },
+        ],
+        "decoding": {
+            "beam": beam,
+            "length_penalty": length_penalty,
+            "eop": special.eop,
+            "sop": special.sop,
+            "template": template,
+            "seq_len": length,
+            "fanout": trie.fanout,
+            "max_depth": trie.max_depth,
+        },
     }
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -139,24 +179,44 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     catalog = assets.prepared.catalog
     (tmp / "config.yaml").write_text(yaml.safe_dump(saved_cfg, sort_keys=False))
     (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json()))
-    (tmp / "catalog.json").write_text(json.dumps(
-        {"item_ids": list(catalog.item_ids), "titles": list(catalog.titles),
-         "source_ids": catalog.source_ids}))
-    (tmp / "index.json").write_text(json.dumps(
-        {"kind": assets.index.kind, "spellings": assets.index.spell_all(),
-         "tokens": [list(p) for p in decoder.pool]}))
+    (tmp / "catalog.json").write_text(
+        json.dumps(
+            {
+                "item_ids": list(catalog.item_ids),
+                "titles": list(catalog.titles),
+                "source_ids": catalog.source_ids,
+            }
+        )
+    )
+    (tmp / "index.json").write_text(
+        json.dumps(
+            {
+                "kind": assets.index.kind,
+                "spellings": assets.index.spell_all(),
+                "tokens": [list(p) for p in decoder.pool],
+            }
+        )
+    )
     save_arrays(tmp / "trie.npz", trie_arrays)
     save_arrays(tmp / "weights.npz", weights)
     (tmp / "recommend.stablehlo").write_bytes(exported.serialize())
     (tmp / "recommend.json").write_text(json.dumps(spec, indent=2))
-    write_manifest(tmp, {
-        "recsys_jax_version": _version("recsys_jax"), "jax_version": jax.__version__,
-        "jaxlib_version": _version("jaxlib"), "flax_version": _version("flax"),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": {"path": str(checkpoint), "step": step}, "dtype": DTYPES[dtype],
-        "lora_merged": bool(merge and cfg.model.lora_rank), "lora_rank": model_cfg.lora_rank,
-        "num_items": len(catalog), "num_parameters": int(sum(v.size for v in weights.values())),
-    })
+    write_manifest(
+        tmp,
+        {
+            "recsys_jax_version": _version("recsys_jax"),
+            "jax_version": jax.__version__,
+            "jaxlib_version": _version("jaxlib"),
+            "flax_version": _version("flax"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "checkpoint": {"path": str(checkpoint), "step": step},
+            "dtype": DTYPES[dtype],
+            "lora_merged": bool(merge and cfg.model.lora_rank),
+            "lora_rank": model_cfg.lora_rank,
+            "num_items": len(catalog),
+            "num_parameters": int(sum(v.size for v in weights.values())),
+        },
+    )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -165,27 +225,45 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, dtype: str = "f32"
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys_jax.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys_jax.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--checkpoint", required=True, help="run dir or checkpoint step dir")
     parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="f32",
-                        help="weight storage and (bf16) compute dtype")
-    parser.add_argument("--merge-lora", action="store_true",
-                        help="fold LoRA adapters into the base weights")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="f32",
+        help="weight storage and (bf16) compute dtype",
+    )
+    parser.add_argument(
+        "--merge-lora", action="store_true", help="fold LoRA adapters into the base weights"
+    )
     parser.add_argument("--beam", type=int, default=20, help="beam width = largest k served")
     parser.add_argument("--length-penalty", type=float, default=0.0)
-    parser.add_argument("--platforms", default=",".join(ALL_PLATFORMS),
-                        help="comma-separated jax.export platforms to lower for")
+    parser.add_argument(
+        "--platforms",
+        default=",".join(ALL_PLATFORMS),
+        help="comma-separated jax.export platforms to lower for",
+    )
     parser.add_argument("--data-dir", help="where the prepared dataset lives (default: as trained)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     args = parser.parse_args(argv)
     try:
-        export_bundle(args.checkpoint, args.out, dtype=args.dtype, merge=args.merge_lora,
-                      beam=args.beam, length_penalty=args.length_penalty,
-                      platforms=[p.strip() for p in args.platforms.split(",") if p.strip()],
-                      data_dir=args.data_dir, overwrite=args.overwrite)
+        export_bundle(
+            args.checkpoint,
+            args.out,
+            dtype=args.dtype,
+            merge=args.merge_lora,
+            beam=args.beam,
+            length_penalty=args.length_penalty,
+            platforms=[p.strip() for p in args.platforms.split(",") if p.strip()],
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
+        )
     except (DataError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

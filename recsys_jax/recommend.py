@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -37,8 +37,9 @@ class Recommender:
         self.items = ItemResolver(self.catalog)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, data_dir: Optional[str] = None,
-                        **kwargs) -> "Recommender":
+    def from_checkpoint(
+        cls, path: str | Path, data_dir: str | None = None, **kwargs
+    ) -> Recommender:
         """`kwargs`: the Decoder's (beam, length_penalty)."""
         return cls(Decoder.from_checkpoint(path, data_dir, **kwargs))
 
@@ -49,19 +50,38 @@ class Recommender:
 
     def _check_k(self, k: int, available: int) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= available:
-            raise ValueError(f"k={k!r} must be between 1 and {available} (an integer: the "
-                             "number of items that can be recommended)")
+            raise ValueError(
+                f"k={k!r} must be between 1 and {available} (an integer: the "
+                "number of items that can be recommended)"
+            )
 
-    def recommend(self, history: Sequence, k: int = 10, task: str = "sequential",
-                  candidates: Optional[Sequence] = None, exclude_history: bool = True,
-                  method: str = "score") -> list[tuple[str, str, float]]:
-        return self.recommend_batch([history], k, task,
-                                    None if candidates is None else [candidates],
-                                    exclude_history, method)[0]
+    def recommend(
+        self,
+        history: Sequence,
+        k: int = 10,
+        task: str = "sequential",
+        candidates: Sequence | None = None,
+        exclude_history: bool = True,
+        method: str = "score",
+    ) -> list[tuple[str, str, float]]:
+        return self.recommend_batch(
+            [history],
+            k,
+            task,
+            None if candidates is None else [candidates],
+            exclude_history,
+            method,
+        )[0]
 
-    def recommend_batch(self, histories: Sequence[Sequence], k: int = 10,
-                        task: str = "sequential", candidates=None, exclude_history: bool = True,
-                        method: str = "score") -> list[list[tuple[str, str, float]]]:
+    def recommend_batch(
+        self,
+        histories: Sequence[Sequence],
+        k: int = 10,
+        task: str = "sequential",
+        candidates=None,
+        exclude_history: bool = True,
+        method: str = "score",
+    ) -> list[list[tuple[str, str, float]]]:
         if task not in TASKS:
             raise ValueError(f"task must be 'sequential' or 'direct', got {task!r}")
         if method not in ("score", "generate"):
@@ -96,31 +116,45 @@ class Recommender:
         return cands
 
     def _rows(self, items, scores):
-        return [(self.items.display_id(i), self.catalog.titles[i], float(s))
-                for i, s in zip(items, scores) if i >= 0]
+        return [
+            (self.items.display_id(i), self.catalog.titles[i], float(s))
+            for i, s in zip(items, scores)
+            if i >= 0
+        ]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys_jax.recommend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys_jax.recommend",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--checkpoint", required=True, help="run dir or checkpoint step dir")
-    parser.add_argument("--history", nargs="+", required=True,
-                        help="item ids (e.g. ASINs) or exact titles")
+    parser.add_argument(
+        "--history", nargs="+", required=True, help="item ids (e.g. ASINs) or exact titles"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--task", choices=["sequential", "direct"], default="sequential")
-    parser.add_argument("--candidates", nargs="+",
-                        help="direct task: candidate item ids (e.g. ASINs) or titles")
+    parser.add_argument(
+        "--candidates", nargs="+", help="direct task: candidate item ids (e.g. ASINs) or titles"
+    )
     parser.add_argument("--method", choices=["score", "generate"], default="score")
-    parser.add_argument("--keep-history", action="store_true",
-                        help="sequential: allow items already in the history")
+    parser.add_argument(
+        "--keep-history", action="store_true", help="sequential: allow items already in the history"
+    )
     parser.add_argument("--data-dir", help="where the prepared dataset lives (default: as trained)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     try:
         rec = Recommender.from_checkpoint(args.checkpoint, args.data_dir)
-        rows = rec.recommend(args.history, k=args.k, task=args.task,
-                             candidates=args.candidates, exclude_history=not args.keep_history,
-                             method=args.method)
+        rows = rec.recommend(
+            args.history,
+            k=args.k,
+            task=args.task,
+            candidates=args.candidates,
+            exclude_history=not args.keep_history,
+            method=args.method,
+        )
     except (UnknownItemError, DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional, Sequence
 
 from recsys_jax.serving.bundle import BundleError
 from recsys_jax.serving.recommender import BundleRecommender
@@ -34,8 +34,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.split("?")[0] == "/health":
             return self._reply(200, self.server.service.health())
-        self._reply(404, {"error": f"no route GET {self.path}; use GET /health or "
-                                   "POST /recommend"})
+        self._reply(404, {"error": f"no route GET {self.path}; use GET /health or POST /recommend"})
 
     def do_POST(self):
         if self.path.split("?")[0] != "/recommend":
@@ -46,11 +45,13 @@ class Handler(BaseHTTPRequestHandler):
             if length < 0:
                 raise ValueError
         except ValueError:
-            return self._reply(411, {"error": "a valid Content-Length header is required"},
-                               close=True)
+            return self._reply(
+                411, {"error": "a valid Content-Length header is required"}, close=True
+            )
         if length > MAX_BODY:
-            return self._reply(413, {"error": f"body of {length} bytes; at most {MAX_BODY}"},
-                               close=True)
+            return self._reply(
+                413, {"error": f"body of {length} bytes; at most {MAX_BODY}"}, close=True
+            )
         status, payload = self.server.service.recommend(self.rfile.read(length))
         self._reply(status, payload)
 
@@ -85,29 +86,43 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def make_server(service: RecommendService, host: str = "127.0.0.1", port: int = 0,
-                verbose: bool = False) -> ThreadingHTTPServer:
+def make_server(
+    service: RecommendService, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
+) -> ThreadingHTTPServer:
     server = Server((host, port), Handler)
     server.service = service
     server.verbose = verbose
     return server
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys_jax.serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys_jax.serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--bundle", required=True, help="folder written by recsys_jax.export")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to listen on (default loopback only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default loopback only)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    parser.add_argument("--max-batch", type=int, default=16,
-                        help="most requests run together in one model call")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0,
-                        help="how long a request waits for others to join its batch")
-    parser.add_argument("--max-requests", type=int, default=64,
-                        help="most requests in one {\"requests\": [...]} body")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="compile batch sizes on first use instead of at start")
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="most requests run together in one model call"
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for others to join its batch",
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=64, help='most requests in one {"requests": [...]} body'
+    )
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="compile batch sizes on first use instead of at start",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every HTTP request")
     args = parser.parse_args(argv)
     start = time.time()
@@ -118,13 +133,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if not args.no_warmup:
         rec.warmup(log=lambda m: print(m, file=sys.stderr, flush=True))
-    service = RecommendService(rec, max_wait_ms=args.max_wait_ms,
-                               max_requests=args.max_requests)
+    service = RecommendService(rec, max_wait_ms=args.max_wait_ms, max_requests=args.max_requests)
     server = make_server(service, args.host, args.port, args.verbose)
     host, port = server.server_address[:2]
     # Tests and scripts read this line to learn the port.
-    print(f"serving {rec.num_items} items on http://{host}:{port} "
-          f"(ready in {time.time() - start:.1f} s)", flush=True)
+    print(
+        f"serving {rec.num_items} items on http://{host}:{port} "
+        f"(ready in {time.time() - start:.1f} s)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -21,7 +21,8 @@ Usage (one process or many — each process passes its own rows to `shard_batch`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -59,19 +60,28 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if free:
         if len(devices) % fixed:
-            raise ValueError(f"mesh {sizes}: {len(devices)} devices do not divide into "
-                             f"groups of {fixed} (the product of the fixed axis sizes)")
+            raise ValueError(
+                f"mesh {sizes}: {len(devices)} devices do not divide into "
+                f"groups of {fixed} (the product of the fixed axis sizes)"
+            )
         sizes[free[0]] = len(devices) // fixed
     if math.prod(sizes.values()) != len(devices):
-        raise ValueError(f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x "
-                         f"tensor={sizes['tensor']} = {math.prod(sizes.values())} devices, but "
-                         f"there are {len(devices)}; set one axis to -1 to fill the rest")
-    return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES,
-                         axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+        raise ValueError(
+            f"mesh data={sizes['data']} x fsdp={sizes['fsdp']} x "
+            f"tensor={sizes['tensor']} = {math.prod(sizes.values())} devices, but "
+            f"there are {len(devices)}; set one axis to -1 to fill the rest"
+        )
+    return jax.make_mesh(
+        tuple(sizes[a] for a in MESH_AXES),
+        MESH_AXES,
+        axis_types=(AxisType.Auto,) * len(MESH_AXES),
+        devices=devices,
+    )
 
 
-def logical_to_mesh(names, shape=None, mesh: Mesh | None = None,
-                    rules=LOGICAL_AXIS_RULES) -> PartitionSpec:
+def logical_to_mesh(
+    names, shape=None, mesh: Mesh | None = None, rules=LOGICAL_AXIS_RULES
+) -> PartitionSpec:
     """PartitionSpec for a tensor whose dims are named `names` (None = replicated dim).
 
     With `mesh` and `shape`, a mesh axis is dropped (that dim replicated over it) when its size
@@ -86,8 +96,9 @@ def logical_to_mesh(names, shape=None, mesh: Mesh | None = None,
             spec.append(None)
             continue
         if name not in table:
-            raise ValueError(f"logical axis {name!r} has no entry in the rules table "
-                             f"(known: {sorted(table)})")
+            raise ValueError(
+                f"logical axis {name!r} has no entry in the rules table (known: {sorted(table)})"
+            )
         axes = table[name]
         axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
         kept, split = [], 1
@@ -110,8 +121,9 @@ def _variable_sharding(path, var, mesh, rules):
     if not names:
         return var.replace(NamedSharding(mesh, PartitionSpec()))
     if len(names) != len(shape):
-        raise ValueError(f"{jax.tree_util.keystr(path)}: logical names {names} do not match "
-                         f"shape {shape}")
+        raise ValueError(
+            f"{jax.tree_util.keystr(path)}: logical names {names} do not match shape {shape}"
+        )
     return var.replace(NamedSharding(mesh, logical_to_mesh(names, shape, mesh, rules)))
 
 
@@ -132,8 +144,9 @@ def state_shardings(state: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Any:
             return _variable_sharding(path, leaf, mesh, rules)
         return replicated  # plain arrays in a train-state tree: step, RNG key, counters
 
-    return jax.tree_util.tree_map_with_path(one, state,
-                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return jax.tree_util.tree_map_with_path(
+        one, state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
 
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> nnx.Module:
@@ -143,8 +156,9 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> nnx.
     return model
 
 
-def init_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh,
-                 rules=LOGICAL_AXIS_RULES) -> nnx.Module:
+def init_sharded(
+    make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_AXIS_RULES
+) -> nnx.Module:
     """Builds `make_model()` with every parameter created directly in its shard.
 
     For models that do not fit one device: initialisation runs under `jax.jit` with
@@ -168,13 +182,16 @@ def shard_batch(batch: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Any:
     The global batch is the concatenation of every process's rows, so with several processes
     each one passes only its own shard of the data.
     """
+
     def place(x):
         x = np.asarray(x)
         sharding = batch_sharding(mesh, x.ndim, rules)
         rows, ways = x.shape[0] * jax.process_count(), _ways(sharding, 0)
         if rows % ways:
-            raise ValueError(f"global batch size {rows} is not divisible by the {ways} data "
-                             f"shards of mesh {dict(mesh.shape)} (data x fsdp)")
+            raise ValueError(
+                f"global batch size {rows} is not divisible by the {ways} data "
+                f"shards of mesh {dict(mesh.shape)} (data x fsdp)"
+            )
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)
         return jax.make_array_from_process_local_data(sharding, x)

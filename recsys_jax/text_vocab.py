@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from recsys_jax.example import GMASK, MASK, PAD, SMASK, SOP, EOP
+from recsys_jax.example import EOP, GMASK, MASK, PAD, SMASK, SOP
 
 
 class TextVocabError(ValueError):
@@ -56,7 +56,9 @@ class HuggingFaceText:
     def __init__(self, tokenizer_json: bytes | str):
         from tokenizers import Tokenizer
 
-        self._json = tokenizer_json.decode() if isinstance(tokenizer_json, bytes) else tokenizer_json
+        self._json = (
+            tokenizer_json.decode() if isinstance(tokenizer_json, bytes) else tokenizer_json
+        )
         try:
             self._tok = Tokenizer.from_str(self._json)
         except Exception as e:  # the Rust side raises its own exception type
@@ -66,7 +68,7 @@ class HuggingFaceText:
         self.size = self._tok.get_vocab_size(with_added_tokens=True)
 
     @classmethod
-    def from_gpt2_files(cls, vocab_json: Path, merges_txt: Path) -> "HuggingFaceText":
+    def from_gpt2_files(cls, vocab_json: Path, merges_txt: Path) -> HuggingFaceText:
         """GPT-2 byte-level BPE (vocab.json + merges.txt), no prefix space: the layout of the
         English GLM checkpoints. Byte-level, so decode(encode(text)) == text."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -74,7 +76,9 @@ class HuggingFaceText:
         try:
             bpe = models.BPE.from_file(str(vocab_json), str(merges_txt))
         except Exception as e:
-            raise TextVocabError(f"{vocab_json} / {merges_txt}: not a BPE vocabulary ({e})") from None
+            raise TextVocabError(
+                f"{vocab_json} / {merges_txt}: not a BPE vocabulary ({e})"
+            ) from None
         tok = Tokenizer(bpe)
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -122,8 +126,10 @@ def find_pretrained_text(path: Path) -> tuple[object, str] | None:
         file = path / "tokenizer.json"
         return _read(file, lambda: HuggingFaceText(file.read_bytes())), "tokenizer.json"
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        return (HuggingFaceText.from_gpt2_files(path / "vocab.json", path / "merges.txt"),
-                "vocab.json + merges.txt (GPT-2 BPE)")
+        return (
+            HuggingFaceText.from_gpt2_files(path / "vocab.json", path / "merges.txt"),
+            "vocab.json + merges.txt (GPT-2 BPE)",
+        )
     models = sorted(path.glob("*.model"))
     if len(models) == 1:
         return _read(models[0], lambda: SentencePieceText(models[0].read_bytes())), models[0].name
@@ -139,8 +145,11 @@ def _read(path: Path, load):
 
 # GLM's names for the special tokens our prompts use (`recsys_jax.example`), most specific first.
 GLM_SPECIAL_NAMES = {
-    MASK: ("[MASK]",), SMASK: ("[sMASK]",), GMASK: ("[gMASK]",),
-    SOP: ("<|startofpiece|>", "<sop>"), EOP: ("<|endofpiece|>", "<eop>"),
+    MASK: ("[MASK]",),
+    SMASK: ("[sMASK]",),
+    GMASK: ("[gMASK]",),
+    SOP: ("<|startofpiece|>", "<sop>"),
+    EOP: ("<|endofpiece|>", "<eop>"),
     PAD: ("<|endoftext|>", "[PAD]", "<pad>"),
 }
 
@@ -173,8 +182,9 @@ def _checkpoint_token_ids(folder: Path, text) -> dict[str, int]:
     return ids
 
 
-def pretrained_special_ids(folder: Path, text, rows: int,
-                           explicit: dict[str, int] | None = None) -> dict[str, int]:
+def pretrained_special_ids(
+    folder: Path, text, rows: int, explicit: dict[str, int] | None = None
+) -> dict[str, int]:
     """Our special token -> the checkpoint's trained id for it, for those the checkpoint has.
 
     `explicit` ({our token or GLM name: id}) wins over what the files say (checkpoints whose
@@ -188,11 +198,14 @@ def pretrained_special_ids(folder: Path, text, rows: int,
                 found[ours] = known[name]
                 break
     for name, value in (explicit or {}).items():
-        ours = next((o for o, names in GLM_SPECIAL_NAMES.items() if name == o or name in names),
-                    None)
+        ours = next(
+            (o for o, names in GLM_SPECIAL_NAMES.items() if name == o or name in names), None
+        )
         if ours is None:
-            raise TextVocabError(f"--special-token {name}: not a GLM special token; known: "
-                                 f"{sorted(GLM_SPECIAL_NAMES)}")
+            raise TextVocabError(
+                f"--special-token {name}: not a GLM special token; known: "
+                f"{sorted(GLM_SPECIAL_NAMES)}"
+            )
         found[ours] = int(value)
     check_special_ids(found, rows)
     return found
@@ -201,8 +214,8 @@ def pretrained_special_ids(folder: Path, text, rows: int,
 def check_special_ids(special_ids: dict[str, int], rows: int) -> None:
     bad = {t: i for t, i in special_ids.items() if not 0 <= i < rows}
     if bad:
-        raise TextVocabError(f"special token ids {bad} fall outside the {rows} pretrained "
-                             "embedding rows")
+        raise TextVocabError(
+            f"special token ids {bad} fall outside the {rows} pretrained embedding rows"
+        )
     if len(set(special_ids.values())) != len(special_ids):
         raise TextVocabError(f"two special tokens share an id: {special_ids}")
-

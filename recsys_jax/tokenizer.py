@@ -18,15 +18,20 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 from recsys_jax.example import SPECIAL_TOKENS, SpecialIds, TokenizedExample
-from recsys_jax.text_vocab import (SentencePieceText, TextVocabError, check_special_ids,
-                                  text_from_json, text_to_json)
+from recsys_jax.text_vocab import (
+    SentencePieceText,
+    TextVocabError,
+    check_special_ids,
+    text_from_json,
+    text_to_json,
+)
 
 _ATOMIC = re.compile(r"(<[^<>\s]+>|\[MASK\]|\[sMASK\]|\[gMASK\])")
 
@@ -38,8 +43,12 @@ class TokenizerError(ValueError):
     pass
 
 
-def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, seed_sentence_size: int = 200_000,
-                        model_type: str = "unigram") -> bytes:
+def train_sentencepiece(
+    texts: Iterable[str],
+    vocab_size: int = 8000,
+    seed_sentence_size: int = 200_000,
+    model_type: str = "unigram",
+) -> bytes:
     """Train a SentencePiece model in memory.
 
     Whitespace is a piece *suffix* and no dummy prefix is added, so encoding is exact
@@ -52,12 +61,27 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, seed_sente
         raise TokenizerError("no training text for the tokenizer")
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buffer, vocab_size=vocab_size,
-        model_type=model_type, byte_fallback=True, split_digits=True, treat_whitespace_as_suffix=True,
-        add_dummy_prefix=False, remove_extra_whitespaces=False, normalization_rule_name="identity", character_coverage=0.9995,
-        input_sentence_size=seed_sentence_size, shuffle_input_sentence=True,
-        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False,
-        num_threads=2, minloglevel=2)
+        sentence_iterator=iter(texts),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        byte_fallback=True,
+        split_digits=True,
+        treat_whitespace_as_suffix=True,
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        character_coverage=0.9995,
+        input_sentence_size=seed_sentence_size,
+        shuffle_input_sentence=True,
+        unk_id=0,
+        bos_id=-1,
+        eos_id=-1,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=2,
+    )
     return buffer.getvalue()
 
 
@@ -69,14 +93,21 @@ class Tokenizer:
     row count). `special_ids`: GLM specials the pretrained vocabulary already has ({"[MASK]":
     id, ...}); those keep the checkpoint's trained ids and are not appended."""
 
-    def __init__(self, text, added_tokens: Sequence[str] = (), first_added_id: int | None = None,
-                 special_ids: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        text,
+        added_tokens: Sequence[str] = (),
+        first_added_id: int | None = None,
+        special_ids: Mapping[str, int] | None = None,
+    ):
         self.text = SentencePieceText(text) if isinstance(text, (bytes, bytearray)) else text
         self.text_size = self.text.size
         self.first_added_id = self.text_size if first_added_id is None else int(first_added_id)
         if self.first_added_id < self.text_size:
-            raise TokenizerError(f"the pretrained vocabulary ({self.first_added_id} ids) is "
-                                 f"smaller than its text model ({self.text_size} tokens)")
+            raise TokenizerError(
+                f"the pretrained vocabulary ({self.first_added_id} ids) is "
+                f"smaller than its text model ({self.text_size} tokens)"
+            )
         self.special_ids = {t: int(i) for t, i in (special_ids or {}).items()}
         unknown = set(self.special_ids) - set(SPECIAL_TOKENS)
         if unknown:
@@ -99,8 +130,13 @@ class Tokenizer:
         self.special = SpecialIds(*(self._atomic_id[t] for t in SPECIAL_TOKENS))
 
     @classmethod
-    def wrap_pretrained(cls, text, pretrained_vocab_size: int, added_tokens: Sequence[str] = (),
-                        special_ids: Mapping[str, int] | None = None) -> "Tokenizer":
+    def wrap_pretrained(
+        cls,
+        text,
+        pretrained_vocab_size: int,
+        added_tokens: Sequence[str] = (),
+        special_ids: Mapping[str, int] | None = None,
+    ) -> Tokenizer:
         """A pretrained text vocabulary whose model has `pretrained_vocab_size` embedding rows,
         with our special tokens that it lacks and `added_tokens` appended after those rows; the
         model's embedding grows by as many rows (`recsys_jax.model.glm_import.resize_vocabulary`).
@@ -110,8 +146,9 @@ class Tokenizer:
         byte-level BPE adds none); otherwise each separately encoded segment starts with a
         word boundary. Items are always encoded on their own, so the trie, masking and prompts
         still agree."""
-        return cls(text, added_tokens, first_added_id=pretrained_vocab_size,
-                   special_ids=special_ids)
+        return cls(
+            text, added_tokens, first_added_id=pretrained_vocab_size, special_ids=special_ids
+        )
 
     @property
     def added_tokens(self) -> list[str]:
@@ -129,14 +166,18 @@ class Tokenizer:
                 continue
             if _ATOMIC.fullmatch(part):
                 if part not in self._atomic_id:
-                    raise TokenizerError(f"unknown atomic token {part!r}: it is not in this "
-                                         "tokenizer's vocabulary (was the index changed?)")
+                    raise TokenizerError(
+                        f"unknown atomic token {part!r}: it is not in this "
+                        "tokenizer's vocabulary (was the index changed?)"
+                    )
                 ids.append(self._atomic_id[part])
             else:
                 ids.extend(self.text.encode(part))
         return ids
 
-    def encode_segments(self, segments: Sequence[tuple[str, str]], task: str = "") -> TokenizedExample:
+    def encode_segments(
+        self, segments: Sequence[tuple[str, str]], task: str = ""
+    ) -> TokenizedExample:
         """Encode `(text, role)` segments, each on its own, and record entity/target spans.
 
         Roles: "text" free text; "entity" an item or attribute value; "target" a free-text answer;
@@ -198,15 +239,14 @@ class Tokenizer:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Tokenizer":
+    def from_json(cls, data: dict) -> Tokenizer:
         """Inverse of `to_json`; also reads the SentencePiece-only form of older checkpoints
         ({"spm_model": b64, ...})."""
         try:
             text = text_from_json(data.get("text", data))
         except TextVocabError as e:
             raise TokenizerError(str(e)) from None
-        return cls(text, data["added_tokens"], data.get("first_added_id"),
-                   data.get("special_ids"))
+        return cls(text, data["added_tokens"], data.get("first_added_id"), data.get("special_ids"))
 
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
@@ -214,7 +254,7 @@ class Tokenizer:
         (directory / "tokenizer.json").write_text(json.dumps(self.to_json()))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Tokenizer":
+    def load(cls, directory: str | os.PathLike) -> Tokenizer:
         path = Path(directory) / "tokenizer.json"
         if not path.exists():
             raise TokenizerError(f"{directory}: no tokenizer (tokenizer.json) found")
@@ -229,5 +269,6 @@ def entity_token_ids(tokenizer: Tokenizer, index) -> list[tuple[int, ...]]:
 def build_tokenizer(train_texts: Iterable[str], index, vocab_size: int = 8000) -> Tokenizer:
     """Fit SentencePiece on training text (the caller passes only training-side text) and add
     the item index's atomic tokens."""
-    return Tokenizer(SentencePieceText(train_sentencepiece(train_texts, vocab_size)),
-                     index.added_tokens())
+    return Tokenizer(
+        SentencePieceText(train_sentencepiece(train_texts, vocab_size)), index.added_tokens()
+    )

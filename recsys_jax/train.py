@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from recsys_jax import configlib
 from recsys_jax.config import Config, load_config
@@ -19,17 +19,22 @@ from recsys_jax.data.schema import DataError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m recsys_jax.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m recsys_jax.train",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
         epilog="config keys (override with section.key=value; model.vocab_size is set from "
-               "the tokenizer and masking.max_length from data.seq_len):\n"
-               + configlib.help_text(Config))
-    parser.add_argument("args", nargs="*", metavar="CONFIG_OR_OVERRIDE",
-                        help="an optional YAML config file, then section.key=value overrides")
+        "the tokenizer and masking.max_length from data.seq_len):\n" + configlib.help_text(Config),
+    )
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG_OR_OVERRIDE",
+        help="an optional YAML config file, then section.key=value overrides",
+    )
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = None
     overrides = list(args.args)
@@ -37,9 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         path = overrides.pop(0)
     try:
         cfg = load_config(path, overrides)
-        from recsys_jax.training.trainer import Trainer  # heavy imports after the config is OK
-
         from recsys_jax.training.report import final_report
+        from recsys_jax.training.trainer import Trainer  # heavy imports after the config is OK
 
         trainer = Trainer(cfg)
         summary = trainer.run()
@@ -47,8 +51,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if trainer.is_main:
-        print(final_report(cfg.train.run_dir, summary, trainer.prepared,
-                           cfg.train.valid_ranking_users))
+        print(
+            final_report(
+                cfg.train.run_dir, summary, trainer.prepared, cfg.train.valid_ranking_users
+            )
+        )
     print(json.dumps(summary))  # last, one line: what scripts read
     return 0
 

@@ -26,8 +26,8 @@ from flax import nnx
 
 from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
-from recsys_jax.model import GLM, MODEL_PRESETS
 from recsys_jax.example import SpecialIds
+from recsys_jax.model import GLM, MODEL_PRESETS
 
 TEXT_VOCAB = 8000
 LEVELS, CODES = 3, 128
@@ -47,8 +47,10 @@ def synthetic_catalog(n: int, seed: int = 0):
     last[order] = rank
     n_last = int(last.max()) + 1
     base = TEXT_VOCAB + 6  # after the GLM specials
-    tokens = np.column_stack([base + lvl * CODES + prefix[:, lvl] for lvl in range(LEVELS)]
-                             + [base + LEVELS * CODES + last])
+    tokens = np.column_stack(
+        [base + lvl * CODES + prefix[:, lvl] for lvl in range(LEVELS)]
+        + [base + LEVELS * CODES + last]
+    )
     vocab = base + LEVELS * CODES + n_last
     special = SpecialIds(*(TEXT_VOCAB + k for k in range(6)))
     return [tuple(map(int, row)) for row in tokens], vocab, special
@@ -58,14 +60,20 @@ def make_prompt(batch: int, special: SpecialIds, seed: int = 1):
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, TEXT_VOCAB, (batch, PROMPT_LEN)).astype(np.int32)
     tokens[:, -1] = special.mask
-    return ({"tokens": tokens, "positions": np.tile(np.arange(PROMPT_LEN, dtype=np.int32), (batch, 1)),
-             "block_positions": np.zeros((batch, PROMPT_LEN), np.int32),
-             "segment_ids": np.ones((batch, PROMPT_LEN), np.int32),
-             "part_a": np.ones((batch, PROMPT_LEN), np.int32)},
-            np.full(batch, PROMPT_LEN - 1, np.int32))
+    return (
+        {
+            "tokens": tokens,
+            "positions": np.tile(np.arange(PROMPT_LEN, dtype=np.int32), (batch, 1)),
+            "block_positions": np.zeros((batch, PROMPT_LEN), np.int32),
+            "segment_ids": np.ones((batch, PROMPT_LEN), np.int32),
+            "part_a": np.ones((batch, PROMPT_LEN), np.int32),
+        },
+        np.full(batch, PROMPT_LEN - 1, np.int32),
+    )
 
 
 # -- the host-side reference -----------------------------------------------------------------
+
 
 def dict_trie(pool):
     root: dict = {}
@@ -86,9 +94,14 @@ class HostTrieDecoder:
 
         def prefill(state, prompt):  # the same shared-prompt cache as `beam_search`
             m = nnx.merge(graphdef, state)
-            _, prefix = m.prefill(prompt["tokens"], prompt["positions"],
-                                  prompt["block_positions"], prompt["segment_ids"],
-                                  prompt["part_a"], m.init_cache(batch, PROMPT_LEN))
+            _, prefix = m.prefill(
+                prompt["tokens"],
+                prompt["positions"],
+                prompt["block_positions"],
+                prompt["segment_ids"],
+                prompt["part_a"],
+                m.init_cache(batch, PROMPT_LEN),
+            )
             return prefix, m.init_cache(batch * beam, max_steps)
 
         def step(state, prefix, cache, token, pos, intra, index):
@@ -110,9 +123,15 @@ class HostTrieDecoder:
         tokens = np.full((batch, beam), special.sop, np.int32)
         done = [[] for _ in range(batch)]
         for t in range(self.max_steps):
-            out, cache = self.step(self.state, prefix, cache,
-                                   jnp.asarray(tokens.reshape(-1, 1)), pos,
-                                   jnp.full((batch * beam, 1), t + 1, jnp.int32), jnp.int32(t))
+            out, cache = self.step(
+                self.state,
+                prefix,
+                cache,
+                jnp.asarray(tokens.reshape(-1, 1)),
+                pos,
+                jnp.full((batch * beam, 1), t + 1, jnp.int32),
+                jnp.int32(t),
+            )
             out = np.asarray(out).reshape(batch, beam, -1)
             src_all = np.zeros((batch, beam), np.int64)
             tok_all = np.full((batch, beam), special.pad, np.int32)
@@ -133,7 +152,7 @@ class HostTrieDecoder:
                 for j, (score, k, token) in enumerate(cands):
                     new_nodes[j] = nodes[b][k][token]
                     logp[b, j], src_all[b, j], tok_all[b, j] = score, k, token
-                logp[b, len(cands):] = -np.inf
+                logp[b, len(cands) :] = -np.inf
                 nodes[b] = new_nodes
             flat = (np.arange(batch)[:, None] * beam + src_all).reshape(-1)
             cache = self.gather(cache, jnp.asarray(flat))
@@ -160,33 +179,60 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-batches", type=int, nargs="*", default=[1])
     args = parser.parse_args()
-    result = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
-              "host": platform.processor() or platform.machine(), "model": args.model,
-              "beam": args.beam, "top_k": args.top_k, "prompt_len": PROMPT_LEN,
-              "jax": jax.__version__, "catalogs": {}}
+    result = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.default_backend(),
+        "host": platform.processor() or platform.machine(),
+        "model": args.model,
+        "beam": args.beam,
+        "top_k": args.top_k,
+        "prompt_len": PROMPT_LEN,
+        "jax": jax.__version__,
+        "catalogs": {},
+    }
     for n in args.catalogs:
         pool, vocab, special = synthetic_catalog(n)
         cfg = MODEL_PRESETS[args.model]
         import dataclasses
-        cfg = dataclasses.replace(cfg, vocab_size=vocab, dropout_rate=0.0,
-                                  attention_dropout_rate=0.0)
+
+        cfg = dataclasses.replace(
+            cfg, vocab_size=vocab, dropout_rate=0.0, attention_dropout_rate=0.0
+        )
         model = GLM(cfg, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
         t0 = time.perf_counter()
         trie = trie_lib.catalog_trie(pool, vocab).device_put()
-        entry = {"items": n, "vocab": vocab, "trie_build_s": round(time.perf_counter() - t0, 2),
-                 "trie_fanout": trie.fanout, "batches": {}}
+        entry = {
+            "items": n,
+            "vocab": vocab,
+            "trie_build_s": round(time.perf_counter() - t0, 2),
+            "trie_fanout": trie.fanout,
+            "batches": {},
+        }
         for batch in args.batches:
             prompt, mask_pos = make_prompt(batch, special)
             prompt = jax.tree.map(jnp.asarray, prompt)
-            run = lambda: jax.block_until_ready(beam_search(
-                graphdef, state, prompt, mask_pos, trie, jnp.zeros(batch, jnp.int32),
-                jnp.full((batch, 1), -1, jnp.int32), beam=args.beam, top_k=args.top_k,
-                eop=special.eop, sop=special.sop))
+            run = lambda: jax.block_until_ready(
+                beam_search(
+                    graphdef,
+                    state,
+                    prompt,
+                    mask_pos,
+                    trie,
+                    jnp.zeros(batch, jnp.int32),
+                    jnp.full((batch, 1), -1, jnp.int32),
+                    beam=args.beam,
+                    top_k=args.top_k,
+                    eop=special.eop,
+                    sop=special.sop,
+                )
+            )
             compile_s = timed(run, 1)
             seconds = timed(run, args.repeats)
-            row = {"ms_per_user": round(1000 * seconds / batch, 3),
-                   "first_call_s": round(compile_s, 2)}
+            row = {
+                "ms_per_user": round(1000 * seconds / batch, 3),
+                "first_call_s": round(compile_s, 2),
+            }
             if batch in args.reference_batches:
                 root = dict_trie(pool)
                 decoder = HostTrieDecoder(model, batch, args.beam, max_steps=5)
@@ -201,9 +247,13 @@ def main():
     sizes = [str(n) for n in args.catalogs]
     if len(sizes) > 1:
         result["growth_smallest_to_largest"] = {
-            b: round(result["catalogs"][sizes[-1]]["batches"][b]["ms_per_user"]
-                     / result["catalogs"][sizes[0]]["batches"][b]["ms_per_user"], 3)
-            for b in map(str, args.batches)}
+            b: round(
+                result["catalogs"][sizes[-1]]["batches"][b]["ms_per_user"]
+                / result["catalogs"][sizes[0]]["batches"][b]["ms_per_user"],
+                3,
+            )
+            for b in map(str, args.batches)
+        }
     print(json.dumps(result, indent=1))
 
 

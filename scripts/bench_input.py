@@ -49,8 +49,8 @@ def main() -> None:
         transform_s = time.perf_counter() - start
 
         per_batch = batcher.examples_per_batch([len(e["tokens"]) for e in examples[:64]])
-        groups = [examples[i:i + per_batch] for i in range(0, len(examples), per_batch)]
-        groups = [g for g in groups if len(g) == per_batch][:args.batches] or [examples]
+        groups = [examples[i : i + per_batch] for i in range(0, len(examples), per_batch)]
+        groups = [g for g in groups if len(g) == per_batch][: args.batches] or [examples]
         start = time.perf_counter()
         for group in groups:
             batcher.collate(group)
@@ -63,18 +63,29 @@ def main() -> None:
         pipeline_s = (time.perf_counter() - start) / args.batches
         trainer.train_iter.close()
         fill = float(np.count_nonzero(batch["segment_ids"])) / batch["segment_ids"].size
-        print(json.dumps({
-            "dataset": cfg.data.dataset, "index": cfg.data.index, "batch_size": cfg.train.batch_size,
-            "seq_len": cfg.data.seq_len, "pack": cfg.data.pack, "workers": cfg.data.workers,
-            "extra_entity_mask_prob": cfg.masking.extra_entity_mask_prob,
-            "records": len(records), "mean_example_tokens": round(
-                float(np.mean([len(e["tokens"]) for e in examples])), 1),
-            "transform_examples_per_s": round(len(records) / transform_s, 1),
-            "examples_per_batch": per_batch,
-            "collate_batches_per_s": round(1.0 / collate_s, 1),
-            "pipeline_s_per_batch": round(pipeline_s, 4),
-            "pipeline_batches_per_s": round(1.0 / pipeline_s, 2),
-            "batch_fill": round(fill, 3)}))
+        print(
+            json.dumps(
+                {
+                    "dataset": cfg.data.dataset,
+                    "index": cfg.data.index,
+                    "batch_size": cfg.train.batch_size,
+                    "seq_len": cfg.data.seq_len,
+                    "pack": cfg.data.pack,
+                    "workers": cfg.data.workers,
+                    "extra_entity_mask_prob": cfg.masking.extra_entity_mask_prob,
+                    "records": len(records),
+                    "mean_example_tokens": round(
+                        float(np.mean([len(e["tokens"]) for e in examples])), 1
+                    ),
+                    "transform_examples_per_s": round(len(records) / transform_s, 1),
+                    "examples_per_batch": per_batch,
+                    "collate_batches_per_s": round(1.0 / collate_s, 1),
+                    "pipeline_s_per_batch": round(pipeline_s, 4),
+                    "pipeline_batches_per_s": round(1.0 / pipeline_s, 2),
+                    "batch_fill": round(fill, 3),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,19 @@ from pathlib import Path
 
 def start_server(bundle: Path, max_batch: int, max_wait_ms: float, timeout: float = 600):
     """-> (process, port). Reads the 'serving ... on http://host:port' line."""
-    cmd = [sys.executable, "-m", "recsys_jax.serve", "--bundle", str(bundle), "--port", "0",
-           "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsys_jax.serve",
+        "--bundle",
+        str(bundle),
+        "--port",
+        "0",
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + timeout
     for line in proc.stdout:
@@ -55,8 +66,9 @@ def request(port: int, method: str, path: str, body: dict | None = None):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", help="bundle folder")
     source.add_argument("--checkpoint", help="run dir: export a bundle to a temp dir first")
@@ -73,15 +85,28 @@ def main() -> int:
     if bundle is None:
         tmp = tempfile.TemporaryDirectory()
         bundle = Path(tmp.name) / "bundle"
-        subprocess.run([sys.executable, "-m", "recsys_jax.export", "--checkpoint",
-                        args.checkpoint, "--out", str(bundle), "--platforms", "cpu,cuda,tpu"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "recsys_jax.export",
+                "--checkpoint",
+                args.checkpoint,
+                "--out",
+                str(bundle),
+                "--platforms",
+                "cpu,cuda,tpu",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     item_ids = json.loads((bundle / "catalog.json").read_text())["item_ids"]
     beam = json.loads((bundle / "recommend.json").read_text())["decoding"]["beam"]
     k = min(args.k, beam)
     rng = random.Random(args.seed)
-    bodies = [{"history": rng.sample(item_ids, rng.randint(1, 5)), "k": k}
-              for _ in range(args.requests)]
+    bodies = [
+        {"history": rng.sample(item_ids, rng.randint(1, 5)), "k": k} for _ in range(args.requests)
+    ]
 
     started = time.time()
     proc, port = start_server(bundle, args.max_batch, args.max_wait_ms)
@@ -127,16 +152,32 @@ def main() -> int:
     lat = sorted(latencies)
     pct = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]
     batches = health["batches"] - before["batches"]
-    print(json.dumps({
-        "bundle": str(args.bundle or args.checkpoint), "items": len(item_ids), "beam": beam,
-        "k": k, "requests": args.requests, "threads": args.threads, "errors": len(errors),
-        "requests_per_s": round(args.requests / wall, 1), "p50_ms": round(pct(0.50), 1),
-        "p99_ms": round(pct(0.99), 1), "mean_ms": round(1000 * sum(lat) / len(lat), 1),
-        "mean_batch": round((health["batched_items"] - before["batched_items"]) / max(1, batches),
-                            2),
-        "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-        "server_startup_s": round(startup, 1), "machine": f"{platform.machine()}, "
-        f"{os.cpu_count()} CPUs", "first_errors": errors[:3]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "bundle": str(args.bundle or args.checkpoint),
+                "items": len(item_ids),
+                "beam": beam,
+                "k": k,
+                "requests": args.requests,
+                "threads": args.threads,
+                "errors": len(errors),
+                "requests_per_s": round(args.requests / wall, 1),
+                "p50_ms": round(pct(0.50), 1),
+                "p99_ms": round(pct(0.99), 1),
+                "mean_ms": round(1000 * sum(lat) / len(lat), 1),
+                "mean_batch": round(
+                    (health["batched_items"] - before["batched_items"]) / max(1, batches), 2
+                ),
+                "max_batch": args.max_batch,
+                "max_wait_ms": args.max_wait_ms,
+                "server_startup_s": round(startup, 1),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "first_errors": errors[:3],
+            },
+            indent=2,
+        )
+    )
     return 1 if errors else 0
 
 

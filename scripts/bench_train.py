@@ -27,11 +27,22 @@ from flax import nnx
 from recsys_jax import sharding
 from recsys_jax.config import TrainConfig
 from recsys_jax.model import GLM, MODEL_PRESETS
-from recsys_jax.training.step import (init_train_state, learning_rate_schedule, make_optimizer,
-                                      make_train_step, split_model)
+from recsys_jax.training.step import (
+    init_train_state,
+    learning_rate_schedule,
+    make_optimizer,
+    make_train_step,
+    split_model,
+)
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
-                    "TPU v5 lite": 197.0, "TPU v5": 459.0}
+PEAK_BF16_TFLOPS = {
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "TPU v4": 275.0,
+    "TPU v5 lite": 197.0,
+    "TPU v5": 459.0,
+}
 
 
 def peak_tflops(kind: str):
@@ -43,14 +54,17 @@ def peak_tflops(kind: str):
 
 def synthetic_batch(batch, seq_len, vocab, rng):
     split = int(seq_len * 0.75)
-    return {"tokens": rng.integers(0, vocab, (batch, seq_len)).astype(np.int32),
-            "positions": np.tile(np.minimum(np.arange(seq_len), split), (batch, 1)).astype(np.int32),
-            "block_positions": np.tile(np.maximum(np.arange(seq_len) - split + 1, 0),
-                                       (batch, 1)).astype(np.int32),
-            "segment_ids": np.ones((batch, seq_len), np.int32),
-            "part_a": np.tile(np.arange(seq_len) < split, (batch, 1)).astype(np.int32),
-            "targets": rng.integers(0, vocab, (batch, seq_len)).astype(np.int32),
-            "loss_mask": np.tile(np.arange(seq_len) >= split, (batch, 1)).astype(np.float32)}
+    return {
+        "tokens": rng.integers(0, vocab, (batch, seq_len)).astype(np.int32),
+        "positions": np.tile(np.minimum(np.arange(seq_len), split), (batch, 1)).astype(np.int32),
+        "block_positions": np.tile(
+            np.maximum(np.arange(seq_len) - split + 1, 0), (batch, 1)
+        ).astype(np.int32),
+        "segment_ids": np.ones((batch, seq_len), np.int32),
+        "part_a": np.tile(np.arange(seq_len) < split, (batch, 1)).astype(np.int32),
+        "targets": rng.integers(0, vocab, (batch, seq_len)).astype(np.int32),
+        "loss_mask": np.tile(np.arange(seq_len) >= split, (batch, 1)).astype(np.float32),
+    }
 
 
 def main():
@@ -61,27 +75,39 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--logits-fraction", type=float, default=TrainConfig.logits_fraction,
-                        help="train.logits_fraction (1 = logits at every position)")
+    parser.add_argument(
+        "--logits-fraction",
+        type=float,
+        default=TrainConfig.logits_fraction,
+        help="train.logits_fraction (1 = logits at every position)",
+    )
     args = parser.parse_args()
-    cfg = dataclasses.replace(MODEL_PRESETS[args.model], dtype=args.dtype, vocab_size=args.vocab,
-                              max_positions=max(args.seq_len, 512),
-                              max_block_positions=max(args.seq_len, 512))
+    cfg = dataclasses.replace(
+        MODEL_PRESETS[args.model],
+        dtype=args.dtype,
+        vocab_size=args.vocab,
+        max_positions=max(args.seq_len, 512),
+        max_block_positions=max(args.seq_len, 512),
+    )
     mesh = sharding.make_mesh(-1, 1, 1)
     model = sharding.init_sharded(lambda: GLM(cfg, rngs=nnx.Rngs(0)), mesh)
     graphdef, params, frozen = split_model(model, False)
     tcfg = TrainConfig(steps=1000, warmup_steps=10)
     tx = make_optimizer(tcfg)
-    state_sh = sharding.state_shardings(jax.eval_shape(lambda p: init_train_state(p, tx, 0), params),
-                                        mesh)
+    state_sh = sharding.state_shardings(
+        jax.eval_shape(lambda p: init_train_state(p, tx, 0), params), mesh
+    )
     frozen_sh = sharding.state_shardings(frozen, mesh)
     state = jax.jit(lambda p: init_train_state(p, tx, 0), out_shardings=state_sh)(params)
-    step = jax.jit(make_train_step(graphdef, tx, 1, learning_rate_schedule(tcfg),
-                                   args.logits_fraction),
-                   in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh)),
-                   out_shardings=(state_sh, None), donate_argnums=(0,))
-    batch = sharding.shard_batch(synthetic_batch(args.batch, args.seq_len, args.vocab,
-                                                 np.random.default_rng(0)), mesh)
+    step = jax.jit(
+        make_train_step(graphdef, tx, 1, learning_rate_schedule(tcfg), args.logits_fraction),
+        in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh)),
+        out_shardings=(state_sh, None),
+        donate_argnums=(0,),
+    )
+    batch = sharding.shard_batch(
+        synthetic_batch(args.batch, args.seq_len, args.vocab, np.random.default_rng(0)), mesh
+    )
     t0 = time.perf_counter()
     state, m = step(state, frozen, batch)
     jax.block_until_ready(m)
@@ -101,20 +127,33 @@ def main():
     cap = math.ceil(args.logits_fraction * positions - 1e-9)
     targets = args.batch * (args.seq_len - int(args.seq_len * 0.75))
     logit_share = cap / positions if targets <= cap < positions else 1.0
-    flops_per_token = (6 * matmul_params + 12 * layers * args.seq_len * d
-                       + 6 * d * cfg.vocab_size * logit_share)
+    flops_per_token = (
+        6 * matmul_params + 12 * layers * args.seq_len * d + 6 * d * cfg.vocab_size * logit_share
+    )
     kind = jax.devices()[0].device_kind
     peak = peak_tflops(kind)
     achieved = flops_per_token * tokens / sec / 1e12
-    print(json.dumps({
-        "device": kind, "devices": jax.device_count(), "model": args.model, "dtype": args.dtype,
-        "params": int(sum(x.size for x in jax.tree.leaves(params))), "batch": args.batch,
-        "seq_len": args.seq_len, "logits_fraction": args.logits_fraction,
-        "compile_s": round(compile_s, 1),
-        "step_ms": round(1000 * sec, 2), "tokens_per_s": round(tokens / sec),
-        "model_tflops_per_s": round(achieved, 2),
-        "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
-        "loss": float(m["loss"]), "jax": jax.__version__}))
+    print(
+        json.dumps(
+            {
+                "device": kind,
+                "devices": jax.device_count(),
+                "model": args.model,
+                "dtype": args.dtype,
+                "params": int(sum(x.size for x in jax.tree.leaves(params))),
+                "batch": args.batch,
+                "seq_len": args.seq_len,
+                "logits_fraction": args.logits_fraction,
+                "compile_s": round(compile_s, 1),
+                "step_ms": round(1000 * sec, 2),
+                "tokens_per_s": round(tokens / sec),
+                "model_tflops_per_s": round(achieved, 2),
+                "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
+                "loss": float(m["loss"]),
+                "jax": jax.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

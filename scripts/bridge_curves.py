@@ -28,9 +28,15 @@ def glm_curve(run: Path) -> list[dict]:
         r = json.loads(line)
         examples += int(r.get("examples", 0))
         if "valid_NDCG@10" in r:
-            points.append({"minutes": r["train_seconds"] / 60, "step": r["step"],
-                           "examples": examples, "NDCG@10": r["valid_NDCG@10"],
-                           "HR@10": r["valid_HR@10"]})
+            points.append(
+                {
+                    "minutes": r["train_seconds"] / 60,
+                    "step": r["step"],
+                    "examples": examples,
+                    "NDCG@10": r["valid_NDCG@10"],
+                    "HR@10": r["valid_HR@10"],
+                }
+            )
     return points
 
 
@@ -41,9 +47,15 @@ def sasrec_curve(run: Path, users: int | None) -> list[dict]:
             continue
         r = json.loads(line)
         seconds += r["train_seconds"]
-        points.append({"minutes": seconds / 60, "epoch": r["epoch"],
-                       "examples": None if users is None else users * r["epoch"],
-                       "NDCG@10": r["valid_NDCG@10"], "HR@10": r["valid_HR@10"]})
+        points.append(
+            {
+                "minutes": seconds / 60,
+                "epoch": r["epoch"],
+                "examples": None if users is None else users * r["epoch"],
+                "NDCG@10": r["valid_NDCG@10"],
+                "HR@10": r["valid_HR@10"],
+            }
+        )
     return points
 
 
@@ -59,15 +71,23 @@ def best_within(points: list[dict], minutes: float) -> dict | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
     parser.add_argument("--out", required=True, help="PNG path")
     parser.add_argument("--budget-minutes", type=float, default=30.0)
-    parser.add_argument("--users-per-epoch", type=int,
-                        help="SASRec runs: training sequences per epoch (to count examples)")
-    parser.add_argument("--x", choices=["minutes", "examples"], default="minutes",
-                        help="x axis: training minutes, or user sequences trained on")
+    parser.add_argument(
+        "--users-per-epoch",
+        type=int,
+        help="SASRec runs: training sequences per epoch (to count examples)",
+    )
+    parser.add_argument(
+        "--x",
+        choices=["minutes", "examples"],
+        default="minutes",
+        help="x axis: training minutes, or user sequences trained on",
+    )
     parser.add_argument("--title", default="Validation NDCG@10 (full ranking, history excluded)")
     args = parser.parse_args()
 
@@ -86,9 +106,18 @@ def main() -> None:
         xs = [p[args.x] / (1 if args.x == "minutes" else 1000) for p in points]
         ax.plot(xs, [p["NDCG@10"] for p in points], "o-", markersize=3, label=name)
         best = best_within(points, args.budget_minutes)
-        print(json.dumps({"rung": name, "run": path, "budget_minutes": args.budget_minutes,
-                          "best": best, "last": points[-1],
-                          "max_NDCG@10_any_time": float(np.max([p["NDCG@10"] for p in points]))}))
+        print(
+            json.dumps(
+                {
+                    "rung": name,
+                    "run": path,
+                    "budget_minutes": args.budget_minutes,
+                    "best": best,
+                    "last": points[-1],
+                    "max_NDCG@10_any_time": float(np.max([p["NDCG@10"] for p in points])),
+                }
+            )
+        )
     if args.x == "minutes":
         ax.axvline(args.budget_minutes, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("training minutes (2-core CPU, validation time excluded)")

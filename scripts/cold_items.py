@@ -20,8 +20,9 @@ from recsys_jax.evaluation.metrics import ranking_metrics
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("predictions", nargs="+")
     parser.add_argument("--data-dir", default="data_prepared")
     parser.add_argument("--dataset", default="amazon_beauty")
@@ -34,11 +35,16 @@ def main() -> None:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
         unknown = {r["target"] for r in rows} - count_of.keys()
         if unknown:
-            raise SystemExit(f"{path}: targets not in the {args.dataset} catalog, e.g. "
-                             f"{sorted(unknown)[:3]}; is --dataset right?")
+            raise SystemExit(
+                f"{path}: targets not in the {args.dataset} catalog, e.g. "
+                f"{sorted(unknown)[:3]}; is --dataset right?"
+            )
         cold = [count_of[r["target"]] <= args.max_train for r in rows]
-        parts = {"all": rows, "cold": [r for r, c in zip(rows, cold) if c],
-                 "warm": [r for r, c in zip(rows, cold) if not c]}
+        parts = {
+            "all": rows,
+            "cold": [r for r, c in zip(rows, cold) if c],
+            "warm": [r for r, c in zip(rows, cold) if not c],
+        }
         out = {"predictions": path, "max_train": args.max_train}
         for name, part in parts.items():
             out[name] = ranking_metrics([r["target"] for r in part], [r["ranked"] for r in part])

@@ -26,8 +26,9 @@ def main():
         if users is not None and these != users:
             raise SystemExit(f"{path}: cases differ from the first file's (order or users)")
         users = these
-        out[path] = ranking_metrics([r["target"] for r in rows], [r["ranked"] for r in rows],
-                                    hr_at_1=args.hr1)
+        out[path] = ranking_metrics(
+            [r["target"] for r in rows], [r["ranked"] for r in rows], hr_at_1=args.hr1
+        )
     print(json.dumps(out, indent=1))
 
 

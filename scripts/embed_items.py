@@ -20,8 +20,9 @@ from recsys_jax.encoders.item_embeddings import item_embeddings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", default="data_prepared")
     parser.add_argument("--dataset", default="amazon_beauty")
     parser.add_argument("--out", required=True)
@@ -31,8 +32,16 @@ def main() -> None:
     catalog = load_prepared(args.data_dir, args.dataset).catalog
     vectors = item_embeddings(catalog, "encoder", encoder_path=args.encoder_path, progress=True)
     np.save(args.out, vectors.astype(np.float32))
-    print(json.dumps({"out": args.out, "items": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
-                      "seconds": round(time.perf_counter() - start, 1)}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "items": int(vectors.shape[0]),
+                "dim": int(vectors.shape[1]),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

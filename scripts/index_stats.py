@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from recsys_jax.config import DataConfig
-from recsys_jax.tokenizer import entity_token_ids
 from recsys_jax.indexing.semantic_id import EMBEDDINGS
 from recsys_jax.run.assets import fit_assets, open_prepared
+from recsys_jax.tokenizer import entity_token_ids
 
 KINDS = ("title", "random_id", "item_token", "semantic_id")
 
@@ -33,12 +33,24 @@ def main():
     parser.add_argument("--path", default=None)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    parser.add_argument("--embeddings", nargs="+", default=["tfidf"], choices=EMBEDDINGS,
-                        help="semantic_id item text embeddings to compare")
-    parser.add_argument("--semantic-options", type=json.loads, default={},
-                        help="JSON dict of semantic_id index options (as data.index_options)")
-    parser.add_argument("--encoder-path", default=None,
-                        help="BERT folder for --embeddings encoder (default: bundled MiniLM)")
+    parser.add_argument(
+        "--embeddings",
+        nargs="+",
+        default=["tfidf"],
+        choices=EMBEDDINGS,
+        help="semantic_id item text embeddings to compare",
+    )
+    parser.add_argument(
+        "--semantic-options",
+        type=json.loads,
+        default={},
+        help="JSON dict of semantic_id index options (as data.index_options)",
+    )
+    parser.add_argument(
+        "--encoder-path",
+        default=None,
+        help="BERT folder for --embeddings encoder (default: bundled MiniLM)",
+    )
     args = parser.parse_args()
     out = {"dataset": args.dataset, "indices": {}}
     runs = []
@@ -53,9 +65,15 @@ def main():
             name = kind if embedding == "tfidf" else f"{kind}[{embedding}]"
             runs.append((name, kind, options))
     for name, kind, options in runs:
-        cfg = DataConfig(dataset=args.dataset, format=args.format, path=args.path,
-                         data_dir=args.data_dir, index=kind, vocab_size=args.vocab_size,
-                         index_options=options)
+        cfg = DataConfig(
+            dataset=args.dataset,
+            format=args.format,
+            path=args.path,
+            data_dir=args.data_dir,
+            index=kind,
+            vocab_size=args.vocab_size,
+            index_options=options,
+        )
         prepared = open_prepared(cfg, log=lambda m: None)
         start = time.perf_counter()
         assets = fit_assets(prepared, cfg, log=lambda m: None)
@@ -67,13 +85,20 @@ def main():
         row = {
             "tokens_per_item_mean": round(float(lengths.mean()), 2),
             "tokens_per_item_max": int(lengths.max()),
-            "distinct_token_sequences": len(set(pool)), "items": len(pool),
+            "distinct_token_sequences": len(set(pool)),
+            "items": len(pool),
             "round_trip_all_items": bool(round_trip),
-            "vocab_size": tok.vocab_size, "sentencepiece_pieces": tok.text_size,
-            "added_tokens": len(tok.added_tokens), "fit_seconds": round(seconds, 1)}
+            "vocab_size": tok.vocab_size,
+            "sentencepiece_pieces": tok.text_size,
+            "added_tokens": len(tok.added_tokens),
+            "fit_seconds": round(seconds, 1),
+        }
         if kind == "semantic_id":
-            row.update(options=index.options, collisions=index.stats,
-                       feature_seconds=round(index.feature_seconds, 1))
+            row.update(
+                options=index.options,
+                collisions=index.stats,
+                feature_seconds=round(index.feature_seconds, 1),
+            )
         out["indices"][name] = row
     print(json.dumps(out, indent=1))
 

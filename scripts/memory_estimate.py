@@ -25,19 +25,25 @@ TARGETS = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="a recsys_jax YAML config (e.g. configs/glm_10b_lora.yaml)")
-    parser.add_argument("--target", action="append", choices=sorted(TARGETS),
-                        help="repeatable; default: tpu_v4_32 and h100x8")
+    parser.add_argument(
+        "--target",
+        action="append",
+        choices=sorted(TARGETS),
+        help="repeatable; default: tpu_v4_32 and h100x8",
+    )
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     args = parser.parse_args(argv)
     args.target = args.target or ["tpu_v4_32", "h100x8"]
 
     # Fake devices must be requested before jax is imported.
     most = max(TARGETS[t][0] for t in args.target)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={most}").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={most}"
+    ).strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
@@ -49,8 +55,9 @@ def main(argv=None) -> int:
     results = {}
     for target in args.target:
         devices, memory_gib = TARGETS[target]
-        mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor,
-                                  devices=jax.devices()[:devices])
+        mesh = sharding.make_mesh(
+            cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, devices=jax.devices()[:devices]
+        )
         result = estimate(cfg, mesh)
         result["device_memory_gib"] = memory_gib
         result["headroom_gib"] = round(memory_gib - result["gib_per_device"]["total"], 3)
@@ -60,15 +67,27 @@ def main(argv=None) -> int:
     kinds = list(next(iter(results.values()))["gib_per_device"])
     print("\n| GiB per device | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
-    print("| mesh (data x fsdp x tensor) | " + " | ".join(
-        "{data} x {fsdp} x {tensor}".format(**r["mesh"]) for r in results.values()) + " |")
-    print("| micro-batch rows per device | " + " | ".join(
-        str(r["micro_batch_rows_per_device"]) for r in results.values()) + " |")
+    print(
+        "| mesh (data x fsdp x tensor) | "
+        + " | ".join("{data} x {fsdp} x {tensor}".format(**r["mesh"]) for r in results.values())
+        + " |"
+    )
+    print(
+        "| micro-batch rows per device | "
+        + " | ".join(str(r["micro_batch_rows_per_device"]) for r in results.values())
+        + " |"
+    )
     for kind in kinds:
-        print(f"| {kind} | " + " | ".join(f"{r['gib_per_device'][kind]:.2f}"
-                                          for r in results.values()) + " |")
-    print("| device memory | " + " | ".join(f"{r['device_memory_gib']:.0f}"
-                                            for r in results.values()) + " |")
+        print(
+            f"| {kind} | "
+            + " | ".join(f"{r['gib_per_device'][kind]:.2f}" for r in results.values())
+            + " |"
+        )
+    print(
+        "| device memory | "
+        + " | ".join(f"{r['device_memory_gib']:.0f}" for r in results.values())
+        + " |"
+    )
     return 0
 
 

@@ -18,8 +18,9 @@ import numpy as np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("metrics", nargs="+", help="metrics.json files written by evaluate")
     parser.add_argument("--entry", required=True, help="e.g. sequential_items")
     args = parser.parse_args()
@@ -34,9 +35,12 @@ def main() -> None:
                 continue
             values = np.array([e[group][key] for e in entries], float)
             std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            out[group][key] = {"values": values.round(5).tolist(), "mean": round(values.mean(), 5),
-                               "std": round(std, 5),
-                               "sem": round(std / np.sqrt(len(values)), 5)}
+            out[group][key] = {
+                "values": values.round(5).tolist(),
+                "mean": round(values.mean(), 5),
+                "std": round(std, 5),
+                "sem": round(std / np.sqrt(len(values)), 5),
+            }
     print(json.dumps(out, indent=1))
 
 

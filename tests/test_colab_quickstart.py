@@ -22,7 +22,7 @@ def to_python(cell: str) -> str:
     out = []
     for line in cell.splitlines():
         body = line.lstrip()
-        indent = line[:len(line) - len(body)]
+        indent = line[: len(line) - len(body)]
         if body.startswith("!"):
             out.append(f"{indent}_shell(f{body[1:]!r})")
         else:
@@ -49,9 +49,17 @@ def test_the_notebook_runs_top_to_bottom(toy_p5, overrides, tmp_path, monkeypatc
     assert any("default_backend" in c for c in cells)  # the TPU/CPU check
     # The notebook passes its overrides through a shell line, so none may hold a space: the
     # multitask family dict stays out and the toy run trains the default family.
-    tiny = [o for o in overrides(toy_p5, tmp_path / "data", tmp_path / "unused", steps=3,
-                                 **{"train.eval_every": 3, "train.checkpoint_every": 3})
-            if not o.startswith("train.run_dir=") and " " not in o]
+    tiny = [
+        o
+        for o in overrides(
+            toy_p5,
+            tmp_path / "data",
+            tmp_path / "unused",
+            steps=3,
+            **{"train.eval_every": 3, "train.checkpoint_every": 3},
+        )
+        if not o.startswith("train.run_dir=") and " " not in o
+    ]
     monkeypatch.setenv("QUICKSTART_OVERRIDES", " ".join(tiny))
     monkeypatch.setenv("QUICKSTART_EVAL_LIMIT", "6")
     monkeypatch.chdir(tmp_path)

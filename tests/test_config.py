@@ -21,25 +21,36 @@ def test_presets_load_and_validate(name):
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(None, ["train.steps=7", "model.dtype=bfloat16", "data.pack=false",
-                             "masking.kind_probs=[0.5,0.5,0.0]",
-                             "data.family_weights={sequential: 2.0}", "data.path=null"])
+    cfg = load_config(
+        None,
+        [
+            "train.steps=7",
+            "model.dtype=bfloat16",
+            "data.pack=false",
+            "masking.kind_probs=[0.5,0.5,0.0]",
+            "data.family_weights={sequential: 2.0}",
+            "data.path=null",
+        ],
+    )
     assert cfg.train.steps == 7 and cfg.model.dtype == "bfloat16" and cfg.data.pack is False
     assert cfg.masking.kind_probs == (0.5, 0.5, 0.0)
     assert cfg.data.family_weights == {"sequential": 2.0} and cfg.data.path is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.stepz=3", "unknown config key"),
-    ("train.steps=abc", "cannot read"),
-    ("trainsteps", "section.key=value"),
-    ("data.index=isbn", "choose title"),
-    ("model.num_heads=3", "not divisible"),
-    ("train.grad_accum=5", "divisible by"),
-    ("data.seq_len=2048", "exceeds model.max_positions"),
-    ("train.grad_clip=0", "must be positive"),
-    ("data.sequence_objective=bert", "choose causal or infill"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "unknown config key"),
+        ("train.steps=abc", "cannot read"),
+        ("trainsteps", "section.key=value"),
+        ("data.index=isbn", "choose title"),
+        ("model.num_heads=3", "not divisible"),
+        ("train.grad_accum=5", "divisible by"),
+        ("data.seq_len=2048", "exceeds model.max_positions"),
+        ("train.grad_clip=0", "must be positive"),
+        ("data.sequence_objective=bert", "choose causal or infill"),
+    ],
+)
 def test_bad_configs_fail_with_a_message(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])
@@ -56,15 +67,22 @@ def test_yaml_base_inheritance_and_missing_file(tmp_path):
 
 def test_help_lists_every_key_with_its_default():
     text = configlib.help_text(Config)
-    for key in ("model.num_layers", "data.index", "masking.keep_span_order", "train.grad_accum",
-                "mesh.tensor"):
+    for key in (
+        "model.num_layers",
+        "data.index",
+        "masking.keep_span_order",
+        "train.grad_accum",
+        "mesh.tensor",
+    ):
         assert key in text
     assert "default: 4000" in text
 
 
 def test_dict_override_replaces_the_option_dict():
     """`data.index_options={}` clears a preset's semantic_id options (switching index kind)."""
-    cfg = load_config(CONFIGS / "beauty_semantic.yaml", ["data.index=title", "data.index_options={}"])
+    cfg = load_config(
+        CONFIGS / "beauty_semantic.yaml", ["data.index=title", "data.index_options={}"]
+    )
     assert cfg.data.index_options == {}
     cfg = load_config(CONFIGS / "beauty_semantic.yaml", ["data.index_options={levels: 2}"])
     assert cfg.data.index_options == {"levels": 2}
@@ -107,8 +125,10 @@ def test_every_config_loads_and_stays_inside_the_repo(path):
 def test_no_config_sets_an_empty_mapping(path):
     """`base:` merges mappings, so `index_options: {}` in a child would not clear its parent's
     options: a config that needs other options inherits from a parent that does not set them."""
+
     def empty(node, where=""):
         for k, v in node.items():
             if isinstance(v, dict):
                 yield from ([where + k] if not v else empty(v, f"{where}{k}."))
+
     assert not list(empty(yaml.safe_load(path.read_text()) or {}))

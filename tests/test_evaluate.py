@@ -18,8 +18,19 @@ def read_rows(path):
 def test_sequential_and_direct_cover_every_case(toy_run, tmp_path):
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=10)
-    res = run_eval(rec, tmp_path, "--prompts", "seen", "unseen", "--families", "sequential",
-                   "direct", "--batch-size", "16", "--unfiltered")
+    res = run_eval(
+        rec,
+        tmp_path,
+        "--prompts",
+        "seen",
+        "unseen",
+        "--families",
+        "sequential",
+        "direct",
+        "--batch-size",
+        "16",
+        "--unfiltered",
+    )
     cases = rec.assets.prepared.test_cases()
     assert not res["partial"]
     seq = res["families"]["sequential_2-3"]
@@ -51,8 +62,20 @@ def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
     """Batched, padded scoring gives each case the order of its own exact candidate scores."""
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=10)
-    run_eval(rec, tmp_path, "--prompts", "2-3", "--families", "direct", "--limit", "3",
-             "--direct-methods", "score", "--batch-size", "16")
+    run_eval(
+        rec,
+        tmp_path,
+        "--prompts",
+        "2-3",
+        "--families",
+        "direct",
+        "--limit",
+        "3",
+        "--direct-methods",
+        "score",
+        "--batch-size",
+        "16",
+    )
     rows = read_rows(tmp_path / "predictions_direct_2-3_score.jsonl")
     cases = rec.assets.prepared.test_cases()
     for r, row in enumerate(rows):
@@ -68,13 +91,33 @@ def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
     something else (here the validation split) replaces the file and says so."""
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=5)
-    run_eval(rec, tmp_path, "--families", "direct", "--prompts", "2-3", "--direct-methods",
-             "score", "--limit", "2")
+    run_eval(
+        rec,
+        tmp_path,
+        "--families",
+        "direct",
+        "--prompts",
+        "2-3",
+        "--direct-methods",
+        "score",
+        "--limit",
+        "2",
+    )
     run_eval(rec, tmp_path, "--families", "sequential", "--prompts", "2-3", "--limit", "2")
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert set(on_disk["families"]) == {"direct_2-3_score", "sequential_2-3"}
-    run_eval(rec, tmp_path, "--families", "sequential", "--prompts", "2-3", "--limit", "2",
-             "--split", "validation")
+    run_eval(
+        rec,
+        tmp_path,
+        "--families",
+        "sequential",
+        "--prompts",
+        "2-3",
+        "--limit",
+        "2",
+        "--split",
+        "validation",
+    )
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert set(on_disk["families"]) == {"sequential_2-3"} and on_disk["split"] == "validation"
     assert "it is replaced" in capsys.readouterr().out
@@ -83,8 +126,20 @@ def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
 def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=10)
-    res = run_eval(rec, tmp_path, "--prompts", "5-1", "--families", "direct",
-                   "--direct-methods", "yes_no", "--limit", "2", "--batch-size", "32")
+    res = run_eval(
+        rec,
+        tmp_path,
+        "--prompts",
+        "5-1",
+        "--families",
+        "direct",
+        "--direct-methods",
+        "yes_no",
+        "--limit",
+        "2",
+        "--batch-size",
+        "32",
+    )
     entry = res["families"]["direct_5-1_yes_no"]
     assert entry["cases"] == 2 and res["partial"]
     cases = rec.assets.prepared.test_cases()
@@ -96,12 +151,29 @@ def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
 def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
     run_dir, _ = toy_review_run
     rec = Decoder.from_checkpoint(run_dir, beam=5)
-    res = run_eval(rec, tmp_path, "--families", "rating", "explanation", "review",
-                   "--prompts", "seen", "unseen", "--batch-size", "16")
+    res = run_eval(
+        rec,
+        tmp_path,
+        "--families",
+        "rating",
+        "explanation",
+        "review",
+        "--prompts",
+        "seen",
+        "unseen",
+        "--batch-size",
+        "16",
+    )
     fams = res["families"]
     stars = ("rating_1-6", "rating_1-10", "review_4-2", "review_4-4")
-    assert set(fams) == {"explanation_3-3", "explanation_3-9", "explanation_3-12",
-                         "review_4-1", *stars, *(f"{s}_expected" for s in stars)}
+    assert set(fams) == {
+        "explanation_3-3",
+        "explanation_3-9",
+        "explanation_3-12",
+        "review_4-1",
+        *stars,
+        *(f"{s}_expected" for s in stars),
+    }
     n_test = len(rec.assets.prepared.rating_rows("rating_test")["user"])
     for name in ("rating_1-6", "review_4-2", "review_4-4"):
         e = fams[name]
@@ -111,8 +183,9 @@ def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
     assert fams["explanation_3-12"]["seen"] is False
     rows = read_rows(tmp_path / "predictions_explanation_3-3.jsonl")
     assert len(rows) == n_test
-    assert all(r["reference"] == "The " + r["reference"].split()[1] + " feels great on skin."
-               for r in rows)
+    assert all(
+        r["reference"] == "The " + r["reference"].split()[1] + " feels great on skin." for r in rows
+    )
     ratings = read_rows(tmp_path / "predictions_rating_1-6.jsonl")
     assert {"user", "item", "target", "predicted", "generated"} <= set(ratings[0])
     expected = read_rows(tmp_path / "predictions_rating_1-6_expected.jsonl")
@@ -135,10 +208,13 @@ def test_prompt_selection():
     assert prompts_for("direct", ["2-7"]) == []  # lists candidates: cannot hold 100 items
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--checkpoint", "nothing"], "no checkpoint found"),
-    (["--checkpoint", "x", "--prompts", "9-9"], "unknown prompt id"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--checkpoint", "nothing"], "no checkpoint found"),
+        (["--checkpoint", "x", "--prompts", "9-9"], "unknown prompt id"),
+    ],
+)
 def test_cli_errors(argv, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2

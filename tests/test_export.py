@@ -50,7 +50,14 @@ def test_bundle_holds_every_file_with_checksums_and_a_symbolic_batch_spec(toy_bu
     spec = json.loads((toy_bundle / "recommend.json").read_text())
     assert spec["decoding"]["beam"] == 8
     assert {s["name"] for s in spec["inputs"]["inputs"]} == {
-        "tokens", "positions", "block_positions", "segment_ids", "part_a", "mask_pos", "exclude"}
+        "tokens",
+        "positions",
+        "block_positions",
+        "segment_ids",
+        "part_a",
+        "mask_pos",
+        "exclude",
+    }
     assert all(s["shape"][0] == "b" for s in spec["inputs"]["inputs"])
     assert [o["shape"] for o in spec["outputs"]] == [["b", 8], ["b", 8]]
     assert set(spec["platforms"]) == {"cpu", "cuda", "tpu"}
@@ -69,15 +76,20 @@ def run_and_bundle(request, toy_run, toy_bundle, toy_items_run, tmp_path_factory
     from recsys_jax.export import export_bundle
 
     run_dir = toy_items_run[0]
-    return run_dir, export_bundle(run_dir, tmp_path_factory.mktemp("bundle") / "items", beam=8,
-                                  log=lambda m: None)
+    return run_dir, export_bundle(
+        run_dir, tmp_path_factory.mktemp("bundle") / "items", beam=8, log=lambda m: None
+    )
 
 
 def test_fresh_process_recommends_what_the_checkpoint_does(run_and_bundle):
     run_dir, toy_bundle = run_and_bundle
     ref = Recommender.from_checkpoint(run_dir, beam=8)
-    out = subprocess.run([sys.executable, "-c", FRESH, str(toy_bundle), json.dumps(HISTORIES)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH, str(toy_bundle), json.dumps(HISTORIES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["modules"] == []  # served without flax/optax/orbax or the model/training code
@@ -93,8 +105,21 @@ def test_fresh_process_recommends_what_the_checkpoint_does(run_and_bundle):
 def test_bf16_export_from_the_cli_halves_the_weights(toy_run, toy_bundle, tmp_path):
     run_dir, _ = toy_run
     out = tmp_path / "bf16"
-    cli = [sys.executable, "-m", "recsys_jax.export", "--checkpoint", str(run_dir),
-           "--out", str(out), "--dtype", "bf16", "--beam", "8", "--platforms", "cpu"]
+    cli = [
+        sys.executable,
+        "-m",
+        "recsys_jax.export",
+        "--checkpoint",
+        str(run_dir),
+        "--out",
+        str(out),
+        "--dtype",
+        "bf16",
+        "--beam",
+        "8",
+        "--platforms",
+        "cpu",
+    ]
     result = subprocess.run(cli, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[export] wrote" in result.stderr + result.stdout
@@ -117,13 +142,26 @@ def test_merge_lora_bundle_matches_the_lora_checkpoint(toy_p5, toy_run, override
 
     base_run, data_dir = toy_run
     lora_run = tmp_path / "lora"
-    cfg = load_config(None, overrides(toy_p5, data_dir, lora_run, steps=3, **{
-        "train.init_from": str(base_run), "train.lora_only": True, "model.lora_rank": 4,
-        "train.learning_rate": 0.05}))
+    cfg = load_config(
+        None,
+        overrides(
+            toy_p5,
+            data_dir,
+            lora_run,
+            steps=3,
+            **{
+                "train.init_from": str(base_run),
+                "train.lora_only": True,
+                "model.lora_rank": 4,
+                "train.learning_rate": 0.05,
+            },
+        ),
+    )
     Trainer(cfg, log=lambda m: None).run()
     ref = Recommender.from_checkpoint(lora_run, beam=8)
-    merged = export_bundle(lora_run, tmp_path / "merged", beam=8, merge=True,
-                           platforms=["cpu"], log=lambda m: None)
+    merged = export_bundle(
+        lora_run, tmp_path / "merged", beam=8, merge=True, platforms=["cpu"], log=lambda m: None
+    )
     manifest = json.loads((merged / MANIFEST).read_text())
     assert manifest["lora_merged"] and manifest["lora_rank"] == 0
     rec = BundleRecommender.load(merged)

@@ -6,12 +6,22 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys_jax.example import SpecialIds, TokenizedExample
-from recsys_jax.masking import (BATCH_KEYS, FIELDS, MaskingConfig, attention_allowed,
-                                mask_example, mask_spans, pack_batch, pad_batch, sample_spans,
-                                target_mask_kind)
+from recsys_jax.masking import (
+    BATCH_KEYS,
+    FIELDS,
+    MaskingConfig,
+    attention_allowed,
+    mask_example,
+    mask_spans,
+    pack_batch,
+    pad_batch,
+    sample_spans,
+    target_mask_kind,
+)
 from recsys_jax.masking.spans import snap_to_entities, splits_entity
 
 SP = SpecialIds(pad=0, mask=1, smask=2, gmask=3, sop=4, eop=5)
@@ -55,8 +65,12 @@ def test_gmask_over_two_items_restarts_intra_ids_at_the_second():
 
 def test_causal_item_sequence_is_one_part_b_span_with_a_loss_at_every_item():
     # Three one-token items 21 22 23 of an open-ended sequence (the item_sequence family).
-    ex = TokenizedExample(ids=np.array([21, 22, 23]), entity_spans=[(0, 1), (1, 2), (2, 3)],
-                          target_spans=[(0, 3)], open_end=True)
+    ex = TokenizedExample(
+        ids=np.array([21, 22, 23]),
+        entity_spans=[(0, 1), (1, 2), (2, 3)],
+        target_spans=[(0, 3)],
+        open_end=True,
+    )
     out = mask_example(ex, SP, MaskingConfig(entity_positions=False), rng(0))
     np.testing.assert_array_equal(out["tokens"], [SP.mask, SP.sop, 21, 22, 23])
     np.testing.assert_array_equal(out["positions"], [0, 0, 0, 0, 0])
@@ -108,15 +122,15 @@ def test_span_splitting_an_entity_is_rejected_unless_ablation():
 
 
 def test_mask_kinds_use_their_token():
-    out = mask_spans(paper_example(), [(0, 3), (3, 5), (5, 7)], ["mask", "smask", "gmask"],
-                     SP, CFG)
+    out = mask_spans(paper_example(), [(0, 3), (3, 5), (5, 7)], ["mask", "smask", "gmask"], SP, CFG)
     np.testing.assert_array_equal(out["tokens"][:3], [SP.mask, SP.smask, SP.gmask])
 
 
 def test_too_long_is_a_clear_error():
     with pytest.raises(ValueError, match="max_length 10.*shorten the history"):
-        mask_spans(paper_example(), [(0, 3), (4, 5)], ["mask", "mask"], SP,
-                   MaskingConfig(max_length=10))
+        mask_spans(
+            paper_example(), [(0, 3), (4, 5)], ["mask", "mask"], SP, MaskingConfig(max_length=10)
+        )
 
 
 def test_bad_input_errors():
@@ -130,11 +144,14 @@ def test_bad_input_errors():
 
 def test_sequential_task_masks_the_next_item():
     # "bought A B then ?" : history items (1,3), (3,5) and target item (6,8).
-    ex = TokenizedExample(ids=np.arange(10, 18), entity_spans=[(1, 3), (3, 5), (6, 8)],
-                          target_spans=[(6, 8)], task="2-3")
+    ex = TokenizedExample(
+        ids=np.arange(10, 18),
+        entity_spans=[(1, 3), (3, 5), (6, 8)],
+        target_spans=[(6, 8)],
+        task="2-3",
+    )
     out = mask_example(ex, SP, CFG, rng(0))
-    np.testing.assert_array_equal(out["tokens"], [10, 11, 12, 13, 14, 15, SP.mask,
-                                                  SP.sop, 16, 17])
+    np.testing.assert_array_equal(out["tokens"], [10, 11, 12, 13, 14, 15, SP.mask, SP.sop, 16, 17])
     np.testing.assert_array_equal(out["block_positions"], [0, 1, 2, 1, 2, 0, 0, 1, 2, 3])
     np.testing.assert_array_equal(out["positions"][-3:], [6, 6, 6])
 
@@ -148,8 +165,9 @@ def test_free_text_answer_at_the_end_uses_gmask():
 
 
 def test_extra_entity_masks():
-    ex = TokenizedExample(ids=np.arange(10, 20), entity_spans=[(0, 2), (2, 4), (8, 10)],
-                          target_spans=[(8, 10)])
+    ex = TokenizedExample(
+        ids=np.arange(10, 20), entity_spans=[(0, 2), (2, 4), (8, 10)], target_spans=[(8, 10)]
+    )
     spans, _ = sample_spans(ex, MaskingConfig(extra_entity_mask_prob=1.0), rng(0))
     assert spans == [(0, 2), (2, 4), (8, 10)]
     spans, _ = sample_spans(ex, MaskingConfig(extra_entity_mask_prob=0.0), rng(0))
@@ -200,8 +218,13 @@ def examples(draw, task=None):
     elif is_task:
         targets = [(draw(st.integers(0, n - 1)), n)]  # a free-text answer ending the text
     ids = np.asarray(draw(st.lists(st.integers(FIRST_ID, 99), min_size=n, max_size=n)))
-    return TokenizedExample(ids=ids, entity_spans=entities, target_spans=sorted(targets),
-                            sentence_spans=sentences, task="t" if targets else "")
+    return TokenizedExample(
+        ids=ids,
+        entity_spans=entities,
+        target_spans=sorted(targets),
+        sentence_spans=sentences,
+        task="t" if targets else "",
+    )
 
 
 configs = st.builds(
@@ -210,14 +233,15 @@ configs = st.builds(
     extra_entity_mask_prob=st.sampled_from([0.0, 0.5]),
     keep_span_order=st.booleans(),
     entity_positions=st.booleans(),
-    entity_aware=st.booleans())
+    entity_aware=st.booleans(),
+)
 
 
 def part_b_spans(out):
     """Part B as a list of (mask position, content tokens), in Part B order."""
     starts = np.flatnonzero((out["part_a"] == 0) & (out["tokens"] == SP.sop))
     ends = list(starts[1:]) + [len(out["tokens"])]
-    return [(int(out["positions"][s]), out["tokens"][s + 1:e]) for s, e in zip(starts, ends)]
+    return [(int(out["positions"][s]), out["tokens"][s + 1 : e]) for s, e in zip(starts, ends)]
 
 
 def reconstruct(out):
@@ -241,7 +265,7 @@ def test_reconstruction_and_layout(ex, seed, cfg):
     a = out["part_a"] == 1
     np.testing.assert_array_equal(out["loss_mask"], (~a).astype(np.float32))
     np.testing.assert_array_equal(out["positions"][a], np.arange(a.sum()))
-    assert a[:a.sum()].all()  # Part A first, then Part B
+    assert a[: a.sum()].all()  # Part A first, then Part B
     mask_positions = np.flatnonzero(np.isin(out["tokens"][a], list(MASKS)))
     assert sorted(p for p, _ in spans) == mask_positions.tolist()  # one mask per span
     # Part B: block ids count 1.. from <sop>, restarting at 1 where a later whole entity
@@ -251,12 +275,12 @@ def test_reconstruction_and_layout(ex, seed, cfg):
     offset = 0
     for _, content in spans:
         k = len(content)
-        blk = b_blk[offset:offset + k + 1]
+        blk = b_blk[offset : offset + k + 1]
         assert blk[0] == 1 and np.all((blk[1:] == blk[:-1] + 1) | (blk[1:] == 1))
         assert np.count_nonzero(blk[1:] == 1) <= len(ex.entity_spans)
         if not ex.entity_spans:
             np.testing.assert_array_equal(blk, np.arange(1, k + 2))
-        np.testing.assert_array_equal(b_tgt[offset:offset + k + 1], list(content) + [SP.eop])
+        np.testing.assert_array_equal(b_tgt[offset : offset + k + 1], list(content) + [SP.eop])
         assert b_tok[offset] == SP.sop
         offset += k + 1
     if cfg.keep_span_order:
@@ -267,6 +291,7 @@ def test_reconstruction_and_layout(ex, seed, cfg):
 
 def test_part_b_intra_ids_restart_at_each_later_entity():
     from recsys_jax.masking.layout import part_b_intra_ids
+
     # <sop> A A , B B B  (entities start at 0 and 3)
     np.testing.assert_array_equal(part_b_intra_ids(6, [0, 3]), [1, 2, 3, 4, 1, 2, 3])
     np.testing.assert_array_equal(part_b_intra_ids(3, [0]), [1, 2, 3, 4])
@@ -347,15 +372,19 @@ def test_gmask_covers_half_to_all_and_starts_at_a_boundary():
 
 
 def test_mask_ratio_is_roughly_met():
-    ex = TokenizedExample(ids=np.arange(10, 210), entity_spans=[(i, i + 2) for i in range(0, 200, 5)])
-    hidden = [sum(e - s for s, e in sample_spans(ex, CFG_MASK, rng(seed))[0])
-              for seed in range(20)]
+    ex = TokenizedExample(
+        ids=np.arange(10, 210), entity_spans=[(i, i + 2) for i in range(0, 200, 5)]
+    )
+    hidden = [sum(e - s for s, e in sample_spans(ex, CFG_MASK, rng(seed))[0]) for seed in range(20)]
     assert 30 <= np.mean(hidden) <= 40  # 15% of 200 plus at most one unit's overshoot
 
 
 def test_shuffle_ablation_changes_order_only():
-    ex = TokenizedExample(ids=np.arange(10, 40), entity_spans=[(i, i + 2) for i in range(0, 30, 3)],
-                          target_spans=[(i, i + 2) for i in range(0, 30, 3)])
+    ex = TokenizedExample(
+        ids=np.arange(10, 40),
+        entity_spans=[(i, i + 2) for i in range(0, 30, 3)],
+        target_spans=[(i, i + 2) for i in range(0, 30, 3)],
+    )
     kept = part_b_spans(mask_example(ex, SP, CFG, rng(0)))
     shuffled_orders = set()
     for seed in range(5):
@@ -369,8 +398,10 @@ def test_shuffle_ablation_changes_order_only():
 def test_entity_unaware_ablation_can_split_entities():
     ex = TokenizedExample(ids=np.arange(10, 40), entity_spans=[(i, i + 5) for i in range(0, 30, 5)])
     cfg = MaskingConfig(kind_probs=(1, 0, 0), entity_aware=False)
-    split = [any(splits_entity(s, ex.entity_spans) for s in sample_spans(ex, cfg, rng(seed))[0])
-             for seed in range(20)]
+    split = [
+        any(splits_entity(s, ex.entity_spans) for s in sample_spans(ex, cfg, rng(seed))[0])
+        for seed in range(20)
+    ]
     assert any(split)
 
 
@@ -428,8 +459,9 @@ def test_pack_batch(pairs, batch_size):
 
 
 def test_pack_is_greedy_first_fit():
-    ex = lambda n: {k: np.arange(n, dtype=np.float32 if k == "loss_mask" else np.int32)
-                    for k in FIELDS}
+    ex = lambda n: {
+        k: np.arange(n, dtype=np.float32 if k == "loss_mask" else np.int32) for k in FIELDS
+    }
     batch, leftover = pack_batch([ex(6), ex(5), ex(4), ex(3), ex(6)], 2, 10, SP)
     np.testing.assert_array_equal(batch["segment_ids"][0], [1] * 6 + [2] * 4)
     np.testing.assert_array_equal(batch["segment_ids"][1], [1] * 5 + [2] * 3 + [0] * 2)

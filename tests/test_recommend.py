@@ -54,19 +54,27 @@ def test_direct_ranks_only_the_candidates_both_ways(rec):
     assert {r[0] for r in scored} <= set(cands) and len(scored) == 3
     # Beam search over the candidate trie and exact scoring agree when beam >= candidates.
     assert [r[0] for r in generated] == [r[0] for r in scored]
-    np.testing.assert_allclose([r[2] for r in generated], [r[2] for r in scored], rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        [r[2] for r in generated], [r[2] for r in scored], rtol=1e-4, atol=1e-4
+    )
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(history=["nope"]), UnknownItemError, "unknown item 'nope'"),
-    (dict(history=[]), ValueError, "empty history"),
-    (dict(history=["1"], k=10_000), ValueError, "must be between 1 and"),
-    (dict(history=["1"], k=0), ValueError, "must be between 1 and"),
-    (dict(history=["1"], task="direct"), ValueError, "candidate list"),
-    (dict(history=["1"], task="direct", candidates=["3", "5"], k=5), ValueError, "between 1 and 2"),
-    (dict(history=["1"], task="rating"), ValueError, "sequential' or 'direct"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(history=["nope"]), UnknownItemError, "unknown item 'nope'"),
+        (dict(history=[]), ValueError, "empty history"),
+        (dict(history=["1"], k=10_000), ValueError, "must be between 1 and"),
+        (dict(history=["1"], k=0), ValueError, "must be between 1 and"),
+        (dict(history=["1"], task="direct"), ValueError, "candidate list"),
+        (
+            dict(history=["1"], task="direct", candidates=["3", "5"], k=5),
+            ValueError,
+            "between 1 and 2",
+        ),
+        (dict(history=["1"], task="rating"), ValueError, "sequential' or 'direct"),
+    ],
+)
 def test_bad_requests_fail_clearly(rec, kwargs, error, message):
     with pytest.raises(error, match=message):
         rec.recommend(**kwargs)
@@ -75,16 +83,30 @@ def test_bad_requests_fail_clearly(rec, kwargs, error, message):
 def test_cli_prints_a_table_and_json_and_fails_cleanly(toy_run, capsys):
     run_dir, _ = toy_run
     # One real `python -m` process; the other cases call the same `main` in-process (faster).
-    out = subprocess.run([sys.executable, "-m", "recsys_jax.recommend", "--checkpoint",
-                          str(run_dir), "--history", "1", "--k", "4"], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys_jax.recommend",
+            "--checkpoint",
+            str(run_dir),
+            "--history",
+            "1",
+            "--k",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["rank", "item_id", "score"] and len(lines) == 5
     base = ["--checkpoint", str(run_dir)]
     assert recommend_main(base + ["--history", "1", "--k", "2", "--json"]) == 0
-    assert [set(r) for r in json.loads(capsys.readouterr().out)] == \
-        [{"item_id", "title", "score"}] * 2
+    assert [set(r) for r in json.loads(capsys.readouterr().out)] == [
+        {"item_id", "title", "score"}
+    ] * 2
     assert recommend_main(base + ["--history", "zzz"]) == 2
     assert "unknown item 'zzz'" in capsys.readouterr().err
 

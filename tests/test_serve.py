@@ -15,8 +15,21 @@ import pytest
 
 @pytest.fixture(scope="module")
 def server(toy_bundle):
-    cmd = [sys.executable, "-m", "recsys_jax.serve", "--bundle", str(toy_bundle), "--port", "0",
-           "--max-batch", "4", "--max-wait-ms", "5", "--max-requests", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsys_jax.serve",
+        "--bundle",
+        str(toy_bundle),
+        "--port",
+        "0",
+        "--max-batch",
+        "4",
+        "--max-wait-ms",
+        "5",
+        "--max-requests",
+        "8",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # blocks until the server is ready (or has died)
     match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
@@ -47,20 +60,27 @@ def test_health_and_a_valid_request(server):
     assert status == 200 and len(out["items"]) == 5
     assert all(set(x) == {"id", "title", "score"} for x in out["items"])
     assert not {x["id"] for x in out["items"]} & {"1", "3"}
-    status, batch = call(port, "POST", "/recommend",
-                         {"requests": [{"history": ["1", "3"], "k": 5}, {"history": ["7"]}]})
+    status, batch = call(
+        port,
+        "POST",
+        "/recommend",
+        {"requests": [{"history": ["1", "3"], "k": 5}, {"history": ["7"]}]},
+    )
     assert status == 200 and [len(r["items"]) for r in batch["results"]] == [5, 8]
 
 
-@pytest.mark.parametrize("method, path, body, raw, status, message", [
-    ("POST", "/recommend", None, b'{"history": [', 400, "malformed JSON"),
-    ("POST", "/recommend", {"history": ["no-such-item"]}, None, 422, "unknown item"),
-    ("POST", "/recommend", {"history": ["1"], "k": 9}, None, 422, "between 1 and 8"),
-    ("POST", "/recommend", {"history": ["1"], "k": 0}, None, 422, "between 1 and 8"),
-    ("POST", "/recommend", {"requests": [{"history": ["1"]}] * 9}, None, 413, "at most 8"),
-    ("POST", "/nope", {}, None, 404, "no route"),
-    ("GET", "/recommend", None, None, 404, "no route"),
-])
+@pytest.mark.parametrize(
+    "method, path, body, raw, status, message",
+    [
+        ("POST", "/recommend", None, b'{"history": [', 400, "malformed JSON"),
+        ("POST", "/recommend", {"history": ["no-such-item"]}, None, 422, "unknown item"),
+        ("POST", "/recommend", {"history": ["1"], "k": 9}, None, 422, "between 1 and 8"),
+        ("POST", "/recommend", {"history": ["1"], "k": 0}, None, 422, "between 1 and 8"),
+        ("POST", "/recommend", {"requests": [{"history": ["1"]}] * 9}, None, 413, "at most 8"),
+        ("POST", "/nope", {}, None, 404, "no route"),
+        ("GET", "/recommend", None, None, 404, "no route"),
+    ],
+)
 def test_bad_requests_get_4xx_with_a_message(server, method, path, body, raw, status, message):
     _, port = server
     got, payload = call(port, method, path, body, raw)
@@ -90,8 +110,9 @@ def test_200_concurrent_requests_from_8_threads_all_answered_correctly(server, t
                 return
             h, k, bad = jobs[i]
             t0 = time.perf_counter()
-            results[i] = call(port, "POST", "/recommend",
-                              {"history": h + (["zz-unknown"] if bad else []), "k": k})
+            results[i] = call(
+                port, "POST", "/recommend", {"history": h + (["zz-unknown"] if bad else []), "k": k}
+            )
             with lock:
                 latencies.append(time.perf_counter() - t0)
 
@@ -110,10 +131,13 @@ def test_200_concurrent_requests_from_8_threads_all_answered_correctly(server, t
         want = expected[tuple(h)][:k]
         assert [x["id"] for x in out["items"]] == [x["id"] for x in want]
         assert [x["score"] for x in out["items"]] == pytest.approx(
-            [x["score"] for x in want], abs=1e-4)
+            [x["score"] for x in want], abs=1e-4
+        )
     lat = sorted(latencies)
-    print(f"\n200 requests / 8 threads: {200 / wall:.1f} req/s, p50 "
-          f"{1000 * lat[100]:.1f} ms, p99 {1000 * lat[197]:.1f} ms")
+    print(
+        f"\n200 requests / 8 threads: {200 / wall:.1f} req/s, p50 "
+        f"{1000 * lat[100]:.1f} ms, p99 {1000 * lat[197]:.1f} ms"
+    )
     status, health = call(port, "GET", "/health")
     assert status == 200 and proc.poll() is None  # still alive
     assert health["batches"] < health["batched_items"]  # requests were batched together
@@ -125,6 +149,10 @@ def test_a_corrupted_bundle_stops_the_server_at_start(toy_bundle, tmp_path):
     bundle = shutil.copytree(toy_bundle, tmp_path / "b")
     with open(bundle / "weights.npz", "r+b") as f:
         f.truncate(100)
-    out = subprocess.run([sys.executable, "-m", "recsys_jax.serve", "--bundle", str(bundle),
-                          "--port", "0"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys_jax.serve", "--bundle", str(bundle), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "weights.npz is truncated" in out.stderr

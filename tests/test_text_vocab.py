@@ -6,12 +6,22 @@ import json
 import pytest
 
 from recsys_jax.example import EOP, GMASK, MASK, PAD, SMASK, SOP
-from recsys_jax.text_vocab import (HuggingFaceText, SentencePieceText, TextVocabError,
-                                   find_pretrained_text, pretrained_special_ids)
+from recsys_jax.text_vocab import (
+    HuggingFaceText,
+    SentencePieceText,
+    TextVocabError,
+    find_pretrained_text,
+    pretrained_special_ids,
+)
 from recsys_jax.tokenizer import ENTITY, TARGET_ENTITY, TEXT, Tokenizer, TokenizerError
 
-CORPUS = ["Red Nail Polish, 0.5 Ounce", "Blue Shampoo for dry hair", "user_12 bought things",
-          "Here is the purchase history of", "What to recommend next?"] * 20
+CORPUS = [
+    "Red Nail Polish, 0.5 Ounce",
+    "Blue Shampoo for dry hair",
+    "user_12 bought things",
+    "Here is the purchase history of",
+    "What to recommend next?",
+] * 20
 
 
 @pytest.fixture()
@@ -25,10 +35,14 @@ def test_gpt2_files_are_found_and_glm_specials_keep_their_trained_ids(gpt2):
     text, source = find_pretrained_text(folder)
     assert isinstance(text, HuggingFaceText) and "merges.txt" in source
     special_ids = pretrained_special_ids(folder, text, rows)
-    assert special_ids == {MASK: added["[MASK]"], SMASK: added["[sMASK]"],
-                           GMASK: added["[gMASK]"], SOP: added["<|startofpiece|>"],
-                           EOP: added["<|endofpiece|>"],
-                           PAD: text.token_id("<|endoftext|>")}
+    assert special_ids == {
+        MASK: added["[MASK]"],
+        SMASK: added["[sMASK]"],
+        GMASK: added["[gMASK]"],
+        SOP: added["<|startofpiece|>"],
+        EOP: added["<|endofpiece|>"],
+        PAD: text.token_id("<|endoftext|>"),
+    }
     tok = Tokenizer.wrap_pretrained(text, rows, ["<item_1>", "<item_2>"], special_ids)
     # Every special is the checkpoint's own: only the item tokens are new rows.
     assert tok.vocab_size == rows + 2
@@ -39,12 +53,17 @@ def test_gpt2_files_are_found_and_glm_specials_keep_their_trained_ids(gpt2):
 def test_byte_level_bpe_round_trips_exactly_and_spans_hold(gpt2):
     folder, rows, _ = gpt2
     text, _ = find_pretrained_text(folder)
-    tok = Tokenizer.wrap_pretrained(text, rows, ["<item_1>"],
-                                    pretrained_special_ids(folder, text, rows))
+    tok = Tokenizer.wrap_pretrained(
+        text, rows, ["<item_1>"], pretrained_special_ids(folder, text, rows)
+    )
     sample = "user_12 bought Red Nail Polish, <item_1>, Zebra（ｍｉｘ） ünïcode!"
     assert tok.decode(tok.encode(sample)) == sample
-    segs = [("History: ", TEXT), ("Red Nail Polish", ENTITY), (". Next: ", TEXT),
-            ("<item_1>", TARGET_ENTITY)]
+    segs = [
+        ("History: ", TEXT),
+        ("Red Nail Polish", ENTITY),
+        (". Next: ", TEXT),
+        ("<item_1>", TARGET_ENTITY),
+    ]
     ex = tok.encode_segments(segs)
     assert tok.decode(ex.ids) == "".join(t for t, _ in segs)
     assert tok.decode(ex.ids[slice(*ex.entity_spans[0])]) == "Red Nail Polish"
@@ -69,8 +88,9 @@ def test_tokenizer_json_gives_the_same_ids_as_vocab_and_merges(gpt2, tmp_path):
 def test_wrapped_tokenizer_survives_json_and_disk(gpt2, tmp_path):
     folder, rows, _ = gpt2
     text, _ = find_pretrained_text(folder)
-    tok = Tokenizer.wrap_pretrained(text, rows, ["<item_1>"],
-                                    pretrained_special_ids(folder, text, rows))
+    tok = Tokenizer.wrap_pretrained(
+        text, rows, ["<item_1>"], pretrained_special_ids(folder, text, rows)
+    )
     again = Tokenizer.from_json(json.loads(json.dumps(tok.to_json())))
     assert again.special == tok.special and again.vocab_size == tok.vocab_size
     assert again.encode("Blue <item_1> hair") == tok.encode("Blue <item_1> hair")
@@ -92,11 +112,14 @@ def test_special_ids_are_checked(gpt2):
 
 
 def test_older_sentencepiece_only_json_still_loads():
+    import base64
+
     from recsys_jax.tokenizer import train_sentencepiece
-    from recsys_jax.run.checkpoints import encode_bytes
 
     model = train_sentencepiece(CORPUS, vocab_size=400)
-    tok = Tokenizer.from_json({"spm_model": encode_bytes(model), "added_tokens": ["<a_1>"]})
+    tok = Tokenizer.from_json(
+        {"spm_model": base64.b64encode(model).decode("ascii"), "added_tokens": ["<a_1>"]}
+    )
     assert isinstance(tok.text, SentencePieceText)
     assert tok.to_json()["text"]["kind"] == "sentencepiece"
     assert tok.decode(tok.encode("Blue <a_1>")) == "Blue <a_1>"

@@ -1,11 +1,22 @@
 import pytest
 
 from recsys_jax.example import SPECIAL_TOKENS
-from recsys_jax.tokenizer import (ENTITY, TARGET_ENTITY, TEXT, Tokenizer, TokenizerError,
-                                  train_sentencepiece)
+from recsys_jax.tokenizer import (
+    ENTITY,
+    TARGET_ENTITY,
+    TEXT,
+    Tokenizer,
+    TokenizerError,
+    train_sentencepiece,
+)
 
-CORPUS = ["Red Nail Polish, 0.5 Ounce", "Blue Shampoo for dry hair", "user_12 bought things",
-          "Here is the purchase history of", "What to recommend next?"] * 20
+CORPUS = [
+    "Red Nail Polish, 0.5 Ounce",
+    "Blue Shampoo for dry hair",
+    "user_12 bought things",
+    "Here is the purchase history of",
+    "What to recommend next?",
+] * 20
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +42,14 @@ def test_unknown_atomic_token_is_an_error(tok):
 
 
 def test_segments_give_entity_and_target_spans(tok):
-    segs = [("History: ", TEXT), ("Red Nail Polish", ENTITY), (", ", TEXT),
-            ("Blue Shampoo", ENTITY), (". Next: ", TEXT), ("<a_1><b_2>", TARGET_ENTITY)]
+    segs = [
+        ("History: ", TEXT),
+        ("Red Nail Polish", ENTITY),
+        (", ", TEXT),
+        ("Blue Shampoo", ENTITY),
+        (". Next: ", TEXT),
+        ("<a_1><b_2>", TARGET_ENTITY),
+    ]
     ex = tok.encode_segments(segs, "2-3")
     assert ex.task == "2-3"
     assert len(ex.entity_spans) == 3 and ex.target_spans == [ex.entity_spans[-1]]
@@ -70,8 +87,9 @@ def _pretrained_style_spm():
     import sentencepiece as spm
 
     buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=buffer,
-                                   vocab_size=45, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=buffer, vocab_size=45, minloglevel=2
+    )
     return buffer.getvalue()
 
 

@@ -19,8 +19,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,10 @@ import optax
 from recsys_jax.baselines import baseline_parser, command_line, machine_info
 from recsys_jax.evaluation.metrics import rating_metrics, write_metrics, write_predictions
 
-LOSS_DESCRIPTION = ("mean squared error + l2 * (b_u^2 + b_i^2 + |p_u|^2 + |q_i|^2) per example, "
-                    "Adam, early stopping on validation RMSE")
+LOSS_DESCRIPTION = (
+    "mean squared error + l2 * (b_u^2 + b_i^2 + |p_u|^2 + |q_i|^2) per example, "
+    "Adam, early stopping on validation RMSE"
+)
 
 
 @dataclasses.dataclass
@@ -49,13 +51,21 @@ class MFConfig:
 def init_params(num_users: int, num_items: int, cfg: MFConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     normal = lambda n: jnp.asarray(rng.normal(0.0, cfg.init_std, (n, cfg.dim)), jnp.float32)
-    return {"user_bias": jnp.zeros(num_users), "item_bias": jnp.zeros(num_items),
-            "user": normal(num_users), "item": normal(num_items)}
+    return {
+        "user_bias": jnp.zeros(num_users),
+        "item_bias": jnp.zeros(num_items),
+        "user": normal(num_users),
+        "item": normal(num_items),
+    }
 
 
 def predict(params: dict, mu: float, users, items):
-    return (mu + params["user_bias"][users] + params["item_bias"][items]
-            + jnp.sum(params["user"][users] * params["item"][items], axis=-1))
+    return (
+        mu
+        + params["user_bias"][users]
+        + params["item_bias"][items]
+        + jnp.sum(params["user"][users] * params["item"][items], axis=-1)
+    )
 
 
 def make_epoch(mu: float, cfg: MFConfig, tx: optax.GradientTransformation):
@@ -63,8 +73,12 @@ def make_epoch(mu: float, cfg: MFConfig, tx: optax.GradientTransformation):
 
     def loss_fn(params, users, items, ratings, weight):
         pred = predict(params, mu, users, items)
-        reg = (params["user_bias"][users] ** 2 + params["item_bias"][items] ** 2
-               + jnp.sum(params["user"][users] ** 2, -1) + jnp.sum(params["item"][items] ** 2, -1))
+        reg = (
+            params["user_bias"][users] ** 2
+            + params["item_bias"][items] ** 2
+            + jnp.sum(params["user"][users] ** 2, -1)
+            + jnp.sum(params["item"][items] ** 2, -1)
+        )
         per_example = (pred - ratings) ** 2 + cfg.l2 * reg
         return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
@@ -74,8 +88,9 @@ def make_epoch(mu: float, cfg: MFConfig, tx: optax.GradientTransformation):
             params, opt_state = carry
             weight = (rows >= 0).astype(jnp.float32)
             idx = jnp.maximum(rows, 0)
-            loss, grads = jax.value_and_grad(loss_fn)(params, users[idx], items[idx],
-                                                      ratings[idx], weight)
+            loss, grads = jax.value_and_grad(loss_fn)(
+                params, users[idx], items[idx], ratings[idx], weight
+            )
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -85,8 +100,9 @@ def make_epoch(mu: float, cfg: MFConfig, tx: optax.GradientTransformation):
     return epoch
 
 
-def train(train_rows: dict, valid_rows: dict, num_users: int, num_items: int, cfg: MFConfig,
-          log=None) -> dict:
+def train(
+    train_rows: dict, valid_rows: dict, num_users: int, num_items: int, cfg: MFConfig, log=None
+) -> dict:
     """Fit on `train_rows`, keep the parameters of the epoch with the best validation RMSE."""
     mu = float(np.mean(train_rows["rating"]))
     lo, hi = float(np.min(train_rows["rating"])), float(np.max(train_rows["rating"]))
@@ -105,13 +121,21 @@ def train(train_rows: dict, valid_rows: dict, num_users: int, num_items: int, cf
     for epoch in range(1, cfg.epochs + 1):
         order = np.full(steps * cfg.batch_size, -1, np.int32)
         order[:n] = rng.permutation(n)
-        params, opt_state, loss = epoch_fn(params, opt_state, users, items, ratings,
-                                           jnp.asarray(order.reshape(steps, cfg.batch_size)))
-        pred = np.clip(np.asarray(predict(params, mu, valid_rows["user"], valid_rows["item"])),
-                       lo, hi)
+        params, opt_state, loss = epoch_fn(
+            params,
+            opt_state,
+            users,
+            items,
+            ratings,
+            jnp.asarray(order.reshape(steps, cfg.batch_size)),
+        )
+        pred = np.clip(
+            np.asarray(predict(params, mu, valid_rows["user"], valid_rows["item"])), lo, hi
+        )
         valid_rmse = float(np.sqrt(np.mean((pred - valid_rows["rating"]) ** 2)))
-        history.append({"epoch": epoch, "loss": round(float(loss), 5),
-                        "valid_RMSE": round(valid_rmse, 5)})
+        history.append(
+            {"epoch": epoch, "loss": round(float(loss), 5), "valid_RMSE": round(valid_rmse, 5)}
+        )
         if log:
             log(json.dumps(history[-1]))
         if valid_rmse < best["rmse"]:
@@ -120,40 +144,59 @@ def train(train_rows: dict, valid_rows: dict, num_users: int, num_items: int, cf
             since_best += 1
             if cfg.patience and since_best >= cfg.patience:
                 break
-    return {"params": best["params"], "best_epoch": best["epoch"], "valid_RMSE": best["rmse"],
-            "mu": mu, "range": (lo, hi), "history": history}
+    return {
+        "params": best["params"],
+        "best_epoch": best["epoch"],
+        "valid_RMSE": best["rmse"],
+        "mu": mu,
+        "range": (lo, hi),
+        "history": history,
+    }
 
 
-def run(data, cfg: MFConfig, out: Optional[str] = None, command: str = "", log=None) -> dict:
+def run(data, cfg: MFConfig, out: str | None = None, command: str = "", log=None) -> dict:
     if not data.has_ratings:
         raise ValueError(f"dataset {data.name!r} has no ratings")
     start = time.perf_counter()
-    tr, va, te = (data.rating_rows(s) for s in
-                  ("rating_train", "rating_validation", "rating_test"))
+    tr, va, te = (data.rating_rows(s) for s in ("rating_train", "rating_validation", "rating_test"))
     result = train(tr, va, data.num_users, data.num_items, cfg, log=log)
     train_seconds = time.perf_counter() - start
     lo, hi = result["range"]
-    pred = np.clip(np.asarray(predict(result["params"], result["mu"], te["user"], te["item"])),
-                   lo, hi)
+    pred = np.clip(
+        np.asarray(predict(result["params"], result["mu"], te["user"], te["item"])), lo, hi
+    )
     metrics = {
-        "model": "biased_matrix_factorization", "loss": LOSS_DESCRIPTION,
-        "dataset": data.name, "split": "rating_test",
+        "model": "biased_matrix_factorization",
+        "loss": LOSS_DESCRIPTION,
+        "dataset": data.name,
+        "split": "rating_test",
         "test": rating_metrics(te["rating"], pred.tolist()),
         "global_mean_baseline": rating_metrics(te["rating"], [result["mu"]] * len(pred)),
-        "best_epoch": result["best_epoch"], "epochs_run": len(result["history"]),
+        "best_epoch": result["best_epoch"],
+        "epochs_run": len(result["history"]),
         "best_validation_RMSE": result["valid_RMSE"],
         "training_seconds": round(train_seconds, 2),
         "config": dataclasses.asdict(cfg),
         "history": result["history"],
-        "command": command, "machine": machine_info(),
+        "command": command,
+        "machine": machine_info(),
     }
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         item_ids, user_ids = data.catalog.item_ids, data.user_ids
-        write_predictions(out_dir / "predictions.jsonl", (
-            {"user": user_ids[u], "item": item_ids[i], "target": float(r), "predicted": float(p)}
-            for u, i, r, p in zip(te["user"].tolist(), te["item"].tolist(), te["rating"], pred)))
+        write_predictions(
+            out_dir / "predictions.jsonl",
+            (
+                {
+                    "user": user_ids[u],
+                    "item": item_ids[i],
+                    "target": float(r),
+                    "predicted": float(p),
+                }
+                for u, i, r, p in zip(te["user"].tolist(), te["item"].tolist(), te["rating"], pred)
+            ),
+        )
         write_metrics(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -172,18 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from recsys_jax.data.prepared import load_prepared
     from recsys_jax.data.schema import DataError
 
     args = build_parser().parse_args(argv)
     command = command_line("matrix_factorization", argv)
-    cfg = MFConfig(dim=args.dim, l2=args.l2, learning_rate=args.lr, batch_size=args.batch_size,
-                   epochs=args.epochs, patience=args.patience, seed=args.seed)
+    cfg = MFConfig(
+        dim=args.dim,
+        l2=args.l2,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+    )
     try:
         data = load_prepared(args.data_dir, args.dataset)
-        metrics = run(data, cfg, args.out, command=command,
-                      log=(lambda m: print(m, file=sys.stderr)) if args.verbose else None)
+        metrics = run(
+            data,
+            cfg,
+            args.out,
+            command=command,
+            log=(lambda m: print(m, file=sys.stderr)) if args.verbose else None,
+        )
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,12 +19,18 @@ import argparse
 import json
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from recsys_jax.baselines import (baseline_parser, command_line, evaluate_direct,
-                                  evaluate_sequential, machine_info, write_outputs)
+from recsys_jax.baselines import (
+    baseline_parser,
+    command_line,
+    evaluate_direct,
+    evaluate_sequential,
+    machine_info,
+    write_outputs,
+)
 
 
 def item_counts(train_sequences: Sequence[np.ndarray], num_items: int) -> np.ndarray:
@@ -41,7 +47,7 @@ def popularity_scorer(counts: np.ndarray):
     return lambda histories: np.broadcast_to(scores, (len(histories), scores.size))
 
 
-def evaluate(data, split: str = "test", out: Optional[str] = None, command: str = "") -> dict:
+def evaluate(data, split: str = "test", out: str | None = None, command: str = "") -> dict:
     """Evaluate most-popular on a prepared dataset's `split` ("test" or "validation")."""
     if split not in ("test", "validation"):
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
@@ -55,15 +61,21 @@ def evaluate(data, split: str = "test", out: Optional[str] = None, command: str 
         direct = evaluate_direct(scorer, cases.histories, cases.targets, cases.negatives)
     metrics = {
         "model": "most_popular",
-        "dataset": data.name, "split": split, "num_items": data.num_items,
-        "sequential": {"history_excluded": seq["history_excluded"],
-                       "unfiltered": seq["unfiltered"]},
+        "dataset": data.name,
+        "split": split,
+        "num_items": data.num_items,
+        "sequential": {
+            "history_excluded": seq["history_excluded"],
+            "unfiltered": seq["unfiltered"],
+        },
         "direct": direct["metrics"] if direct else None,
-        "notes": ("sequential = full ranking over all items; history_excluded (headline) "
-                  "removes the user's own history items before cutting at k. direct = target "
-                  "+ the fixed seeded negatives" + ("" if direct else
-                                                    " (test split only: none on validation)")
-                  + ". Counts from training sequences only; ties broken by item index."),
+        "notes": (
+            "sequential = full ranking over all items; history_excluded (headline) "
+            "removes the user's own history items before cutting at k. direct = target "
+            "+ the fixed seeded negatives"
+            + ("" if direct else " (test split only: none on validation)")
+            + ". Counts from training sequences only; ties broken by item index."
+        ),
         "training_interactions": int(counts.sum()),
         "seconds": round(time.perf_counter() - start, 2),
         "command": command,
@@ -80,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from recsys_jax.data.prepared import load_prepared
     from recsys_jax.data.schema import DataError
 

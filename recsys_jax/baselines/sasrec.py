@@ -34,8 +34,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,12 +43,20 @@ import numpy as np
 import optax
 from flax import nnx
 
-from recsys_jax.baselines import (baseline_parser, command_line, evaluate_direct,
-                                  evaluate_sequential, machine_info, write_outputs)
+from recsys_jax.baselines import (
+    baseline_parser,
+    command_line,
+    evaluate_direct,
+    evaluate_sequential,
+    machine_info,
+    write_outputs,
+)
 from recsys_jax.baselines.sasrec_model import SASRec, SASRecConfig
 
-LOSS_DESCRIPTION = ("softmax cross-entropy over all catalog items of the next item, at every "
-                    "position of the training windows, mean over real positions")
+LOSS_DESCRIPTION = (
+    "softmax cross-entropy over all catalog items of the next item, at every "
+    "position of the training windows, mean over real positions"
+)
 
 
 @dataclasses.dataclass
@@ -66,6 +74,7 @@ class TrainConfig:
 
 
 # -- data --------------------------------------------------------------------------------------
+
 
 def training_windows(sequences: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
     """Cut each sequence, from its end, into windows of at most max_len + 1 items that overlap
@@ -85,8 +94,13 @@ def bucket_lengths(max_len: int, buckets: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({b for b in buckets if 0 < b < max_len} | {max_len}))
 
 
-def make_batches(windows: list[np.ndarray], cfg: SASRecConfig, batch_size: int,
-                 buckets: Sequence[int], rng: np.random.Generator) -> Iterator[dict]:
+def make_batches(
+    windows: list[np.ndarray],
+    cfg: SASRecConfig,
+    batch_size: int,
+    buckets: Sequence[int],
+    rng: np.random.Generator,
+) -> Iterator[dict]:
     """Shuffled batches of windows grouped by length bucket; each batch is
     {"inputs": int32 [batch_size, bucket] tokens (0 = padding, item i -> i + 1), "targets":
     int32 internal item ids of the next item (0 where there is none), "mask": float32, 1 at
@@ -99,7 +113,7 @@ def make_batches(windows: list[np.ndarray], cfg: SASRecConfig, batch_size: int,
     plan = []
     for length, members in by_bucket.items():
         members = rng.permutation(np.asarray(members, np.int64))
-        plan += [(length, members[s:s + batch_size]) for s in range(0, len(members), batch_size)]
+        plan += [(length, members[s : s + batch_size]) for s in range(0, len(members), batch_size)]
     for j in rng.permutation(len(plan)):
         length, members = plan[j]
         inputs = np.zeros((batch_size, length), np.int32)
@@ -114,8 +128,9 @@ def make_batches(windows: list[np.ndarray], cfg: SASRecConfig, batch_size: int,
         yield {"inputs": inputs, "targets": targets, "mask": mask}
 
 
-def num_batches(windows: list[np.ndarray], max_len: int, batch_size: int,
-                buckets: Sequence[int]) -> int:
+def num_batches(
+    windows: list[np.ndarray], max_len: int, batch_size: int, buckets: Sequence[int]
+) -> int:
     sizes = bucket_lengths(max_len, buckets)
     counts = {b: 0 for b in sizes}
     for w in windows:
@@ -123,8 +138,9 @@ def num_batches(windows: list[np.ndarray], max_len: int, batch_size: int,
     return sum(-(-c // batch_size) for c in counts.values())
 
 
-def history_tokens(histories: Sequence[np.ndarray], max_len: int,
-                   rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def history_tokens(
+    histories: Sequence[np.ndarray], max_len: int, rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The last max_len items of each history as right-padded tokens [rows, max_len] and the
     index of each row's newest item (rows beyond len(histories) are empty)."""
     rows = len(histories) if rows is None else rows
@@ -132,12 +148,13 @@ def history_tokens(histories: Sequence[np.ndarray], max_len: int,
     last = np.zeros((rows,), np.int32)
     for r, h in enumerate(histories):
         h = np.asarray(h, np.int64)[-max_len:] if max_len else np.zeros(0, np.int64)
-        tokens[r, :len(h)] = h + 1
+        tokens[r, : len(h)] = h + 1
         last[r] = max(len(h) - 1, 0)
     return tokens, last
 
 
 # -- training ----------------------------------------------------------------------------------
+
 
 def init_params(cfg: SASRecConfig, seed: int):
     """(graphdef, params) of a fresh SASRec, initialised the way RecBole's `_init_weights`
@@ -158,7 +175,8 @@ def init_params(cfg: SASRecConfig, seed: int):
         return param.replace(jnp.asarray(value, param.dtype))
 
     params = jax.tree_util.tree_map_with_path(
-        draw, shapes, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        draw, shapes, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
     return graphdef, params
 
 
@@ -202,8 +220,9 @@ class Trainer:
 
     def step(self, batch: dict) -> float:
         self.key, sub = jax.random.split(self.key)
-        self.params, self.opt_state, loss = self._train_step(self.params, self.opt_state,
-                                                             batch, sub)
+        self.params, self.opt_state, loss = self._train_step(
+            self.params, self.opt_state, batch, sub
+        )
         return loss
 
     def scorer(self, params=None):
@@ -221,87 +240,135 @@ class Trainer:
             for b, size in enumerate(sizes):
                 members = np.flatnonzero(bucket_of == b)
                 for s in range(0, len(members), rows):
-                    chunk = members[s:s + rows]
+                    chunk = members[s : s + rows]
                     tokens, last = history_tokens([histories[i] for i in chunk], size, rows)
-                    out[chunk] = np.asarray(self._score(params, tokens, last))[:len(chunk)]
+                    out[chunk] = np.asarray(self._score(params, tokens, last))[: len(chunk)]
             return out
+
         return run
 
 
-def train(data, cfg: SASRecConfig, train_cfg: TrainConfig, *, progress: bool = True,
-          log_path: Optional[Path] = None, log=print) -> dict:
+def train(
+    data,
+    cfg: SASRecConfig,
+    train_cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    log_path: Path | None = None,
+    log=print,
+) -> dict:
     """Train on the training sequences, select the epoch by validation NDCG@10 (history
     excluded). Returns {"trainer", "best_params", "best_epoch", "history", ...}."""
     from tqdm import tqdm
 
     windows = training_windows(data.train_sequences(), cfg.max_len)
-    steps_per_epoch = num_batches(windows, cfg.max_len, train_cfg.batch_size,
-                                  train_cfg.length_buckets)
+    steps_per_epoch = num_batches(
+        windows, cfg.max_len, train_cfg.batch_size, train_cfg.length_buckets
+    )
     trainer = Trainer(cfg, train_cfg)
     rng = np.random.default_rng(train_cfg.seed)
     valid = data.validation_cases()
     best = {"ndcg": -1.0, "epoch": 0, "params": None, "metrics": None}
     history, train_seconds, since_best = [], 0.0, 0
-    bar = tqdm(total=train_cfg.epochs * steps_per_epoch, disable=not progress,
-               desc="sasrec", unit="step", mininterval=2.0, dynamic_ncols=True)
+    bar = tqdm(
+        total=train_cfg.epochs * steps_per_epoch,
+        disable=not progress,
+        desc="sasrec",
+        unit="step",
+        mininterval=2.0,
+        dynamic_ncols=True,
+    )
     for epoch in range(1, train_cfg.epochs + 1):
         start = time.perf_counter()
         losses = []
-        for batch in make_batches(windows, cfg, train_cfg.batch_size,
-                                  train_cfg.length_buckets, rng):
+        for batch in make_batches(
+            windows, cfg, train_cfg.batch_size, train_cfg.length_buckets, rng
+        ):
             losses.append(trainer.step(batch))
             bar.update(1)
         mean_loss = float(np.mean(jax.device_get(losses))) if losses else float("nan")
         epoch_seconds = time.perf_counter() - start
         train_seconds += epoch_seconds
         start = time.perf_counter()
-        val = evaluate_sequential(trainer.scorer(), valid.histories, valid.targets,
-                                  batch_size=4 * train_cfg.eval_batch, unfiltered=False)
+        val = evaluate_sequential(
+            trainer.scorer(),
+            valid.histories,
+            valid.targets,
+            batch_size=4 * train_cfg.eval_batch,
+            unfiltered=False,
+        )
         val_metrics = val["history_excluded"]
-        record = {"epoch": epoch, "loss": round(mean_loss, 5),
-                  "valid_HR@10": round(val_metrics["HR@10"], 5),
-                  "valid_NDCG@10": round(val_metrics["NDCG@10"], 5),
-                  "train_seconds": round(epoch_seconds, 1),
-                  "valid_seconds": round(time.perf_counter() - start, 1)}
+        record = {
+            "epoch": epoch,
+            "loss": round(mean_loss, 5),
+            "valid_HR@10": round(val_metrics["HR@10"], 5),
+            "valid_NDCG@10": round(val_metrics["NDCG@10"], 5),
+            "train_seconds": round(epoch_seconds, 1),
+            "valid_seconds": round(time.perf_counter() - start, 1),
+        }
         history.append(record)
         if val_metrics["NDCG@10"] > best["ndcg"]:
-            best = {"ndcg": val_metrics["NDCG@10"], "epoch": epoch, "metrics": val_metrics,
-                    "params": jax.tree.map(np.array, trainer.params)}
+            best = {
+                "ndcg": val_metrics["NDCG@10"],
+                "epoch": epoch,
+                "metrics": val_metrics,
+                "params": jax.tree.map(np.array, trainer.params),
+            }
             since_best = 0
         else:
             since_best += 1
-        bar.set_postfix(loss=f"{mean_loss:.3f}", val_ndcg10=f"{val_metrics['NDCG@10']:.4f}",
-                        best=best["epoch"])
+        bar.set_postfix(
+            loss=f"{mean_loss:.3f}", val_ndcg10=f"{val_metrics['NDCG@10']:.4f}", best=best["epoch"]
+        )
         (bar.write if progress else log)(json.dumps(record))
         if log_path is not None:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         if train_cfg.patience and since_best >= train_cfg.patience:
             (bar.write if progress else log)(
-                f"stopping: no better validation NDCG@10 for {since_best} epochs")
+                f"stopping: no better validation NDCG@10 for {since_best} epochs"
+            )
             break
     bar.close()
-    return {"trainer": trainer, "best_params": best["params"], "best_epoch": best["epoch"],
-            "best_validation": best["metrics"], "history": history,
-            "train_seconds": train_seconds, "steps_per_epoch": steps_per_epoch,
-            "num_windows": len(windows)}
+    return {
+        "trainer": trainer,
+        "best_params": best["params"],
+        "best_epoch": best["epoch"],
+        "best_validation": best["metrics"],
+        "history": history,
+        "train_seconds": train_seconds,
+        "steps_per_epoch": steps_per_epoch,
+        "num_windows": len(windows),
+    }
 
 
 def evaluate_test(data, trainer: Trainer, params) -> dict:
     """Test full ranking (history = training part + validation item) and direct 1 + 99."""
     cases = data.test_cases()
     scorer = trainer.scorer(params)
-    seq = evaluate_sequential(scorer, cases.histories, cases.targets,
-                              batch_size=4 * trainer.train_cfg.eval_batch)
+    seq = evaluate_sequential(
+        scorer, cases.histories, cases.targets, batch_size=4 * trainer.train_cfg.eval_batch
+    )
     direct = None
     if cases.negatives is not None:
-            direct = evaluate_direct(scorer, cases.histories, cases.targets, cases.negatives,
-                                 batch_size=4 * trainer.train_cfg.eval_batch)
+        direct = evaluate_direct(
+            scorer,
+            cases.histories,
+            cases.targets,
+            cases.negatives,
+            batch_size=4 * trainer.train_cfg.eval_batch,
+        )
     return {"cases": cases, "sequential": seq, "direct": direct}
 
 
-def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = None,
-        progress: bool = True, command: str = "") -> dict:
+def run(
+    data,
+    cfg: SASRecConfig,
+    train_cfg: TrainConfig,
+    out: str | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
     out_dir = Path(out) if out else None
     log_path = None
     if out_dir is not None:
@@ -315,7 +382,9 @@ def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = No
     metrics = {
         "model": "sasrec",
         "loss": LOSS_DESCRIPTION,
-        "dataset": data.name, "split": "test", "num_items": data.num_items,
+        "dataset": data.name,
+        "split": "test",
+        "num_items": data.num_items,
         "test": {"history_excluded": seq["history_excluded"], "unfiltered": seq["unfiltered"]},
         "direct": direct["metrics"] if direct else None,
         "best_epoch": result["best_epoch"],
@@ -327,7 +396,8 @@ def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = No
         "total_seconds": round(time.perf_counter() - start, 1),
         "steps_per_epoch": result["steps_per_epoch"],
         "training_windows": result["num_windows"],
-        "config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(train_cfg),
+        "config": dataclasses.asdict(cfg),
+        "train_config": dataclasses.asdict(train_cfg),
         "history": result["history"],
         "command": command,
         "machine": machine_info(),
@@ -339,16 +409,25 @@ def run(data, cfg: SASRecConfig, train_cfg: TrainConfig, out: Optional[str] = No
 
 # -- command line ------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = baseline_parser("sasrec", __doc__)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
-                   help="training windows (rows) per step; each row holds all next-item "
-                        "targets of one window (see TrainConfig)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.batch_size,
+        help="training windows (rows) per step; each row holds all next-item "
+        "targets of one window (see TrainConfig)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=10,
-                   help="early stop after this many epochs without improvement (0: never)")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=10,
+        help="early stop after this many epochs without improvement (0: never)",
+    )
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
@@ -361,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from recsys_jax.data.prepared import load_prepared
     from recsys_jax.data.schema import DataError
 
@@ -372,14 +451,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg = SASRecConfig(num_items=data.num_items, max_len=args.max_len, hidden=args.hidden,
-                       num_layers=args.layers, num_heads=args.heads, inner=args.inner,
-                       dropout=args.dropout, attention_dropout=args.attention_dropout)
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=args.lr, patience=args.patience,
-                            eval_batch=args.eval_batch, seed=args.seed)
-    metrics = run(data, cfg, train_cfg, args.out, progress=not args.no_progress,
-                  command=command)
+    cfg = SASRecConfig(
+        num_items=data.num_items,
+        max_len=args.max_len,
+        hidden=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        inner=args.inner,
+        dropout=args.dropout,
+        attention_dropout=args.attention_dropout,
+    )
+    train_cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        patience=args.patience,
+        eval_batch=args.eval_batch,
+        seed=args.seed,
+    )
+    metrics = run(data, cfg, train_cfg, args.out, progress=not args.no_progress, command=command)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))
     return 0
 

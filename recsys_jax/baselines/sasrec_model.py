@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +30,7 @@ class SASRecConfig:
 
 # -- model -------------------------------------------------------------------------------------
 
+
 class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
         if cfg.hidden % cfg.num_heads:
@@ -43,7 +43,7 @@ class CausalSelfAttention(nnx.Module):
         self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
         self.num_heads = cfg.num_heads
 
-    def __call__(self, x, mask, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
+    def __call__(self, x, mask, *, deterministic: bool, rngs: nnx.Rngs | None = None):
         b, length, h = x.shape
         heads, d = self.num_heads, h // self.num_heads
         split = lambda y: y.reshape(b, length, heads, d)
@@ -65,7 +65,7 @@ class FeedForward(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout)
         self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
 
-    def __call__(self, x, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
+    def __call__(self, x, *, deterministic: bool, rngs: nnx.Rngs | None = None):
         y = self.down(jax.nn.gelu(self.up(x), approximate=False))
         y = self.dropout(y, deterministic=deterministic, rngs=rngs)
         return self.norm(y + x)
@@ -76,7 +76,7 @@ class Block(nnx.Module):
         self.attention = CausalSelfAttention(cfg, rngs=rngs)
         self.feed_forward = FeedForward(cfg, rngs=rngs)
 
-    def __call__(self, x, mask, *, deterministic: bool, rngs: Optional[nnx.Rngs] = None):
+    def __call__(self, x, mask, *, deterministic: bool, rngs: nnx.Rngs | None = None):
         x = self.attention(x, mask, deterministic=deterministic, rngs=rngs)
         return self.feed_forward(x, deterministic=deterministic, rngs=rngs)
 
@@ -88,15 +88,15 @@ class SASRec(nnx.Module):
     def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         init = nnx.initializers.normal(cfg.init_std)
-        self.item_embedding = nnx.Embed(cfg.num_items + 1, cfg.hidden, embedding_init=init,
-                                        rngs=rngs)
-        self.position_embedding = nnx.Embed(cfg.max_len, cfg.hidden, embedding_init=init,
-                                            rngs=rngs)
+        self.item_embedding = nnx.Embed(
+            cfg.num_items + 1, cfg.hidden, embedding_init=init, rngs=rngs
+        )
+        self.position_embedding = nnx.Embed(cfg.max_len, cfg.hidden, embedding_init=init, rngs=rngs)
         self.norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.layer_norm_eps, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.dropout)
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
 
-    def __call__(self, tokens, *, deterministic: bool = True, rngs: Optional[nnx.Rngs] = None):
+    def __call__(self, tokens, *, deterministic: bool = True, rngs: nnx.Rngs | None = None):
         length = tokens.shape[1]
         if length > self.cfg.max_len:
             raise ValueError(f"sequence length {length} > max_len {self.cfg.max_len}")
@@ -111,5 +111,3 @@ class SASRec(nnx.Module):
     def scores(self, hidden):
         """Dot product with every real item's embedding (padding row 0 excluded)."""
         return hidden @ self.item_embedding.embedding[...][1:].T
-
-

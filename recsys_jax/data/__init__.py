@@ -21,8 +21,15 @@ _LAZY = {
     "make_train_dataset": "recsys_jax.data.loader",
 }
 
-__all__ = ["Catalog", "DataError", "Dataset", "Interactions", "ItemResolver", "UnknownItemError",
-           *_LAZY]
+__all__ = [
+    "Catalog",
+    "DataError",
+    "Dataset",
+    "Interactions",
+    "ItemResolver",
+    "UnknownItemError",
+    *_LAZY,
+]
 
 
 def __getattr__(name):

@@ -15,7 +15,7 @@ dataset id otherwise.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 from recsys_jax.data.schema import Catalog, DataError, UnknownItemError
 
@@ -30,8 +30,9 @@ class ItemResolver:
         self._init(catalog.item_ids, catalog.titles, catalog.source_ids)
 
     @classmethod
-    def from_lists(cls, item_ids: Sequence[str], titles: Sequence[str],
-                   source_ids: Optional[Sequence[str]] = None) -> "ItemResolver":
+    def from_lists(
+        cls, item_ids: Sequence[str], titles: Sequence[str], source_ids: Sequence[str] | None = None
+    ) -> ItemResolver:
         """For holders of the bare columns (e.g. a serving bundle) rather than a Catalog."""
         resolver = cls.__new__(cls)
         resolver._init(item_ids, titles, source_ids)
@@ -86,19 +87,22 @@ class ItemResolver:
         if hits:
             ids = [self.display_ids[i] for i in hits[:MAX_LISTED]]
             more = f" and {len(hits) - MAX_LISTED} more" if len(hits) > MAX_LISTED else ""
-            raise UnknownItemError(f"title {ref!r} names {len(hits)} items; give the item's id "
-                                   f"instead (one of {', '.join(ids)}{more})")
+            raise UnknownItemError(
+                f"title {ref!r} names {len(hits)} items; give the item's id "
+                f"instead (one of {', '.join(ids)}{more})"
+            )
         raise UnknownItemError(self._unknown_message(ref))
 
     def resolve_many(self, refs: Iterable) -> list[int]:
         return [self.resolve(ref) for ref in refs]
 
     def _unknown_message(self, ref: str) -> str:
-        kind = ("an original item id such as an ASIN" if self.has_source_ids
-                else "a dataset item id")
+        kind = "an original item id such as an ASIN" if self.has_source_ids else "a dataset item id"
         example = f" (e.g. {self.display_ids[0]!r})" if self.item_ids else ""
-        message = (f"unknown item {ref!r}: not in the {len(self)}-item catalog. Accepted: "
-                   f"{kind}{example} or an exact title")
+        message = (
+            f"unknown item {ref!r}: not in the {len(self)}-item catalog. Accepted: "
+            f"{kind}{example} or an exact title"
+        )
         suggestions = self.suggest(ref)
         if suggestions:
             message += f"; did you mean {' or '.join(repr(s) for s in suggestions)}?"

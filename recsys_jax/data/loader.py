@@ -31,7 +31,8 @@ Batches may span an epoch boundary (the stream is continuous).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -43,7 +44,7 @@ Transform = Callable[[Any, np.random.Generator], Any]
 DEFAULT_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
-def _shard_defaults(shard_index: Optional[int], shard_count: Optional[int]) -> tuple[int, int]:
+def _shard_defaults(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
     if shard_index is None or shard_count is None:
         import jax  # only when the caller relies on the process defaults
 
@@ -54,11 +55,18 @@ def _shard_defaults(shard_index: Optional[int], shard_count: Optional[int]) -> t
     return int(shard_index), int(shard_count)
 
 
-def make_train_dataset(source, transform: Transform, batch_size: int, *, seed: int,
-                       batch_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
-                       shard_index: Optional[int] = None, shard_count: Optional[int] = None,
-                       num_epochs: Optional[int] = None,
-                       drop_remainder: bool = True) -> grain.MapDataset:
+def make_train_dataset(
+    source,
+    transform: Transform,
+    batch_size: int,
+    *,
+    seed: int,
+    batch_fn: Callable[[Sequence[Any]], Any] | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    num_epochs: int | None = None,
+    drop_remainder: bool = True,
+) -> grain.MapDataset:
     """The `grain.MapDataset` behind `make_train_iterator` (see the module docstring)."""
     shard_index, shard_count = _shard_defaults(shard_index, shard_count)
     if batch_size < 1:
@@ -76,7 +84,7 @@ def make_train_dataset(source, transform: Transform, batch_size: int, *, seed: i
     # epoch and `index % n` the record.
     ds = ds.map_with_index(lambda index, record: (index, record))
     ds = ds.shuffle(seed=seed)  # epoch e uses the permutation seeded by seed + e
-    ds = ds[shard_index:per_shard * shard_count:shard_count]
+    ds = ds[shard_index : per_shard * shard_count : shard_count]
     ds = ds.repeat(num_epochs)
 
     def make_example(tagged):
@@ -89,12 +97,20 @@ def make_train_dataset(source, transform: Transform, batch_size: int, *, seed: i
     return ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn)
 
 
-def make_train_iterator(source, transform: Transform, batch_size: int, *, seed: int,
-                        batch_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
-                        shard_index: Optional[int] = None, shard_count: Optional[int] = None,
-                        num_epochs: Optional[int] = None, drop_remainder: bool = True,
-                        read_options: Optional[grain.ReadOptions] = None,
-                        workers: int = 0) -> grain.DatasetIterator:
+def make_train_iterator(
+    source,
+    transform: Transform,
+    batch_size: int,
+    *,
+    seed: int,
+    batch_fn: Callable[[Sequence[Any]], Any] | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    num_epochs: int | None = None,
+    drop_remainder: bool = True,
+    read_options: grain.ReadOptions | None = None,
+    workers: int = 0,
+) -> grain.DatasetIterator:
     """Iterator of batches with `get_state()` / `set_state()`.
 
     source: random-access records (`len`, `[i]`), e.g. `PreparedData.source("train")`.
@@ -110,15 +126,24 @@ def make_train_iterator(source, transform: Transform, batch_size: int, *, seed: 
         and masking are Python, so on an accelerator they bound throughput unless spread over
         processes; the batches and their order do not depend on this number.
     """
-    ds = make_train_dataset(source, transform, batch_size, seed=seed, batch_fn=batch_fn,
-                            shard_index=shard_index, shard_count=shard_count,
-                            num_epochs=num_epochs, drop_remainder=drop_remainder)
+    ds = make_train_dataset(
+        source,
+        transform,
+        batch_size,
+        seed=seed,
+        batch_fn=batch_fn,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        num_epochs=num_epochs,
+        drop_remainder=drop_remainder,
+    )
     it_ds = ds.to_iter_dataset(read_options=read_options or DEFAULT_READ_OPTIONS)
     if workers > 0:
         from absl import flags  # grain's worker pool reads absl flags, unparsed outside absl.app
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                               per_worker_buffer_size=2))
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
+        )
     return iter(it_ds)

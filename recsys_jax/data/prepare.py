@@ -20,8 +20,8 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from recsys_jax.data import readers
 from recsys_jax.data.prepared import DEFAULT_DATA_DIR_ENV, default_data_dir
@@ -35,14 +35,16 @@ FORMATS = ("p5", "movielens", "csv", "amazon_json")
 DEFAULT_KCORE = {"embedded": 0, "p5": 0, "movielens": 0, "amazon_json": 5, "csv": 5}
 
 
-def _resolve_amazon_json(path: Path, items: Optional[str]) -> tuple[Path, Optional[Path]]:
+def _resolve_amazon_json(path: Path, items: str | None) -> tuple[Path, Path | None]:
     """A reviews file, or a folder holding one `reviews_*.json[.gz]` (and `meta_*.json[.gz]`)."""
     if not path.is_dir():
         return path, Path(items) if items else None
     reviews = sorted(p for p in path.glob("reviews_*.json*"))
     if len(reviews) != 1:
-        raise DataError(f"{path}: expected one reviews_*.json(.gz) file, found "
-                        f"{len(reviews)}; pass the reviews file itself as --path")
+        raise DataError(
+            f"{path}: expected one reviews_*.json(.gz) file, found "
+            f"{len(reviews)}; pass the reviews file itself as --path"
+        )
     if items:
         return reviews[0], Path(items)
     metas = sorted(path.glob("meta_*.json*"))
@@ -51,23 +53,26 @@ def _resolve_amazon_json(path: Path, items: Optional[str]) -> tuple[Path, Option
     return reviews[0], metas[0] if metas else None
 
 
-def _resolve_csv(path: Path, items: Optional[str]) -> tuple[Path, Optional[Path]]:
+def _resolve_csv(path: Path, items: str | None) -> tuple[Path, Path | None]:
     """An interactions file, or a folder with `interactions.csv|tsv` (and `items.csv|tsv`)."""
     if not path.is_dir():
         return path, Path(items) if items else None
     found = [path / f"interactions.{ext}" for ext in ("csv", "tsv")]
     found = [p for p in found if p.exists()]
     if len(found) != 1:
-        raise DataError(f"{path}: expected interactions.csv or interactions.tsv in the folder; "
-                        "or pass the interactions file itself as --path")
+        raise DataError(
+            f"{path}: expected interactions.csv or interactions.tsv in the folder; "
+            "or pass the interactions file itself as --path"
+        )
     if items:
         return found[0], Path(items)
     item_files = [p for p in (path / "items.csv", path / "items.tsv") if p.exists()]
     return found[0], item_files[0] if item_files else None
 
 
-def read_source(fmt: str, path: Optional[str], items: Optional[str] = None,
-                name: Optional[str] = None) -> tuple[Dataset, dict]:
+def read_source(
+    fmt: str, path: str | None, items: str | None = None, name: str | None = None
+) -> tuple[Dataset, dict]:
     """Read one dataset; returns it and a JSON-able description of where it came from."""
     if fmt == "embedded":
         if path is not None or items is not None:
@@ -86,13 +91,16 @@ def read_source(fmt: str, path: Optional[str], items: Optional[str] = None,
         items_path = None
         if fmt == "p5":
             if items:
-                raise DataError("--items is not used with --format p5 (items.tsv is read from "
-                                "the folder)")
+                raise DataError(
+                    "--items is not used with --format p5 (items.tsv is read from the folder)"
+                )
             ds = readers.read_p5_folder(p, **kwargs)
         elif fmt == "movielens":
             if items:
-                raise DataError("--items is not used with --format movielens (u.item / *.item "
-                                "is read from the folder)")
+                raise DataError(
+                    "--items is not used with --format movielens (u.item / *.item "
+                    "is read from the folder)"
+                )
             ds = readers.read_movielens(p, **kwargs)
         elif fmt == "amazon_json":
             p, items_path = _resolve_amazon_json(p, items)
@@ -100,17 +108,30 @@ def read_source(fmt: str, path: Optional[str], items: Optional[str] = None,
         else:
             p, items_path = _resolve_csv(p, items)
             ds = readers.read_csv(p, items_path, **kwargs)
-        source = {"format": fmt, "path": str(p.resolve()),
-                  "items": str(items_path.resolve()) if items_path else None}
+        source = {
+            "format": fmt,
+            "path": str(p.resolve()),
+            "items": str(items_path.resolve()) if items_path else None,
+        }
     if name:
         ds.name = name
     return ds, source
 
 
-def prepare(fmt: str, path: Optional[str] = None, *, items: Optional[str] = None,
-            name: Optional[str] = None, kcore: Optional[int] = None,
-            data_dir: Optional[str] = None, seed: int = 0, num_negatives: int = 99,
-            overwrite: bool = False, progress: bool = True, log=None) -> dict:
+def prepare(
+    fmt: str,
+    path: str | None = None,
+    *,
+    items: str | None = None,
+    name: str | None = None,
+    kcore: int | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    num_negatives: int = 99,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=None,
+) -> dict:
     """Prepare one dataset; returns the summary that `main` prints (also as JSON)."""
     # Heavy imports (tensorflow_datasets) only here, so `--help` and errors stay fast.
     from recsys_jax.data import tfds_builder
@@ -141,8 +162,10 @@ def prepare(fmt: str, path: Optional[str] = None, *, items: Optional[str] = None
     else:
         log("[2/4] k-core filtering off")
 
-    log(f"[3/4] splitting (seed {seed}): leave-one-out, {num_negatives} test negatives"
-        + (", 80/10/10 ratings" if ds.has_ratings else ""))
+    log(
+        f"[3/4] splitting (seed {seed}): leave-one-out, {num_negatives} test negatives"
+        + (", 80/10/10 ratings" if ds.has_ratings else "")
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = tfds_builder.make_splits(ds, seed=seed, num_negatives=num_negatives)
@@ -150,32 +173,47 @@ def prepare(fmt: str, path: Optional[str] = None, *, items: Optional[str] = None
         log(f"warning: {w.message}")
 
     log(f"[4/4] writing array_record splits to {target}")
-    options = {"kcore": kcore, "seed": seed, "num_negatives": num_negatives,
-               "name": name, "items": items}
+    options = {
+        "kcore": kcore,
+        "seed": seed,
+        "num_negatives": num_negatives,
+        "name": name,
+        "items": items,
+    }
     if kcore > 1:
         source = {**source, "counts_before_kcore": read_counts}
-    out = tfds_builder.write_prepared(splits, data_dir, source=source, options=options,
-                                      overwrite=overwrite, progress=progress)
-    return {"dataset": ds.name, **ds.summary_counts(), "splits": splits.split_sizes(),
-            "users_left_out_of_sequences": int(splits.sequences.dropped_users),
-            "path": str(out), "seconds": round(time.perf_counter() - start, 2)}
+    out = tfds_builder.write_prepared(
+        splits, data_dir, source=source, options=options, overwrite=overwrite, progress=progress
+    )
+    return {
+        "dataset": ds.name,
+        **ds.summary_counts(),
+        "splits": splits.split_sizes(),
+        "users_left_out_of_sequences": int(splits.sequences.dropped_users),
+        "path": str(out),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def _counts_line(c: dict) -> str:
-    return (f"users {c['users']:,} / items {c['items']:,} / "
-            f"interactions {c['interactions']:,}")
+    return f"users {c['users']:,} / items {c['items']:,} / interactions {c['interactions']:,}"
 
 
 def format_table(summary: dict) -> str:
-    rows = [("users", summary["users"]), ("items", summary["items"]),
-            ("interactions", summary["interactions"])]
+    rows = [
+        ("users", summary["users"]),
+        ("items", summary["items"]),
+        ("interactions", summary["interactions"]),
+    ]
     rows += [(f"split {k}", v) for k, v in summary["splits"].items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"prepared {summary['dataset']} -> {summary['path']} ({summary['seconds']} s)"]
     lines += [f"  {k:<{width}}  {v:>10,}" for k, v in rows]
     if summary.get("users_left_out_of_sequences"):
-        lines.append(f"  ({summary['users_left_out_of_sequences']:,} users with < 3 "
-                     "interactions are not in the sequence splits)")
+        lines.append(
+            f"  ({summary['users_left_out_of_sequences']:,} users with < 3 "
+            "interactions are not in the sequence splits)"
+        )
     return "\n".join(lines)
 
 
@@ -185,21 +223,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prepare a dataset's splits as array_record files (tensorflow-datasets).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="--path for amazon_json: a reviews_X.json(.gz) file or a folder holding one "
-               "(meta_X.json(.gz) beside it is used as the item file). --path for csv: the "
-               "interactions file (header user,item,timestamp[,rating][,review][,summary]) or a "
-               "folder with interactions.csv|tsv and items.csv|tsv.")
+        "(meta_X.json(.gz) beside it is used as the item file). --path for csv: the "
+        "interactions file (header user,item,timestamp[,rating][,review][,summary]) or a "
+        "folder with interactions.csv|tsv and items.csv|tsv.",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", choices=sorted(EMBEDDED),
-                     help="an embedded dataset (needs no path)")
+    src.add_argument(
+        "--dataset", choices=sorted(EMBEDDED), help="an embedded dataset (needs no path)"
+    )
     src.add_argument("--path", help="dataset folder or file to read")
     p.add_argument("--format", choices=FORMATS, help="format of --path")
     p.add_argument("--items", help="item file (csv: items.csv/tsv; amazon_json: meta_X.json.gz)")
     p.add_argument("--name", help="name of the prepared dataset (default: from the source)")
-    p.add_argument("--kcore", type=int, default=None,
-                   help="k-core filter; 0 = off (default: 5 for amazon_json and csv, off for "
-                        "p5, movielens and the embedded data, which are already filtered)")
-    p.add_argument("--data-dir", default=None,
-                   help=f"output root (default: ${DEFAULT_DATA_DIR_ENV} or ./data_prepared)")
+    p.add_argument(
+        "--kcore",
+        type=int,
+        default=None,
+        help="k-core filter; 0 = off (default: 5 for amazon_json and csv, off for "
+        "p5, movielens and the embedded data, which are already filtered)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"output root (default: ${DEFAULT_DATA_DIR_ENV} or ./data_prepared)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of negatives and rating split")
     p.add_argument("--negatives", type=int, default=99, help="test negatives per user")
     p.add_argument("--overwrite", action="store_true", help="replace an existing preparation")
@@ -207,13 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.dataset:
             if args.format:
-                raise DataError("--dataset takes no --format (it is embedded); use --path with "
-                                "--format for other data")
+                raise DataError(
+                    "--dataset takes no --format (it is embedded); use --path with "
+                    "--format for other data"
+                )
             fmt, path = EMBEDDED[args.dataset], None
         elif args.path:
             if not args.format:
@@ -221,9 +270,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             fmt, path = args.format, args.path
         else:
             raise DataError("give --dataset amazon_beauty, or --path DIR --format FORMAT")
-        summary = prepare(fmt, path, items=args.items, name=args.name, kcore=args.kcore,
-                          data_dir=args.data_dir, seed=args.seed, num_negatives=args.negatives,
-                          overwrite=args.overwrite, progress=not args.no_progress)
+        summary = prepare(
+            fmt,
+            path,
+            items=args.items,
+            name=args.name,
+            kcore=args.kcore,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            num_negatives=args.negatives,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     except (DataError, UnknownItemError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

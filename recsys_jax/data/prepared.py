@@ -19,14 +19,22 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from recsys_jax.data.schema import Catalog, DataError
-from recsys_jax.data.tfds_builder import (BUILDER_NAME, CATALOG_FILE, CONFIG_SPLITS,
-                                          FORMAT_VERSION, META_FILE, SPLIT_CONFIG, TFDS_VERSION,
-                                          USERS_FILE, check_dataset_name)
+from recsys_jax.data.tfds_builder import (
+    BUILDER_NAME,
+    CATALOG_FILE,
+    CONFIG_SPLITS,
+    FORMAT_VERSION,
+    META_FILE,
+    SPLIT_CONFIG,
+    TFDS_VERSION,
+    USERS_FILE,
+    check_dataset_name,
+)
 
 DEFAULT_DATA_DIR_ENV = "RECSYS_JAX_DATA_DIR"
 DEFAULT_DATA_DIR = "data_prepared"
@@ -44,7 +52,7 @@ class EvalCases:
     users: np.ndarray  # [U] int32 internal user index
     histories: list[np.ndarray]  # per case, int32 items in chronological order
     targets: np.ndarray  # [U] int32 the held-out item
-    negatives: Optional[np.ndarray] = None  # [U, num_negatives] int32 (test only)
+    negatives: np.ndarray | None = None  # [U, num_negatives] int32 (test only)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -54,8 +62,7 @@ def _prepare_hint(dataset: str) -> str:
     if dataset == "amazon_beauty":
         cmd = "python -m recsys_jax.data.prepare --dataset amazon_beauty"
     else:
-        cmd = (f"python -m recsys_jax.data.prepare --path DIR --format FORMAT "
-               f"--name {dataset}")
+        cmd = f"python -m recsys_jax.data.prepare --path DIR --format FORMAT --name {dataset}"
     return f"run `{cmd} --data-dir DATA_DIR` first"
 
 
@@ -110,16 +117,19 @@ class PreparedData:
         return int(self.meta["splits"][split])
 
     def __repr__(self) -> str:
-        return (f"PreparedData({self.name!r}, users={self.num_users}, items={self.num_items}, "
-                f"splits={self.meta['splits']})")
+        return (
+            f"PreparedData({self.name!r}, users={self.num_users}, items={self.num_items}, "
+            f"splits={self.meta['splits']})"
+        )
 
     # -- random access -------------------------------------------------------------------------
 
     def _check_split(self, split: str) -> None:
         if split not in self.meta["splits"]:
-            extra = (" (this dataset has no ratings)" if split.startswith("rating_") else "")
-            raise DataError(f"{self.path}: no split {split!r}{extra}; splits are "
-                            f"{list(self.meta['splits'])}")
+            extra = " (this dataset has no ratings)" if split.startswith("rating_") else ""
+            raise DataError(
+                f"{self.path}: no split {split!r}{extra}; splits are {list(self.meta['splits'])}"
+            )
 
     def source(self, split: str):
         """The tfds `ArrayRecordDataSource` of one split: `len()`, `[i]`, `__getitems__`."""
@@ -130,8 +140,10 @@ class PreparedData:
             config = SPLIT_CONFIG[split]
             version_dir = self.path / BUILDER_NAME / config / TFDS_VERSION
             if not version_dir.is_dir():
-                raise DataError(f"{version_dir} is missing; the prepared folder is incomplete, "
-                                f"{_prepare_hint(self.name)} (with --overwrite)")
+                raise DataError(
+                    f"{version_dir} is missing; the prepared folder is incomplete, "
+                    f"{_prepare_hint(self.name)} (with --overwrite)"
+                )
             builder = tfds.builder_from_directory(str(version_dir))
             for name in CONFIG_SPLITS[config]:
                 self._sources[name] = builder.as_data_source(split=name)
@@ -152,8 +164,11 @@ class PreparedData:
     def _train(self) -> tuple[np.ndarray, list[np.ndarray]]:
         def build():
             recs = self.records("train")
-            return (np.array([r["user"] for r in recs], np.int32),
-                    [np.asarray(r["items"], np.int32) for r in recs])
+            return (
+                np.array([r["user"] for r in recs], np.int32),
+                [np.asarray(r["items"], np.int32) for r in recs],
+            )
+
         return self._cached(("train",), build)
 
     def train_users(self) -> np.ndarray:
@@ -170,10 +185,15 @@ class PreparedData:
             negatives = None
             if split == "test":
                 negatives = np.array([r["negatives"] for r in recs], np.int32).reshape(
-                    len(recs), self.num_negatives)
-            return EvalCases(np.array([r["user"] for r in recs], np.int32),
-                             [np.asarray(r["history"], np.int32) for r in recs],
-                             np.array([r["target"] for r in recs], np.int32), negatives)
+                    len(recs), self.num_negatives
+                )
+            return EvalCases(
+                np.array([r["user"] for r in recs], np.int32),
+                [np.asarray(r["history"], np.int32) for r in recs],
+                np.array([r["target"] for r in recs], np.int32),
+                negatives,
+            )
+
         return self._cached((split,), build)
 
     def validation_cases(self) -> EvalCases:
@@ -193,12 +213,14 @@ class PreparedData:
     def _rating_rows(self, split: str) -> dict[str, Any]:
         recs = self.records(split)
         text = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
-        return {"user": np.array([r["user"] for r in recs], np.int32),
-                "item": np.array([r["item"] for r in recs], np.int32),
-                "rating": np.array([r["rating"] for r in recs], np.float32),
-                "timestamp": np.array([r["timestamp"] for r in recs], np.int64),
-                "review": [text(r["review"]) for r in recs],
-                "summary": [text(r["summary"]) for r in recs]}
+        return {
+            "user": np.array([r["user"] for r in recs], np.int32),
+            "item": np.array([r["item"] for r in recs], np.int32),
+            "rating": np.array([r["rating"] for r in recs], np.float32),
+            "timestamp": np.array([r["timestamp"] for r in recs], np.int64),
+            "review": [text(r["review"]) for r in recs],
+            "summary": [text(r["summary"]) for r in recs],
+        }
 
 
 def _read_json(path: Path, dataset: str) -> Any:
@@ -208,8 +230,10 @@ def _read_json(path: Path, dataset: str) -> Any:
     except FileNotFoundError:
         raise DataError(f"{path} is missing; {_prepare_hint(dataset)}") from None
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); "
-                        f"{_prepare_hint(dataset)} with --overwrite") from None
+        raise DataError(
+            f"{path}:{e.lineno}: not valid JSON ({e.msg}); "
+            f"{_prepare_hint(dataset)} with --overwrite"
+        ) from None
 
 
 def load_prepared(data_dir: str | os.PathLike | None, dataset: str) -> PreparedData:
@@ -218,27 +242,38 @@ def load_prepared(data_dir: str | os.PathLike | None, dataset: str) -> PreparedD
     data_dir = Path(data_dir if data_dir is not None else default_data_dir())
     path = data_dir / check_dataset_name(dataset)
     if not (path / META_FILE).is_file():
-        raise DataError(f"no prepared dataset {dataset!r} in {data_dir} "
-                        f"({path / META_FILE} not found); {_prepare_hint(dataset)}")
+        raise DataError(
+            f"no prepared dataset {dataset!r} in {data_dir} "
+            f"({path / META_FILE} not found); {_prepare_hint(dataset)}"
+        )
     meta = _read_json(path / META_FILE, dataset)
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
-        raise DataError(f"{path} was prepared in format version {version}, this code reads "
-                        f"version {FORMAT_VERSION}; {_prepare_hint(dataset)} with --overwrite")
+        raise DataError(
+            f"{path} was prepared in format version {version}, this code reads "
+            f"version {FORMAT_VERSION}; {_prepare_hint(dataset)} with --overwrite"
+        )
     cat = _read_json(path / CATALOG_FILE, dataset)
     users = _read_json(path / USERS_FILE, dataset)
     try:
         # Folders prepared before original ids were kept have no "source_ids": load them as None.
         source_ids = cat.get("source_ids")
-        catalog = Catalog(list(cat["item_ids"]), list(cat["titles"]),
-                          [list(a) for a in cat["attributes"]],
-                          None if source_ids is None else [str(s) for s in source_ids])
+        catalog = Catalog(
+            list(cat["item_ids"]),
+            list(cat["titles"]),
+            [list(a) for a in cat["attributes"]],
+            None if source_ids is None else [str(s) for s in source_ids],
+        )
         user_ids = list(users["user_ids"])
     except (KeyError, TypeError, AttributeError):
-        raise DataError(f"{path}: catalog.json or users.json lacks expected keys; "
-                        f"{_prepare_hint(dataset)} with --overwrite") from None
+        raise DataError(
+            f"{path}: catalog.json or users.json lacks expected keys; "
+            f"{_prepare_hint(dataset)} with --overwrite"
+        ) from None
     counts = meta.get("counts", {})
     if counts.get("items") != len(catalog) or counts.get("users") != len(user_ids):
-        raise DataError(f"{path}: catalog/users do not match meta.json counts; "
-                        f"{_prepare_hint(dataset)} with --overwrite")
+        raise DataError(
+            f"{path}: catalog/users do not match meta.json counts; "
+            f"{_prepare_hint(dataset)} with --overwrite"
+        )
     return PreparedData(path, meta, catalog, user_ids)

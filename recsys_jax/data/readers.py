@@ -14,18 +14,36 @@ import gzip
 import json
 import lzma
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 from recsys_jax.data.schema import DataError, Dataset, build_dataset
 
 csv.field_size_limit(1 << 30)
 
 # MovieLens-100K genre flags in u.item, in file order (fixed by the dataset's documentation).
-ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                 "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+ML100K_GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def _open_text(path: Path, encoding="utf-8"):
@@ -35,7 +53,7 @@ def _open_text(path: Path, encoding="utf-8"):
         return gzip.open(path, "rt", encoding=encoding)
     if path.suffix == ".xz":
         return lzma.open(path, "rt", encoding=encoding)
-    return open(path, "rt", encoding=encoding)
+    return open(path, encoding=encoding)
 
 
 def _find(folder: Path, *names: str) -> Path | None:
@@ -88,8 +106,10 @@ def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Datase
             if not parts:
                 continue
             if not all(p.isdigit() for p in parts):
-                raise DataError(f"{seq_path}:{line_no}: expected integer ids "
-                                f"'user item item ...', got {line.strip()[:80]!r}")
+                raise DataError(
+                    f"{seq_path}:{line_no}: expected integer ids "
+                    f"'user item item ...', got {line.strip()[:80]!r}"
+                )
             if len(parts) < 2:
                 raise DataError(f"{seq_path}:{line_no}: user {parts[0]} has no items")
             user = parts[0]
@@ -98,8 +118,9 @@ def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Datase
     # The datamaps file is large; read it only when items.tsv left some item without an ASIN.
     if datamaps is not None and any(not asins.get(ev[1]) for ev in events):
         asins = {**_read_datamaps_items(datamaps), **{k: v for k, v in asins.items() if v}}
-    return build_dataset(name or folder.name, events, catalog_rows, source=str(seq_path),
-                         source_ids=asins)
+    return build_dataset(
+        name or folder.name, events, catalog_rows, source=str(seq_path), source_ids=asins
+    )
 
 
 def _read_datamaps_items(path: Path) -> dict[str, str]:
@@ -130,8 +151,11 @@ def _read_items_tsv(path: Path) -> tuple[dict[str, tuple[str, list[str]]], dict[
             title = row[col["title"]].strip()
             if not title and "idgenrec_text_id" in col:  # Sports: only a title-derived phrase
                 title = row[col["idgenrec_text_id"]].strip()
-            cats = (_parse_categories(row[col["categories_json"]], f"{path}:{line_no}")
-                    if "categories_json" in col else [])
+            cats = (
+                _parse_categories(row[col["categories_json"]], f"{path}:{line_no}")
+                if "categories_json" in col
+                else []
+            )
             rows[row[col["item_id"]]] = (title, cats)
             if "asin" in col:
                 asins[row[col["item_id"]]] = row[col["asin"]].strip()
@@ -151,8 +175,9 @@ def read_embedded_beauty() -> Dataset:
             for line in f:
                 parts = line.split()
                 events.extend((parts[0], item, pos) for pos, item in enumerate(parts[1:]))
-    return build_dataset("amazon_beauty", events, catalog_rows, source=str(events_path),
-                         source_ids=asins)
+    return build_dataset(
+        "amazon_beauty", events, catalog_rows, source=str(events_path), source_ids=asins
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +194,9 @@ def read_movielens(folder: str | os.PathLike, name: str = "movielens_100k") -> D
     inter = sorted(folder.glob("*.inter"))
     if inter:
         return _read_movielens_atomic(inter[0], name)
-    raise DataError(f"{folder}: neither u.data (original layout) nor *.inter (RecBole atomic) found")
+    raise DataError(
+        f"{folder}: neither u.data (original layout) nor *.inter (RecBole atomic) found"
+    )
 
 
 def _read_movielens_original(folder: Path, name: str) -> Dataset:
@@ -182,9 +209,11 @@ def _read_movielens_original(folder: Path, name: str) -> Dataset:
                     continue
                 parts = line.rstrip("\n").split("|")
                 if len(parts) < 5 + len(ML100K_GENRES):
-                    raise DataError(f"{item_path}:{line_no}: expected "
-                                    f"{5 + len(ML100K_GENRES)} '|' fields, got {len(parts)}")
-                flags = parts[5:5 + len(ML100K_GENRES)]
+                    raise DataError(
+                        f"{item_path}:{line_no}: expected "
+                        f"{5 + len(ML100K_GENRES)} '|' fields, got {len(parts)}"
+                    )
+                flags = parts[5 : 5 + len(ML100K_GENRES)]
                 genres = [g for g, flag in zip(ML100K_GENRES, flags) if flag == "1"]
                 catalog_rows[parts[0]] = (parts[1].strip(), genres)
     events = []
@@ -197,8 +226,10 @@ def _read_movielens_original(folder: Path, name: str) -> Dataset:
             try:
                 user, item, rating, ts = parts[0], parts[1], float(parts[2]), int(parts[3])
             except (ValueError, IndexError):
-                raise DataError(f"{data_path}:{line_no}: expected 'user item rating timestamp', "
-                                f"got {line.strip()[:80]!r}") from None
+                raise DataError(
+                    f"{data_path}:{line_no}: expected 'user item rating timestamp', "
+                    f"got {line.strip()[:80]!r}"
+                ) from None
             events.append((user, item, ts, rating))
     return build_dataset(name, events, catalog_rows, with_rating=True, source=str(data_path))
 
@@ -230,11 +261,14 @@ def _read_movielens_atomic(inter_path: Path, name: str) -> Dataset:
     events = []
     for line_no, row in _atomic_rows(inter_path):
         try:
-            events.append((row["user_id"], row["item_id"], int(float(row["timestamp"])),
-                           float(row["rating"])))
+            events.append(
+                (row["user_id"], row["item_id"], int(float(row["timestamp"])), float(row["rating"]))
+            )
         except (KeyError, ValueError):
-            raise DataError(f"{inter_path}:{line_no}: needs numeric rating and timestamp "
-                            "columns (user_id, item_id, rating, timestamp)") from None
+            raise DataError(
+                f"{inter_path}:{line_no}: needs numeric rating and timestamp "
+                "columns (user_id, item_id, rating, timestamp)"
+            ) from None
     return build_dataset(name, events, catalog_rows, with_rating=True, source=str(inter_path))
 
 
@@ -260,8 +294,11 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             yield line_no, record
 
 
-def read_amazon_reviews(reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None,
-                        name: str | None = None) -> Dataset:
+def read_amazon_reviews(
+    reviews_path: str | os.PathLike,
+    meta_path: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> Dataset:
     """`reviews_X_5.json.gz` (reviewerID, asin, overall, reviewText, summary, unixReviewTime)
     and optionally `meta_X.json.gz` (asin, title, categories)."""
     reviews_path = Path(reviews_path)
@@ -280,23 +317,40 @@ def read_amazon_reviews(reviews_path: str | os.PathLike, meta_path: str | os.Pat
     events = []
     for line_no, rec in _json_lines(reviews_path):
         try:
-            events.append((rec["reviewerID"], rec["asin"], int(rec["unixReviewTime"]),
-                           float(rec["overall"]), str(rec.get("reviewText", "")),
-                           str(rec.get("summary", ""))))
+            events.append(
+                (
+                    rec["reviewerID"],
+                    rec["asin"],
+                    int(rec["unixReviewTime"]),
+                    float(rec["overall"]),
+                    str(rec.get("reviewText", "")),
+                    str(rec.get("summary", "")),
+                )
+            )
         except (KeyError, ValueError, TypeError):
-            raise DataError(f"{reviews_path}:{line_no}: needs reviewerID, asin, overall and "
-                            "unixReviewTime") from None
+            raise DataError(
+                f"{reviews_path}:{line_no}: needs reviewerID, asin, overall and unixReviewTime"
+            ) from None
     stem = reviews_path.name.split(".")[0]
-    return build_dataset(name or stem, events, catalog_rows, with_rating=True, with_review=True,
-                         source=str(reviews_path))
+    return build_dataset(
+        name or stem,
+        events,
+        catalog_rows,
+        with_rating=True,
+        with_review=True,
+        source=str(reviews_path),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Generic CSV / TSV
 
 
-def read_csv(interactions_path: str | os.PathLike, items_path: str | os.PathLike | None = None,
-             name: str | None = None) -> Dataset:
+def read_csv(
+    interactions_path: str | os.PathLike,
+    items_path: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> Dataset:
     """Interactions file with header `user,item,timestamp[,rating][,review][,summary]`; optional
     items file with header `item,title[,attributes]` (attributes separated by `|`). A `.tsv`
     suffix means tab-separated, anything else comma-separated."""
@@ -321,12 +375,18 @@ def read_csv(interactions_path: str | os.PathLike, items_path: str | os.PathLike
             if with_review:
                 ev += [row["review"], row.get("summary", "")]
         except ValueError:
-            raise DataError(f"{interactions_path}:{line_no}: timestamp and rating must be "
-                            "numbers") from None
+            raise DataError(
+                f"{interactions_path}:{line_no}: timestamp and rating must be numbers"
+            ) from None
         events.append(tuple(ev))
-    return build_dataset(name or interactions_path.stem, events, catalog_rows,
-                         with_rating=with_rating or with_review, with_review=with_review,
-                         source=str(interactions_path))
+    return build_dataset(
+        name or interactions_path.stem,
+        events,
+        catalog_rows,
+        with_rating=with_rating or with_review,
+        with_review=with_review,
+        source=str(interactions_path),
+    )
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -339,8 +399,10 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
         header = [h.strip() for h in header]
         missing = [r for r in required if r not in header]
         if missing:
-            raise DataError(f"{path}:1: header lacks column(s) {missing}; expected "
-                            f"{', '.join(required)} (see README, 'Your own data')")
+            raise DataError(
+                f"{path}:1: header lacks column(s) {missing}; expected "
+                f"{', '.join(required)} (see README, 'Your own data')"
+            )
         for line_no, fields in enumerate(reader, 2):
             if not fields:
                 continue
@@ -355,8 +417,12 @@ def read_dataset(fmt: str, path: str | None = None, **kwargs) -> Dataset:
         return read_embedded_beauty()
     if path is None:
         raise DataError(f"format {fmt!r} needs --path")
-    readers = {"p5": read_p5_folder, "movielens": read_movielens, "csv": read_csv,
-               "amazon_json": read_amazon_reviews}
+    readers = {
+        "p5": read_p5_folder,
+        "movielens": read_movielens,
+        "csv": read_csv,
+        "amazon_json": read_amazon_reviews,
+    }
     if fmt not in readers:
         raise DataError(f"unknown format {fmt!r}; choose one of {['embedded', *readers]}")
     return readers[fmt](path, **kwargs)

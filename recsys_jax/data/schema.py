@@ -10,7 +10,7 @@ item's original id (the Amazon ASIN) so people can name items by the id they kno
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class Catalog:
     item_ids: list[str]
     titles: list[str]
     attributes: list[list[str]]
-    source_ids: Optional[list[str]] = None  # None: the dataset ids already are the originals
+    source_ids: list[str] | None = None  # None: the dataset ids already are the originals
 
     def __post_init__(self):
         if not (len(self.item_ids) == len(self.titles) == len(self.attributes)):
@@ -58,13 +58,17 @@ class Catalog:
         except KeyError:
             raise UnknownItemError(
                 f"item id {item_id!r} is not in the catalog ({len(self)} items); "
-                "use the dataset's own item ids as they appear in its files") from None
+                "use the dataset's own item ids as they appear in its files"
+            ) from None
 
-    def subset(self, keep: np.ndarray) -> "Catalog":
+    def subset(self, keep: np.ndarray) -> Catalog:
         keep = [int(i) for i in keep]
-        return Catalog([self.item_ids[i] for i in keep], [self.titles[i] for i in keep],
-                       [self.attributes[i] for i in keep],
-                       None if self.source_ids is None else [self.source_ids[i] for i in keep])
+        return Catalog(
+            [self.item_ids[i] for i in keep],
+            [self.titles[i] for i in keep],
+            [self.attributes[i] for i in keep],
+            None if self.source_ids is None else [self.source_ids[i] for i in keep],
+        )
 
 
 @dataclasses.dataclass
@@ -74,9 +78,9 @@ class Interactions:
     user: np.ndarray  # int32 user index
     item: np.ndarray  # int32 item index
     timestamp: np.ndarray  # int64; sources without time use the position in the user's sequence
-    rating: Optional[np.ndarray] = None  # float32 stars
-    review: Optional[list[str]] = None  # review text
-    summary: Optional[list[str]] = None  # review summary / headline
+    rating: np.ndarray | None = None  # float32 stars
+    review: list[str] | None = None  # review text
+    summary: list[str] | None = None  # review summary / headline
 
     def __post_init__(self):
         self.user = np.asarray(self.user, np.int32)
@@ -93,12 +97,21 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.user)
 
-    def take(self, rows: np.ndarray) -> "Interactions":
+    def take(self, rows: np.ndarray) -> Interactions:
         rows = np.asarray(rows)
-        pick = lambda col: None if col is None else (
-            col[rows] if isinstance(col, np.ndarray) else [col[i] for i in rows])
-        return Interactions(self.user[rows], self.item[rows], self.timestamp[rows],
-                            pick(self.rating), pick(self.review), pick(self.summary))
+        pick = lambda col: (
+            None
+            if col is None
+            else (col[rows] if isinstance(col, np.ndarray) else [col[i] for i in rows])
+        )
+        return Interactions(
+            self.user[rows],
+            self.item[rows],
+            self.timestamp[rows],
+            pick(self.rating),
+            pick(self.review),
+            pick(self.summary),
+        )
 
 
 @dataclasses.dataclass
@@ -130,16 +143,26 @@ class Dataset:
         order = np.lexsort((np.arange(len(inter)), inter.timestamp, inter.user))
         users, items = inter.user[order], inter.item[order]
         bounds = np.searchsorted(users, np.arange(self.num_users + 1))
-        return [items[bounds[u]:bounds[u + 1]] for u in range(self.num_users)]
+        return [items[bounds[u] : bounds[u + 1]] for u in range(self.num_users)]
 
     def summary_counts(self) -> dict:
-        return {"users": self.num_users, "items": self.num_items,
-                "interactions": len(self.interactions)}
+        return {
+            "users": self.num_users,
+            "items": self.num_items,
+            "interactions": len(self.interactions),
+        }
 
 
-def build_dataset(name: str, events: Sequence[tuple], catalog_rows: dict[str, tuple[str, list[str]]],
-                  *, with_rating=False, with_review=False, source="input",
-                  source_ids: Optional[dict[str, str]] = None) -> Dataset:
+def build_dataset(
+    name: str,
+    events: Sequence[tuple],
+    catalog_rows: dict[str, tuple[str, list[str]]],
+    *,
+    with_rating=False,
+    with_review=False,
+    source="input",
+    source_ids: dict[str, str] | None = None,
+) -> Dataset:
     """Assemble a Dataset from raw events `(user_id, item_id, timestamp[, rating[, review, summary]])`.
 
     Users and items are numbered by first appearance. Items without catalog text get their id as
@@ -169,9 +192,14 @@ def build_dataset(name: str, events: Sequence[tuple], catalog_rows: dict[str, tu
         title, attributes = catalog_rows.get(iid, ("", []))
         titles.append(title or iid)
         attrs.append(list(attributes))
-    inter = Interactions(np.array(users), np.array(items), np.array(times),
-                         np.array(ratings, np.float32) if with_rating else None,
-                         reviews if with_review else None, summaries if with_review else None)
+    inter = Interactions(
+        np.array(users),
+        np.array(items),
+        np.array(times),
+        np.array(ratings, np.float32) if with_rating else None,
+        reviews if with_review else None,
+        summaries if with_review else None,
+    )
     originals = None
     if source_ids:
         originals = [str(source_ids.get(iid, "")) for iid in item_ids]

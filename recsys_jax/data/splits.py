@@ -39,8 +39,9 @@ def k_core(dataset: Dataset, k: int = 5) -> Dataset:
     items, item_new = np.unique(sub.item, return_inverse=True)
     # Keep first-appearance order for readability of ids; internal numbering carries no signal.
     sub.user, sub.item = user_new.astype(np.int32), item_new.astype(np.int32)
-    return Dataset(dataset.name, [dataset.user_ids[u] for u in users],
-                   dataset.catalog.subset(items), sub)
+    return Dataset(
+        dataset.name, [dataset.user_ids[u] for u in users], dataset.catalog.subset(items), sub
+    )
 
 
 @dataclasses.dataclass
@@ -80,13 +81,23 @@ def leave_one_out(dataset: Dataset) -> SequenceSplits:
         valid.append(seq[-2])
         test.append(seq[-1])
     if dropped:
-        warnings.warn(f"{dataset.name}: {dropped} user(s) with fewer than {MIN_SEQUENCE_LENGTH} "
-                      "interactions are left out of the leave-one-out splits", stacklevel=2)
+        warnings.warn(
+            f"{dataset.name}: {dropped} user(s) with fewer than {MIN_SEQUENCE_LENGTH} "
+            "interactions are left out of the leave-one-out splits",
+            stacklevel=2,
+        )
     if not users:
-        raise DataError(f"{dataset.name}: no user has {MIN_SEQUENCE_LENGTH} or more interactions; "
-                        "leave-one-out needs train, validation and test items")
-    return SequenceSplits(np.array(users, np.int32), train, np.array(valid, np.int32),
-                          np.array(test, np.int32), dropped)
+        raise DataError(
+            f"{dataset.name}: no user has {MIN_SEQUENCE_LENGTH} or more interactions; "
+            "leave-one-out needs train, validation and test items"
+        )
+    return SequenceSplits(
+        np.array(users, np.int32),
+        train,
+        np.array(valid, np.int32),
+        np.array(test, np.int32),
+        dropped,
+    )
 
 
 @dataclasses.dataclass
@@ -110,8 +121,8 @@ def random_split(dataset: Dataset, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> 
     n_valid = int(round(fractions[1] * n))
     split = np.empty(n, np.int8)
     split[perm[:n_train]] = 0
-    split[perm[n_train:n_train + n_valid]] = 1
-    split[perm[n_train + n_valid:]] = 2
+    split[perm[n_train : n_train + n_valid]] = 1
+    split[perm[n_train + n_valid :]] = 2
     # Cover every user and item in train: move one held-out row for each uncovered one.
     for col, size in ((inter.user, dataset.num_users), (inter.item, dataset.num_items)):
         covered = np.zeros(size, bool)
@@ -120,8 +131,9 @@ def random_split(dataset: Dataset, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> 
             if not covered[col[row]]:
                 split[row] = 0
                 covered[col[row]] = True
-    return RatingSplits(np.flatnonzero(split == 0), np.flatnonzero(split == 1),
-                        np.flatnonzero(split == 2))
+    return RatingSplits(
+        np.flatnonzero(split == 0), np.flatnonzero(split == 1), np.flatnonzero(split == 2)
+    )
 
 
 def sample_negatives(dataset: Dataset, users: np.ndarray, n: int = 99, seed: int = 0) -> np.ndarray:
@@ -134,8 +146,10 @@ def sample_negatives(dataset: Dataset, users: np.ndarray, n: int = 99, seed: int
     for row, u in enumerate(users):
         seen = set(seqs[u].tolist())
         if dataset.num_items - len(seen) < n:
-            raise DataError(f"user {dataset.user_ids[u]} has interacted with too many items to "
-                            f"draw {n} negatives")
+            raise DataError(
+                f"user {dataset.user_ids[u]} has interacted with too many items to "
+                f"draw {n} negatives"
+            )
         chosen: list[int] = []
         picked = set()
         while len(chosen) < n:

@@ -37,8 +37,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -67,8 +68,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def check_dataset_name(name: str) -> str:
     if not name or not _NAME_RE.match(name):
-        raise DataError(f"dataset name {name!r} is not usable as a folder name; pass --name with "
-                        "letters, digits, '_', '-' or '.' only")
+        raise DataError(
+            f"dataset name {name!r} is not usable as a folder name; pass --name with "
+            "letters, digits, '_', '-' or '.' only"
+        )
     return name
 
 
@@ -88,7 +91,7 @@ class PreparedSplits:
     dataset: Dataset
     sequences: splits_lib.SequenceSplits
     test_negatives: np.ndarray  # [len(sequences.users), num_negatives] int32
-    ratings: Optional[splits_lib.RatingSplits]  # None when the dataset has no ratings
+    ratings: splits_lib.RatingSplits | None  # None when the dataset has no ratings
     seed: int
     num_negatives: int
 
@@ -96,14 +99,17 @@ class PreparedSplits:
         n_users = len(self.sequences.users)
         sizes = {"train": n_users, "validation": n_users, "test": n_users}
         if self.ratings is not None:
-            sizes.update(rating_train=len(self.ratings.train),
-                         rating_validation=len(self.ratings.valid),
-                         rating_test=len(self.ratings.test))
+            sizes.update(
+                rating_train=len(self.ratings.train),
+                rating_validation=len(self.ratings.valid),
+                rating_test=len(self.ratings.test),
+            )
         return sizes
 
 
-def make_splits(dataset: Dataset, *, seed: int = 0,
-                num_negatives: int = NUM_TEST_NEGATIVES) -> PreparedSplits:
+def make_splits(
+    dataset: Dataset, *, seed: int = 0, num_negatives: int = NUM_TEST_NEGATIVES
+) -> PreparedSplits:
     """Leave-one-out sequences, seeded test negatives and (with ratings) the 80/10/10 split.
 
     Users with fewer than 3 interactions are left out of the sequence splits with a warning
@@ -126,7 +132,7 @@ class PreparedConfig(tfds.core.BuilderConfig):
     """One record kind; the split names it holds are `CONFIG_SPLITS[name]`."""
 
 
-def _features(config_name: str, num_negatives: Optional[int]) -> tfds.features.FeaturesDict:
+def _features(config_name: str, num_negatives: int | None) -> tfds.features.FeaturesDict:
     f = tfds.features
     ints = lambda: f.Tensor(shape=(None,), dtype=np.int32)
     if config_name == "train_sequences":
@@ -134,14 +140,23 @@ def _features(config_name: str, num_negatives: Optional[int]) -> tfds.features.F
     elif config_name == "validation_cases":
         spec = {"user": f.Scalar(np.int32), "history": ints(), "target": f.Scalar(np.int32)}
     elif config_name == "test_cases":
-        spec = {"user": f.Scalar(np.int32), "history": ints(), "target": f.Scalar(np.int32),
-                # Fixed length when writing; a reader built from this class without knowing the
-                # count (tfds.data_source by name) decodes the same bytes as a 1-d array.
-                "negatives": f.Tensor(shape=(num_negatives,), dtype=np.int32)}
+        spec = {
+            "user": f.Scalar(np.int32),
+            "history": ints(),
+            "target": f.Scalar(np.int32),
+            # Fixed length when writing; a reader built from this class without knowing the
+            # count (tfds.data_source by name) decodes the same bytes as a 1-d array.
+            "negatives": f.Tensor(shape=(num_negatives,), dtype=np.int32),
+        }
     elif config_name == "ratings":
-        spec = {"user": f.Scalar(np.int32), "item": f.Scalar(np.int32),
-                "rating": f.Scalar(np.float32), "timestamp": f.Scalar(np.int64),
-                "review": f.Text(), "summary": f.Text()}
+        spec = {
+            "user": f.Scalar(np.int32),
+            "item": f.Scalar(np.int32),
+            "rating": f.Scalar(np.float32),
+            "timestamp": f.Scalar(np.int64),
+            "review": f.Text(),
+            "summary": f.Text(),
+        }
     else:
         raise ValueError(f"unknown config {config_name!r}")
     return f.FeaturesDict(spec)
@@ -162,13 +177,18 @@ class RecsysPrepared(tfds.core.GeneratorBasedBuilder):
     # file next to this module (that probe needs the optional `importlib_resources` package).
     url_infos = None
 
-    def __init__(self, *, prepared: Optional[PreparedSplits] = None,
-                 num_negatives: Optional[int] = None, progress: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        prepared: PreparedSplits | None = None,
+        num_negatives: int | None = None,
+        progress: bool = False,
+        **kwargs: Any,
+    ):
         self._prepared = prepared
         self._progress = progress
         self.fingerprints: dict[str, str] = {}  # split -> sha256 of its records, once written
-        self._num_negatives = (prepared.num_negatives if prepared is not None
-                               else num_negatives)
+        self._num_negatives = prepared.num_negatives if prepared is not None else num_negatives
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -176,15 +196,20 @@ class RecsysPrepared(tfds.core.GeneratorBasedBuilder):
         description = "recsys_jax prepared splits"
         if self._prepared is not None:
             description += f" of {self._prepared.dataset.name}"
-        return tfds.core.DatasetInfo(builder=self, description=description,
-                                     features=_features(name, self._num_negatives),
-                                     disable_shuffling=True)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=description,
+            features=_features(name, self._num_negatives),
+            disable_shuffling=True,
+        )
 
     def _split_generators(self, dl_manager):
         if self._prepared is None:
             raise DataError("RecsysPrepared writes only splits passed in as `prepared=`")
-        return {split: self._generate_examples(split) for split in
-                CONFIG_SPLITS[self.builder_config.name]}
+        return {
+            split: self._generate_examples(split)
+            for split in CONFIG_SPLITS[self.builder_config.name]
+        }
 
     # tfds prints "Downloading and preparing ..." banners; nothing is downloaded here.
     def _log_download_bytes(self) -> None:
@@ -196,8 +221,13 @@ class RecsysPrepared(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
         size = self._prepared.split_sizes()[split]
         digest = hashlib.sha256()
-        with tqdm.tqdm(total=size, desc=f"writing {split}", unit=" records", leave=False,
-                       disable=not self._progress) as bar:
+        with tqdm.tqdm(
+            total=size,
+            desc=f"writing {split}",
+            unit=" records",
+            leave=False,
+            disable=not self._progress,
+        ) as bar:
             for key, record in self._records(split):
                 _update_fingerprint(digest, record)
                 yield key, record
@@ -212,21 +242,37 @@ class RecsysPrepared(tfds.core.GeneratorBasedBuilder):
                 yield k, {"user": u, "items": seq.train[k]}
         elif split == "validation":
             for k, u in enumerate(seq.users):
-                yield k, {"user": u, "history": seq.valid_history(k),
-                          "target": seq.valid_target[k]}
+                yield k, {"user": u, "history": seq.valid_history(k), "target": seq.valid_target[k]}
         elif split == "test":
             for k, u in enumerate(seq.users):
-                yield k, {"user": u, "history": seq.test_history(k),
-                          "target": seq.test_target[k], "negatives": p.test_negatives[k]}
+                yield (
+                    k,
+                    {
+                        "user": u,
+                        "history": seq.test_history(k),
+                        "target": seq.test_target[k],
+                        "negatives": p.test_negatives[k],
+                    },
+                )
         else:
-            rows = {"rating_train": p.ratings.train, "rating_validation": p.ratings.valid,
-                    "rating_test": p.ratings.test}[split]
+            rows = {
+                "rating_train": p.ratings.train,
+                "rating_validation": p.ratings.valid,
+                "rating_test": p.ratings.test,
+            }[split]
             inter = p.dataset.interactions
             for row in rows.tolist():
-                yield row, {"user": inter.user[row], "item": inter.item[row],
-                            "rating": inter.rating[row], "timestamp": inter.timestamp[row],
-                            "review": inter.review[row] if inter.review is not None else "",
-                            "summary": inter.summary[row] if inter.summary is not None else ""}
+                yield (
+                    row,
+                    {
+                        "user": inter.user[row],
+                        "item": inter.item[row],
+                        "rating": inter.rating[row],
+                        "timestamp": inter.timestamp[row],
+                        "review": inter.review[row] if inter.review is not None else "",
+                        "summary": inter.summary[row] if inter.summary is not None else "",
+                    },
+                )
 
 
 def _update_fingerprint(digest, record: dict) -> None:
@@ -248,9 +294,15 @@ def _update_fingerprint(digest, record: dict) -> None:
 # Writing one prepared dataset folder
 
 
-def write_prepared(prepared: PreparedSplits, data_dir: str | os.PathLike, *,
-                   source: Optional[dict] = None, options: Optional[dict] = None,
-                   overwrite: bool = False, progress: bool = False) -> Path:
+def write_prepared(
+    prepared: PreparedSplits,
+    data_dir: str | os.PathLike,
+    *,
+    source: dict | None = None,
+    options: dict | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
     """Write the folder described in the module docstring and return its path.
 
     Written into a temporary sibling folder first and moved into place at the end, so a failed
@@ -271,8 +323,13 @@ def write_prepared(prepared: PreparedSplits, data_dir: str | os.PathLike, *,
         tfds.display_progress_bar(False)  # our own bars (per split) replace tfds' nested ones
         try:
             for config in configs:
-                builder = RecsysPrepared(prepared=prepared, config=config, data_dir=str(work),
-                                         file_format="array_record", progress=progress)
+                builder = RecsysPrepared(
+                    prepared=prepared,
+                    config=config,
+                    data_dir=str(work),
+                    file_format="array_record",
+                    progress=progress,
+                )
                 builder.download_and_prepare(download_dir=str(downloads))
                 fingerprints.update(builder.fingerprints)
         finally:
@@ -296,33 +353,43 @@ def catalog_json(catalog: Catalog) -> dict:
     """The catalog.json object. `source_ids` is an optional key, not a new format version:
     folders written before it existed still load (without original ids), and catalogs that
     have none are written exactly as before."""
-    obj = {"item_ids": catalog.item_ids, "titles": catalog.titles,
-           "attributes": catalog.attributes}
+    obj = {"item_ids": catalog.item_ids, "titles": catalog.titles, "attributes": catalog.attributes}
     if catalog.source_ids is not None:
         obj["source_ids"] = catalog.source_ids
     return obj
 
 
-def build_meta(prepared: PreparedSplits, *, source: Optional[dict] = None,
-               options: Optional[dict] = None) -> dict:
+def build_meta(
+    prepared: PreparedSplits, *, source: dict | None = None, options: dict | None = None
+) -> dict:
     ds = prepared.dataset
     return {
         "format_version": FORMAT_VERSION,
         "dataset": ds.name,
-        "counts": {**ds.summary_counts(),
-                   "sequence_users": int(len(prepared.sequences.users)),
-                   "users_left_out_of_sequences": int(prepared.sequences.dropped_users)},
+        "counts": {
+            **ds.summary_counts(),
+            "sequence_users": int(len(prepared.sequences.users)),
+            "users_left_out_of_sequences": int(prepared.sequences.dropped_users),
+        },
         "splits": prepared.split_sizes(),
         "has_ratings": ds.has_ratings,
         "has_reviews": ds.has_reviews,
         "num_negatives": prepared.num_negatives,
-        "seeds": {"test_negatives": prepared.seed,
-                  "rating_split": prepared.seed if prepared.ratings is not None else None},
+        "seeds": {
+            "test_negatives": prepared.seed,
+            "rating_split": prepared.seed if prepared.ratings is not None else None,
+        },
         "source": source or {},
         "options": options or {},
-        "tfds": {"builder": BUILDER_NAME, "version": TFDS_VERSION,
-                 "configs": {c: list(s) for c, s in CONFIG_SPLITS.items()
-                             if c != "ratings" or prepared.ratings is not None}},
+        "tfds": {
+            "builder": BUILDER_NAME,
+            "version": TFDS_VERSION,
+            "configs": {
+                c: list(s)
+                for c, s in CONFIG_SPLITS.items()
+                if c != "ratings" or prepared.ratings is not None
+            },
+        },
     }
 
 

@@ -14,7 +14,6 @@ token of the item).
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +33,27 @@ def _gather_beams(tree, flat_index: jax.Array):
     return jax.tree.map(lambda x: x[flat_index], tree)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "beam", "top_k", "eop", "sop",
-                                             "length_penalty", "max_steps"))
-def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_lib.Trie,
-                roots: jax.Array, exclude: jax.Array, *, beam: int, top_k: int, eop: int,
-                sop: int, length_penalty: float = 0.0, max_steps: Optional[int] = None,
-                start: Optional[tuple] = None):
+@functools.partial(
+    jax.jit,
+    static_argnames=("graphdef", "beam", "top_k", "eop", "sop", "length_penalty", "max_steps"),
+)
+def beam_search(
+    graphdef,
+    state,
+    prompt: dict,
+    mask_pos: jax.Array,
+    trie: trie_lib.Trie,
+    roots: jax.Array,
+    exclude: jax.Array,
+    *,
+    beam: int,
+    top_k: int,
+    eop: int,
+    sop: int,
+    length_penalty: float = 0.0,
+    max_steps: int | None = None,
+    start: tuple | None = None,
+):
     """-> (items [B, top_k] int32, -1 where fewer items exist; scores [B, top_k]).
 
     prompt: [B, Lp] tokens / positions / block_positions / segment_ids / part_a: Part A
@@ -54,9 +68,14 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
     model = nnx.merge(graphdef, state)
     batch, prompt_len = prompt["tokens"].shape
     steps = (trie.max_depth + 1) if max_steps is None else max_steps
-    _, prefix = model.prefill(prompt["tokens"], prompt["positions"], prompt["block_positions"],
-                              prompt["segment_ids"], prompt["part_a"],
-                              model.init_cache(batch, prompt_len))
+    _, prefix = model.prefill(
+        prompt["tokens"],
+        prompt["positions"],
+        prompt["block_positions"],
+        prompt["segment_ids"],
+        prompt["part_a"],
+        model.init_cache(batch, prompt_len),
+    )
     base = (jnp.arange(batch) * beam)[:, None]
 
     # Step 0 is peeled off the loop: every beam would feed the same <sop> at its root, so it
@@ -69,8 +88,13 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         first_token, first_intra, item_intra = (jnp.asarray(x, jnp.int32) for x in start)
     score_eop = start is None
     first_logits, first_cache = model.decode_step_shared(
-        first_token[:, None], mask_pos[:, None], first_intra[:, None], prefix,
-        model.init_cache(batch, steps), 0)
+        first_token[:, None],
+        mask_pos[:, None],
+        first_intra[:, None],
+        prefix,
+        model.init_cache(batch, steps),
+        0,
+    )
     first_logp = jax.nn.log_softmax(first_logits[:, 0].astype(jnp.float32), axis=-1)
     # Excluded items are never entered where they end the path (a one-token item at the root,
     # the last token of a longer one): a beam spent on them would return nothing, and with
@@ -100,8 +124,13 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
 
     def body(s):
         logits, cache = model.decode_step_shared(
-            s["token"].reshape(-1, 1), flat_pos, s["intra"].reshape(-1, 1), prefix, s["cache"],
-            s["step"])
+            s["token"].reshape(-1, 1),
+            flat_pos,
+            s["intra"].reshape(-1, 1),
+            prefix,
+            s["cache"],
+            s["step"],
+        )
         logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
         logp = logp.reshape(batch, beam, -1)
         live = s["logp"] > NEG_INF / 2
@@ -130,12 +159,19 @@ def beam_search(graphdef, state, prompt: dict, mask_pos: jax.Array, trie: trie_l
         node = jnp.take_along_axis(child_node.reshape(batch, -1), flat, 1)
         logp_new = jnp.where(logp_new > NEG_INF / 2, logp_new, NEG_INF)
         src_flat = (base + src).reshape(-1)
-        intra = trie_lib.next_intra(jnp.take_along_axis(s["intra"], src, 1),
-                                    jnp.zeros_like(token, bool))
-        return {"step": s["step"] + 1, "cache": _gather_beams(cache, src_flat),
-                "token": token.astype(jnp.int32), "intra": intra,
-                "node": node.astype(jnp.int32), "logp": logp_new,
-                "done_score": done_score, "done_item": done_item}
+        intra = trie_lib.next_intra(
+            jnp.take_along_axis(s["intra"], src, 1), jnp.zeros_like(token, bool)
+        )
+        return {
+            "step": s["step"] + 1,
+            "cache": _gather_beams(cache, src_flat),
+            "token": token.astype(jnp.int32),
+            "intra": intra,
+            "node": node.astype(jnp.int32),
+            "logp": logp_new,
+            "done_score": done_score,
+            "done_item": done_item,
+        }
 
     out = jax.lax.while_loop(cond, body, init)
     return out["done_item"], out["done_score"]

@@ -10,14 +10,17 @@ decoding continues.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from recsys_jax.example import SpecialIds, TokenizedExample
 from recsys_jax.masking import MaskingConfig, mask_spans, target_mask_kind
+from recsys_jax.masking.batching import MODEL_INPUTS
 
-PROMPT_KEYS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
+PROMPT_KEYS = MODEL_INPUTS
+# A masked layout's per-token inputs (segment ids come from stacking).
+LAYOUT_KEYS = tuple(k for k in MODEL_INPUTS if k != "segment_ids")
 # The pseudo template id of the bare item sequence (the item_sequence training family).
 ITEM_SEQUENCE = "items"
 # Names of `DecoderInputs.start`'s arrays where they travel as named inputs (exported bundles).
@@ -33,7 +36,7 @@ class DecoderInputs:
 
     prompt: dict
     mask_pos: np.ndarray
-    start: Optional[tuple] = None
+    start: tuple | None = None
 
     @property
     def continues_sequence(self) -> bool:
@@ -41,31 +44,33 @@ class DecoderInputs:
         return self.start is not None
 
 
-def with_answer_slot(example: TokenizedExample, special: SpecialIds,
-                     answer_is_item: bool = True) -> tuple[TokenizedExample, tuple[int, int]]:
+def with_answer_slot(
+    example: TokenizedExample, special: SpecialIds, answer_is_item: bool = True
+) -> tuple[TokenizedExample, tuple[int, int]]:
     n = len(example.ids)
     slot = (n, n + 1)
     ids = np.append(np.asarray(example.ids, np.int32), special.pad)
     entities = list(example.entity_spans) + ([slot] if answer_is_item else [])
-    return dataclasses.replace(example, ids=ids, entity_spans=entities,
-                               target_spans=[slot]), slot
+    return dataclasses.replace(example, ids=ids, entity_spans=entities, target_spans=[slot]), slot
 
 
-def part_a_prompt(example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig,
-                  answer_is_item: bool = True) -> tuple[dict[str, np.ndarray], int]:
+def part_a_prompt(
+    example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig, answer_is_item: bool = True
+) -> tuple[dict[str, np.ndarray], int]:
     """Part A arrays (1-D) of `example` with its answer masked, and the mask's position."""
     full, slot = with_answer_slot(example, special, answer_is_item)
     kind = target_mask_kind(full, slot)
     cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, len(full.ids) + 2))
     out = mask_spans(full, [slot], [kind], special, cfg)
     a = out["part_a"] == 1
-    prompt = {k: out[k][a] for k in ("tokens", "positions", "block_positions", "part_a")}
+    prompt = {k: out[k][a] for k in LAYOUT_KEYS}
     mask_pos = int(prompt["positions"][-1])
     return prompt, mask_pos
 
 
-def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds,
-                  bucket: bool = False) -> dict:
+def stack_prompts(
+    prompts: Sequence[dict], length: int, special: SpecialIds, bucket: bool = False
+) -> dict:
     """Right-pad 1-D Part A prompts to [B, length] with segment 0 padding. With `bucket`, the
     width is the smallest power of two (at least 16) that holds the longest prompt, capped at
     `length`: short prompts skip most of the padding's compute, at a few compiled shapes."""
@@ -73,24 +78,34 @@ def stack_prompts(prompts: Sequence[dict], length: int, special: SpecialIds,
     if bucket:
         longest = max(len(p["tokens"]) for p in prompts)
         length = min(length, max(16, 1 << (longest - 1).bit_length()))
-    out = {"tokens": np.full((batch, length), special.pad, np.int32),
-           "positions": np.zeros((batch, length), np.int32),
-           "block_positions": np.zeros((batch, length), np.int32),
-           "segment_ids": np.zeros((batch, length), np.int32),
-           "part_a": np.zeros((batch, length), np.int32)}
+    out = {
+        "tokens": np.full((batch, length), special.pad, np.int32),
+        "positions": np.zeros((batch, length), np.int32),
+        "block_positions": np.zeros((batch, length), np.int32),
+        "segment_ids": np.zeros((batch, length), np.int32),
+        "part_a": np.zeros((batch, length), np.int32),
+    }
     for row, p in enumerate(prompts):
         n = len(p["tokens"])
         if n > length:
             raise ValueError(f"prompt of {n} tokens exceeds the decoding length {length}")
-        for k in ("tokens", "positions", "block_positions", "part_a"):
+        for k in LAYOUT_KEYS:
             out[k][row, :n] = p[k]
         out["segment_ids"][row, :n] = 1
     return out
 
 
-def history_prompts(factory, template, histories: Sequence[Sequence[int]], special: SpecialIds,
-                    masking: MaskingConfig, length: int, candidates=None, users=None,
-                    bucket: bool = False) -> DecoderInputs:
+def history_prompts(
+    factory,
+    template,
+    histories: Sequence[Sequence[int]],
+    special: SpecialIds,
+    masking: MaskingConfig,
+    length: int,
+    candidates=None,
+    users=None,
+    bucket: bool = False,
+) -> DecoderInputs:
     """Decoder inputs for item histories (internal ids) under one template (a
     `prompts.templates.Template`, or `ITEM_SEQUENCE` for the bare item sequence): [B, length]
     arrays, or bucketed as in `stack_prompts`. The one prompt path of the checkpoint
@@ -103,25 +118,31 @@ def history_prompts(factory, template, histories: Sequence[Sequence[int]], speci
         if template == ITEM_SEQUENCE:
             example = factory.item_sequence(history, training=False)
             prompt, mask_pos, start = item_sequence_prompt(
-                example, factory.cfg.sequence_objective, special, masking)
+                example, factory.cfg.sequence_objective, special, masking
+            )
             out.append((prompt, mask_pos))
             starts.append(start)
             continue
         cands = None if candidates is None else candidates[row]
         user = 0 if users is None else int(users[row])
         example = factory.fit_history(
-            lambda hh, n: factory.sequence_prompt(template, user, hh, None, rng,
-                                                  candidates=cands), history)
+            lambda hh, n: factory.sequence_prompt(template, user, hh, None, rng, candidates=cands),
+            history,
+        )
         out.append(part_a_prompt(example, special, masking))
     start = None
     if starts and starts[0] is not None:
         start = tuple(np.array(col, np.int32) for col in zip(*starts))
-    return DecoderInputs(stack_prompts([p for p, _ in out], length, special, bucket),
-                         np.array([m for _, m in out], np.int32), start)
+    return DecoderInputs(
+        stack_prompts([p for p, _ in out], length, special, bucket),
+        np.array([m for _, m in out], np.int32),
+        start,
+    )
 
 
-def item_sequence_prompt(example: TokenizedExample, objective: str, special: SpecialIds,
-                         cfg: MaskingConfig) -> tuple[dict, int, Optional[tuple[int, int, int]]]:
+def item_sequence_prompt(
+    example: TokenizedExample, objective: str, special: SpecialIds, cfg: MaskingConfig
+) -> tuple[dict, int, tuple[int, int, int] | None]:
     """Decoder input of a bare item sequence (`PromptFactory.item_sequence`, no targets).
 
     infill: the history + an answer mask, as any prompt. causal: the layout training used,
@@ -135,7 +156,7 @@ def item_sequence_prompt(example: TokenizedExample, objective: str, special: Spe
     n = len(example.ids)
     cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, n + 2))
     out = mask_spans(example, [(0, n)], ["mask"], special, cfg)
-    prompt = {k: out[k][:-1] for k in ("tokens", "positions", "block_positions", "part_a")}
+    prompt = {k: out[k][:-1] for k in LAYOUT_KEYS}
     last_intra = int(out["block_positions"][-1])
     item_intra = 1 if cfg.entity_positions else last_intra + 1
     return prompt, int(out["positions"][-1]), (int(out["tokens"][-1]), last_intra, item_intra)

@@ -16,7 +16,7 @@ Node 0 .. R-1 are the roots.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ class Trie:
     def num_nodes(self) -> int:
         return int(self.end_item.shape[0])
 
-    def device_put(self) -> "Trie":
+    def device_put(self) -> Trie:
         return dataclasses.replace(self, **{f: jnp.asarray(getattr(self, f)) for f in ARRAYS})
 
     def arrays(self) -> dict:
@@ -50,12 +50,16 @@ class Trie:
 
 ARRAYS = ("root_next", "row_start", "child_token", "child_node", "end_item")
 
-jax.tree_util.register_dataclass(Trie, data_fields=list(ARRAYS),
-                                 meta_fields=["fanout", "max_depth"])
+jax.tree_util.register_dataclass(
+    Trie, data_fields=list(ARRAYS), meta_fields=["fanout", "max_depth"]
+)
 
 
-def build_trie(pools: Sequence[Sequence[tuple[int, ...]]], items: Sequence[Sequence[int]] | None,
-               vocab_size: int) -> Trie:
+def build_trie(
+    pools: Sequence[Sequence[tuple[int, ...]]],
+    items: Sequence[Sequence[int]] | None,
+    vocab_size: int,
+) -> Trie:
     """One root per pool. `pools[r]` lists token sequences; `items[r]` their item ids (default
     0..len-1). Sequences in one pool must be distinct and non-empty."""
     roots = len(pools)
@@ -99,10 +103,17 @@ def build_trie(pools: Sequence[Sequence[tuple[int, ...]]], items: Sequence[Seque
         if children[v]:
             pairs = sorted(children[v].items())
             s = row_start[v]
-            child_token[s:s + len(pairs)] = [t for t, _ in pairs]
-            child_node[s:s + len(pairs)] = [c for _, c in pairs]
-    return Trie(root_next, row_start.astype(np.int32), child_token, child_node,
-                np.asarray(end_item, np.int32), fanout, max_depth)
+            child_token[s : s + len(pairs)] = [t for t, _ in pairs]
+            child_node[s : s + len(pairs)] = [c for _, c in pairs]
+    return Trie(
+        root_next,
+        row_start.astype(np.int32),
+        child_token,
+        child_node,
+        np.asarray(end_item, np.int32),
+        fanout,
+        max_depth,
+    )
 
 
 # -- device-side lookups (jnp; used inside jit / while_loop) ---------------------------------
@@ -115,25 +126,7 @@ def children(trie: Trie, nodes: jax.Array):
     offsets = jnp.arange(trie.fanout)
     idx = start[..., None] + offsets
     valid = offsets < count[..., None]
-    return (jnp.where(valid, trie.child_token[idx], -1),
-            jnp.where(valid, trie.child_node[idx], -1))
-
-
-def allowed_tokens_mask(trie: Trie, nodes: jax.Array, roots: jax.Array, eop: int) -> jax.Array:
-    """bool [..., V]: tokens that continue some item from `nodes` (plus `<eop>` where the node
-    completes an item). `roots` gives each entry's root (its trie)."""
-    vocab = trie.root_next.shape[1]
-    at_root = nodes < trie.num_roots
-    tokens, _ = children(trie, nodes)
-    flat_tokens = tokens.reshape(-1, trie.fanout)
-    rows = jnp.arange(flat_tokens.shape[0])[:, None]
-    below = jnp.zeros((flat_tokens.shape[0], vocab + 1), bool)
-    below = below.at[rows, jnp.where(flat_tokens >= 0, flat_tokens, vocab)].set(True)[:, :vocab]
-    below = below.reshape(*nodes.shape, vocab)
-    from_root = trie.root_next[roots] >= 0
-    mask = jnp.where(at_root[..., None], from_root, below)
-    ends = trie.end_item[nodes] >= 0
-    return mask.at[..., eop].set(ends)
+    return (jnp.where(valid, trie.child_token[idx], -1), jnp.where(valid, trie.child_node[idx], -1))
 
 
 def banned_items(trie: Trie, exclude: jax.Array) -> jax.Array:
@@ -141,8 +134,13 @@ def banned_items(trie: Trie, exclude: jax.Array) -> jax.Array:
     (< N, every item has its own end node); column N stands for "no item"."""
     n = trie.end_item.shape[0]
     rows = jnp.arange(exclude.shape[0])[:, None]
-    return jnp.zeros((exclude.shape[0], n + 1), bool).at[
-        rows, jnp.where(exclude >= 0, exclude, n)].set(True).at[:, n].set(False)
+    return (
+        jnp.zeros((exclude.shape[0], n + 1), bool)
+        .at[rows, jnp.where(exclude >= 0, exclude, n)]
+        .set(True)
+        .at[:, n]
+        .set(False)
+    )
 
 
 def excluded_leaf(trie: Trie, nodes: jax.Array, banned: jax.Array) -> jax.Array:
@@ -155,16 +153,6 @@ def excluded_leaf(trie: Trie, nodes: jax.Array, banned: jax.Array) -> jax.Array:
     leaf = trie.row_start[safe + 1] == trie.row_start[safe]
     rows = jnp.arange(nodes.shape[0]).reshape((-1,) + (1,) * (nodes.ndim - 1))
     return banned[rows, jnp.where(item >= 0, item, n)] & leaf & (nodes >= trie.num_roots)
-
-
-def next_node(trie: Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array) -> jax.Array:
-    """The node reached from `nodes` by `tokens` (-1 if the token leaves the trie)."""
-    at_root = nodes < trie.num_roots
-    from_root = trie.root_next[roots, tokens]
-    child_tokens, child_nodes = children(trie, nodes)
-    hit = child_tokens == tokens[..., None]
-    below = jnp.max(jnp.where(hit, child_nodes, -1), axis=-1)
-    return jnp.where(at_root, from_root, below)
 
 
 def next_intra(intra: jax.Array, starts_item: jax.Array) -> jax.Array:
@@ -180,8 +168,9 @@ def catalog_trie(entity_pool: Sequence[tuple[int, ...]], vocab_size: int) -> Tri
     return build_trie([entity_pool], None, vocab_size)
 
 
-def candidate_tries(entity_pool: Sequence[tuple[int, ...]], candidates: np.ndarray,
-                    vocab_size: int) -> Trie:
+def candidate_tries(
+    entity_pool: Sequence[tuple[int, ...]], candidates: np.ndarray, vocab_size: int
+) -> Trie:
     """One restricted trie per row of `candidates` [B, C] (item ids; -1 = none).
 
     Padded to shapes that depend only on B, C and the pool's longest item (nodes
@@ -195,8 +184,9 @@ def candidate_tries(entity_pool: Sequence[tuple[int, ...]], candidates: np.ndarr
         items.append(kept)
     batch, width = candidates.shape
     depth = max(len(seq) for seq in entity_pool)
-    return pad_trie(build_trie(pools, items, vocab_size), batch + batch * width * depth,
-                    max(1, width), depth)
+    return pad_trie(
+        build_trie(pools, items, vocab_size), batch + batch * width * depth, max(1, width), depth
+    )
 
 
 def pad_trie(trie: Trie, num_nodes: int, fanout: int, max_depth: int) -> Trie:
@@ -204,16 +194,22 @@ def pad_trie(trie: Trie, num_nodes: int, fanout: int, max_depth: int) -> Trie:
     `fanout` window and `max_depth`: lookups and decoding results are unchanged."""
     n = trie.num_nodes
     if n > num_nodes or trie.fanout > fanout or trie.max_depth > max_depth:
-        raise ValueError(f"cannot pad a trie of {n} nodes, fan-out {trie.fanout}, depth "
-                         f"{trie.max_depth} to {num_nodes} / {fanout} / {max_depth}")
+        raise ValueError(
+            f"cannot pad a trie of {n} nodes, fan-out {trie.fanout}, depth "
+            f"{trie.max_depth} to {num_nodes} / {fanout} / {max_depth}"
+        )
     row_start = np.asarray(trie.row_start)
     edges = int(row_start[-1])
     child_token = np.full(num_nodes + fanout, -1, np.int32)
     child_node = np.full(num_nodes + fanout, -1, np.int32)
     child_token[:edges] = np.asarray(trie.child_token)[:edges]
     child_node[:edges] = np.asarray(trie.child_node)[:edges]
-    return Trie(np.asarray(trie.root_next),
-                np.concatenate([row_start, np.full(num_nodes - n, row_start[-1], np.int32)]),
-                child_token, child_node,
-                np.concatenate([np.asarray(trie.end_item), np.full(num_nodes - n, -1, np.int32)]),
-                fanout, max_depth)
+    return Trie(
+        np.asarray(trie.root_next),
+        np.concatenate([row_start, np.full(num_nodes - n, row_start[-1], np.int32)]),
+        child_token,
+        child_node,
+        np.concatenate([np.asarray(trie.end_item), np.full(num_nodes - n, -1, np.int32)]),
+        fanout,
+        max_depth,
+    )

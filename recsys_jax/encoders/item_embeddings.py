@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,15 +42,21 @@ def catalog_texts(catalog: Catalog) -> list[str]:
 
 def fit_text_vectorizer(catalog: Catalog, train_items: np.ndarray) -> TfidfVectorizer:
     """TF-IDF (unigrams + bigrams, sublinear tf) fit on the text of training items only."""
-    vectorizer = TfidfVectorizer(lowercase=True, strip_accents="unicode",
-                                 token_pattern=r"(?u)\b\w+\b", ngram_range=(1, 2),
-                                 sublinear_tf=True, dtype=np.float32)
+    vectorizer = TfidfVectorizer(
+        lowercase=True,
+        strip_accents="unicode",
+        token_pattern=r"(?u)\b\w+\b",
+        ngram_range=(1, 2),
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
     texts = [item_text(catalog.titles[i], catalog.attributes[i]) for i in train_items]
     try:
         vectorizer.fit(texts)
     except ValueError as err:  # e.g. every training item has empty text
-        raise DataError(f"cannot build TF-IDF features from the training items' titles and "
-                        f"attributes ({err})") from None
+        raise DataError(
+            f"cannot build TF-IDF features from the training items' titles and attributes ({err})"
+        ) from None
     return vectorizer
 
 
@@ -66,8 +72,13 @@ def _cache_file(folder: Path, texts: Sequence[str]) -> Path:
     modification time, and every text, so any change makes a new entry.
     """
     digest = hashlib.sha256(str(folder.resolve()).encode())
-    for name in ("config.json", "tokenizer.json", "sentence_bert_config.json", "modules.json",
-                 "1_Pooling/config.json"):
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+    ):
         if (folder / name).is_file():
             digest.update(name.encode() + (folder / name).read_bytes())
     weights = (folder / "model.safetensors").stat()
@@ -77,9 +88,14 @@ def _cache_file(folder: Path, texts: Sequence[str]) -> Path:
     return cache_root() / "item_embeddings" / f"{digest.hexdigest()[:32]}.npy"
 
 
-def encoder_embeddings(catalog: Catalog, encoder_path: str | os.PathLike | None = None, *,
-                       batch_size: int = 64, progress: bool = False,
-                       cache: bool = True) -> np.ndarray:
+def encoder_embeddings(
+    catalog: Catalog,
+    encoder_path: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
+    cache: bool = True,
+) -> np.ndarray:
     """[num_items, hidden] float32 sentence embeddings of every item's text.
 
     `encoder_path`: a Hugging Face BERT folder; None = the bundled all-MiniLM-L6-v2.
@@ -90,8 +106,9 @@ def encoder_embeddings(catalog: Catalog, encoder_path: str | os.PathLike | None 
 
     folder = Path(bundled_minilm_path() if encoder_path is None else encoder_path)
     texts = catalog_texts(catalog)
-    path = _cache_file(folder, texts) if cache and (folder / "model.safetensors").is_file() \
-        else None
+    path = (
+        _cache_file(folder, texts) if cache and (folder / "model.safetensors").is_file() else None
+    )
     if path is not None and path.is_file():
         return np.load(path)
     vectors = TextEncoder(folder).encode(texts, batch_size=batch_size, progress=progress)
@@ -103,9 +120,16 @@ def encoder_embeddings(catalog: Catalog, encoder_path: str | os.PathLike | None 
     return vectors
 
 
-def item_embeddings(catalog: Catalog, method: str = "tfidf", *, fit_items=None,
-                    encoder_path: str | os.PathLike | None = None, batch_size: int = 64,
-                    progress: bool = False, cache: bool = True):
+def item_embeddings(
+    catalog: Catalog,
+    method: str = "tfidf",
+    *,
+    fit_items=None,
+    encoder_path: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    cache: bool = True,
+):
     """Item text vectors, row i for catalog item i.
 
     "tfidf": sparse TF-IDF rows with the vocabulary fit on `fit_items` (required: the training
@@ -117,8 +141,9 @@ def item_embeddings(catalog: Catalog, method: str = "tfidf", *, fit_items=None,
             raise ValueError("tfidf item embeddings are fit on training items: pass fit_items")
         return text_features(catalog, fit_text_vectorizer(catalog, np.asarray(fit_items)))
     if method == "encoder":
-        return encoder_embeddings(catalog, encoder_path, batch_size=batch_size,
-                                  progress=progress, cache=cache)
+        return encoder_embeddings(
+            catalog, encoder_path, batch_size=batch_size, progress=progress, cache=cache
+        )
     raise ValueError(f"item embedding method must be one of {METHODS}, got {method!r}")
 
 
@@ -127,11 +152,15 @@ def load_item_vectors(path, num_items: int) -> np.ndarray:
     try:
         vectors = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read item embeddings ({e}); write a [num_items, dim] "
-                        "float .npy, e.g. with scripts/embed_items.py") from e
+        raise DataError(
+            f"{path}: cannot read item embeddings ({e}); write a [num_items, dim] "
+            "float .npy, e.g. with scripts/embed_items.py"
+        ) from e
     if vectors.ndim != 2 or vectors.shape[0] != num_items:
-        raise DataError(f"{path}: item embeddings have shape {vectors.shape}, expected "
-                        f"[{num_items}, dim] (one row per catalog item, in catalog order)")
+        raise DataError(
+            f"{path}: item embeddings have shape {vectors.shape}, expected "
+            f"[{num_items}, dim] (one row per catalog item, in catalog order)"
+        )
     if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(vectors).all():
         raise DataError(f"{path}: item embeddings must be finite floats")
     return vectors

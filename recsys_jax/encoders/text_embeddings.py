@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,11 @@ def sentence_settings(folder: Path) -> dict:
     A folder without modules.json is a bare Hugging Face model: mean pooling, no normalisation.
     """
     sbert = _read_json(folder / "sentence_bert_config.json", {})
-    settings = {"max_seq_length": sbert.get("max_seq_length"),
-                "do_lower_case": bool(sbert.get("do_lower_case", False)), "normalize": False}
+    settings = {
+        "max_seq_length": sbert.get("max_seq_length"),
+        "do_lower_case": bool(sbert.get("do_lower_case", False)),
+        "normalize": False,
+    }
     for module in _read_json(folder / "modules.json", []):
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         if kind == "Normalize":
@@ -55,8 +58,10 @@ def sentence_settings(folder: Path) -> dict:
             if modes and modes != ["pooling_mode_mean_tokens"]:
                 raise ValueError(f"{folder}: pooling {modes} is not supported (mean pooling only)")
         elif kind != "Transformer":
-            raise ValueError(f"{folder}/modules.json: module {module.get('type')!r} is not "
-                             f"supported (Transformer, mean Pooling and Normalize are)")
+            raise ValueError(
+                f"{folder}/modules.json: module {module.get('type')!r} is not "
+                f"supported (Transformer, mean Pooling and Normalize are)"
+            )
     return settings
 
 
@@ -92,12 +97,15 @@ class TextEncoder:
         self.model = load_bert(self.folder)
         tokenizer_path = self.folder / "tokenizer.json"
         if not tokenizer_path.is_file():
-            raise FileNotFoundError(f"{tokenizer_path} not found (a fast-tokenizer file from "
-                                    f"the `tokenizers` package is required)")
+            raise FileNotFoundError(
+                f"{tokenizer_path} not found (a fast-tokenizer file from "
+                f"the `tokenizers` package is required)"
+            )
         settings = sentence_settings(self.folder)
         positions = self.model.cfg.max_positions
-        self.max_seq_length = min(int(max_seq_length or settings["max_seq_length"] or positions),
-                                  positions)
+        self.max_seq_length = min(
+            int(max_seq_length or settings["max_seq_length"] or positions), positions
+        )
         self.lowercase = settings["do_lower_case"]
         self.normalize = settings["normalize"]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -115,11 +123,24 @@ class TextEncoder:
 
     def embed_ids(self, tokens, mask) -> np.ndarray:
         """Pooled embeddings [B, hidden] of padded token ids [B, L] with mask [B, L] (1 = real)."""
-        return np.asarray(_pooled(self._graphdef, self._state, jnp.asarray(tokens, jnp.int32),
-                                  jnp.asarray(mask, jnp.int32), self.normalize))
+        return np.asarray(
+            _pooled(
+                self._graphdef,
+                self._state,
+                jnp.asarray(tokens, jnp.int32),
+                jnp.asarray(mask, jnp.int32),
+                self.normalize,
+            )
+        )
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64,
-               max_batch_tokens: int = 4096, progress: bool = False) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        max_batch_tokens: int = 4096,
+        progress: bool = False,
+    ) -> np.ndarray:
         """[len(texts), hidden] float32, row i for texts[i].
 
         A batch holds at most `batch_size` texts and `max_batch_tokens` padded tokens (long
@@ -135,12 +156,12 @@ class TextEncoder:
                 members = np.flatnonzero(buckets == length)
                 size = max(1, min(batch_size, max_batch_tokens // length))  # one per bucket
                 for start in range(0, len(members), size):
-                    rows = members[start:start + size]
+                    rows = members[start : start + size]
                     tokens = np.zeros((size, length), np.int32)  # full rows: one shape
                     mask = np.zeros((size, length), np.int32)
                     for k, r in enumerate(rows):
-                        tokens[k, :len(ids[r])] = ids[r]
-                        mask[k, :len(ids[r])] = 1
-                    out[rows] = self.embed_ids(tokens, mask)[:len(rows)]
+                        tokens[k, : len(ids[r])] = ids[r]
+                        mask[k, : len(ids[r])] = 1
+                    out[rows] = self.embed_ids(tokens, mask)[: len(rows)]
                     bar.update(len(rows))
         return out

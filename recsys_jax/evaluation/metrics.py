@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ METRICS_FILE = "metrics.json"
 
 # -- ranking -----------------------------------------------------------------------------------
 
+
 def _as_list(ranked) -> list:
     return ranked.tolist() if isinstance(ranked, np.ndarray) else list(ranked)
 
@@ -42,7 +44,7 @@ def _plain(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-def rank_of(target, ranked) -> Optional[int]:
+def rank_of(target, ranked) -> int | None:
     """1-based rank of `target` in `ranked`, counting only first occurrences of items (later
     duplicates take no position); None when the target is absent or the list is empty."""
     target = _plain(target)
@@ -62,18 +64,19 @@ def rank_of(target, ranked) -> Optional[int]:
     return None
 
 
-def hit_at_k(rank: Optional[int], k: int) -> float:
+def hit_at_k(rank: int | None, k: int) -> float:
     """HR@k of one case: 1.0 if the target's rank is <= k, else 0.0 (also for rank None)."""
     return 1.0 if rank is not None and rank <= k else 0.0
 
 
-def ndcg_at_k(rank: Optional[int], k: int) -> float:
+def ndcg_at_k(rank: int | None, k: int) -> float:
     """NDCG@k of one case with one relevant item: 1/log2(rank+1) if rank <= k, else 0.0."""
     return 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0
 
 
-def ranking_metrics(targets: Sequence, ranked_lists: Sequence, ks: Sequence[int] = (5, 10),
-                    hr_at_1: bool = False) -> dict:
+def ranking_metrics(
+    targets: Sequence, ranked_lists: Sequence, ks: Sequence[int] = (5, 10), hr_at_1: bool = False
+) -> dict:
     """Mean HR@k and NDCG@k over all cases (keys "HR@k", "NDCG@k"; "HR@1" if `hr_at_1`) and
     "num_cases". `ranked_lists[i]` may be any length, including empty (scores 0)."""
     targets = _as_list(targets)
@@ -99,9 +102,9 @@ def exclude_history(ranked, history) -> list:
     return [item for item in _as_list(ranked) if item not in banned]
 
 
-def full_ranking_from_scores(scores: np.ndarray, k: int,
-                             exclude: Optional[Sequence[np.ndarray]] = None,
-                             chunk_rows: int = 1024) -> np.ndarray:
+def full_ranking_from_scores(
+    scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, chunk_rows: int = 1024
+) -> np.ndarray:
     """Top-k item indices per row of `scores` [U, N], best first -> int64 [U, min(k, N)].
 
     Excluded items (`exclude[u]`: item indices of row u) get -inf first and are never
@@ -120,11 +123,11 @@ def full_ranking_from_scores(scores: np.ndarray, k: int,
     if k <= 0:
         return out
     for start in range(0, num_users, chunk_rows):
-        block = np.array(scores[start:start + chunk_rows], dtype=np.float64)  # a copy
+        block = np.array(scores[start : start + chunk_rows], dtype=np.float64)  # a copy
         block[np.isnan(block)] = -np.inf
         banned = np.zeros(block.shape, bool)
         if exclude is not None:
-            for row, items in enumerate(exclude[start:start + chunk_rows]):
+            for row, items in enumerate(exclude[start : start + chunk_rows]):
                 items = np.asarray(items, np.int64)
                 if items.size:
                     banned[row, items] = True
@@ -156,7 +159,8 @@ def candidate_ranking(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 # -- rating ------------------------------------------------------------------------------------
 
-def parse_rating(value) -> Optional[float]:
+
+def parse_rating(value) -> float | None:
     """A finite float from a number or a string such as "4" / " 3.5 "; None otherwise."""
     if value is None or isinstance(value, bool):
         return None
@@ -167,7 +171,7 @@ def parse_rating(value) -> Optional[float]:
     return out if math.isfinite(out) else None
 
 
-def resolve_ratings(predictions: Iterable, fallback: Optional[float]) -> tuple[np.ndarray, int]:
+def resolve_ratings(predictions: Iterable, fallback: float | None) -> tuple[np.ndarray, int]:
     """(float64 predictions with every unparsable one replaced by `fallback`, how many were
     replaced). Raises ValueError if something is unparsable and `fallback` is None."""
     values, fallbacks = [], 0
@@ -191,36 +195,47 @@ def _errors(targets, predictions, fallback) -> tuple[np.ndarray, int]:
     return preds - targets, fallbacks
 
 
-def rmse(targets, predictions, fallback: Optional[float] = None) -> float:
+def rmse(targets, predictions, fallback: float | None = None) -> float:
     """Root mean squared error over all cases (unparsable predictions -> `fallback`)."""
     err, _ = _errors(targets, predictions, fallback)
-    return float(np.sqrt(np.mean(err ** 2)))
+    return float(np.sqrt(np.mean(err**2)))
 
 
-def mae(targets, predictions, fallback: Optional[float] = None) -> float:
+def mae(targets, predictions, fallback: float | None = None) -> float:
     """Mean absolute error over all cases (unparsable predictions -> `fallback`)."""
     err, _ = _errors(targets, predictions, fallback)
     return float(np.mean(np.abs(err)))
 
 
-def rating_metrics(targets, predictions, fallback: Optional[float] = None) -> dict:
+def rating_metrics(targets, predictions, fallback: float | None = None) -> dict:
     """{"RMSE", "MAE", "num_cases", "num_fallback", "fallback"}: every case counts; each
     unparsable prediction is scored as `fallback` and counted in "num_fallback"."""
     err, fallbacks = _errors(targets, predictions, fallback)
-    return {"RMSE": float(np.sqrt(np.mean(err ** 2))), "MAE": float(np.mean(np.abs(err))),
-            "num_cases": int(err.size), "num_fallback": int(fallbacks),
-            "fallback": None if fallback is None else float(fallback)}
+    return {
+        "RMSE": float(np.sqrt(np.mean(err**2))),
+        "MAE": float(np.mean(np.abs(err))),
+        "num_cases": int(err.size),
+        "num_fallback": int(fallbacks),
+        "fallback": None if fallback is None else float(fallback),
+    }
 
 
 # -- rows and files ----------------------------------------------------------------------------
 
-def ranking_rows(user_ids: Sequence[str], item_ids: Sequence[str], users, targets,
-                 ranked_lists) -> list[dict]:
+
+def ranking_rows(
+    user_ids: Sequence[str], item_ids: Sequence[str], users, targets, ranked_lists
+) -> list[dict]:
     """Prediction rows in dataset ids from internal indices; -1 entries (padding) dropped."""
     rows = []
     for u, t, ranked in zip(_as_list(users), _as_list(targets), ranked_lists):
-        rows.append({"user": user_ids[u], "target": item_ids[t],
-                     "ranked": [item_ids[i] for i in _as_list(ranked) if i >= 0]})
+        rows.append(
+            {
+                "user": user_ids[u],
+                "target": item_ids[t],
+                "ranked": [item_ids[i] for i in _as_list(ranked) if i >= 0],
+            }
+        )
     return rows
 
 

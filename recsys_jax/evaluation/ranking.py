@@ -14,7 +14,7 @@ item ids per case.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,8 +42,9 @@ def candidates_of(cases) -> np.ndarray:
     return np.concatenate([cases.targets[:, None], cases.negatives], axis=1)
 
 
-def sequential_ranking(decoder, cases, template: str, batch_size: int, k: int,
-                       exclude_history: bool, desc: str) -> list[np.ndarray]:
+def sequential_ranking(
+    decoder, cases, template: str, batch_size: int, k: int, exclude_history: bool, desc: str
+) -> list[np.ndarray]:
     width = max(len(h) for h in cases.histories)  # one exclusion width = one compiled shape
     ranked = []
     for sl, pad in padded_batches(len(cases), batch_size, desc):
@@ -51,19 +52,21 @@ def sequential_ranking(decoder, cases, template: str, batch_size: int, k: int,
         inputs = decoder.prompts(hist, template, users=pad_rows(cases.users[sl], pad))
         exclude = id_matrix(hist, width) if exclude_history else None
         items, _ = decoder.beam(inputs, k, exclude=exclude)
-        ranked.extend(items[:batch_size - pad])
+        ranked.extend(items[: batch_size - pad])
     return ranked
 
 
-def direct_generate(decoder, cases, template: str, batch_size: int, k: int,
-                    desc: str) -> list[np.ndarray]:
+def direct_generate(
+    decoder, cases, template: str, batch_size: int, k: int, desc: str
+) -> list[np.ndarray]:
     cands = candidates_of(cases)
     ranked = []
     for sl, pad in padded_batches(len(cases), batch_size, desc):
-        inputs = decoder.prompts(pad_rows(cases.histories[sl], pad), template,
-                                 users=pad_rows(cases.users[sl], pad))
+        inputs = decoder.prompts(
+            pad_rows(cases.histories[sl], pad), template, users=pad_rows(cases.users[sl], pad)
+        )
         items, _ = decoder.beam(inputs, k, candidates=np.asarray(pad_rows(cands[sl], pad)))
-        ranked.extend(items[:batch_size - pad])
+        ranked.extend(items[: batch_size - pad])
     return ranked
 
 
@@ -72,32 +75,41 @@ def _rank_by(cands: np.ndarray, scores: np.ndarray, k: int) -> list[np.ndarray]:
     return list(np.take_along_axis(cands, order, axis=1))
 
 
-def direct_score(decoder, cases, template: str, batch_size: int, k: int,
-                 desc: str) -> list[np.ndarray]:
+def direct_score(
+    decoder, cases, template: str, batch_size: int, k: int, desc: str
+) -> list[np.ndarray]:
     cands = candidates_of(cases)
-    # The prompt's KV cache is copied per candidate (100x): keep the batch small.
+    # Each case decodes its 100 candidates side by side (100 rows of vocabulary-wide logits
+    # per case; the prompt's cache is shared): keep the batch small.
     batch_size = max(1, batch_size // 8)
     ranked = []
     for sl, pad in padded_batches(len(cases), batch_size, desc):
-        inputs = decoder.prompts(pad_rows(cases.histories[sl], pad), template,
-                                 users=pad_rows(cases.users[sl], pad))
+        inputs = decoder.prompts(
+            pad_rows(cases.histories[sl], pad), template, users=pad_rows(cases.users[sl], pad)
+        )
         scores = decoder.score(inputs, candidates=np.asarray(pad_rows(cands[sl], pad)))
-        ranked.extend(_rank_by(cands[sl], scores[:batch_size - pad], k))
+        ranked.extend(_rank_by(cands[sl], scores[: batch_size - pad], k))
     return ranked
 
 
-def yes_no_prompts(decoder, template_id: str, users: Sequence[int], histories: Sequence,
-                   probes: Sequence[int]):
+def yes_no_prompts(
+    decoder, template_id: str, users: Sequence[int], histories: Sequence, probes: Sequence[int]
+):
     """Part A prompts asking whether each (user, history) would like its probe item."""
     template = get_template(template_id)
     if template.answer != "yes_no":
         raise ValueError(f"template {template_id} is not a yes/no template")
     rng = np.random.default_rng(0)
     factory = decoder.factory
-    examples = [factory.fit_history(
-        lambda h, n: factory.sequence_prompt(template, int(user), h, None, rng,
-                                             probe=int(probe)), hist)
-        for user, hist, probe in zip(users, histories, probes)]
+    examples = [
+        factory.fit_history(
+            lambda h, n: factory.sequence_prompt(
+                template, int(user), h, None, rng, probe=int(probe)
+            ),
+            hist,
+        )
+        for user, hist, probe in zip(users, histories, probes)
+    ]
     return decoder.answer_prompts(examples)
 
 
@@ -107,8 +119,9 @@ def p_yes(decoder, inputs) -> np.ndarray:
     return np.exp(scores[:, 0] - np.logaddexp(scores[:, 0], scores[:, 1]))
 
 
-def direct_yes_no(decoder, cases, template: str, batch_size: int, k: int,
-                  desc: str) -> list[np.ndarray]:
+def direct_yes_no(
+    decoder, cases, template: str, batch_size: int, k: int, desc: str
+) -> list[np.ndarray]:
     """One prompt per (case, candidate): 100 prompts per case, batched across cases."""
     cands = candidates_of(cases)
     n, c = cands.shape
@@ -117,7 +130,12 @@ def direct_yes_no(decoder, cases, template: str, batch_size: int, k: int,
     probs = np.zeros(n * c)
     for sl, pad in padded_batches(n * c, batch_size, desc):
         rows = pad_rows(flat_case[sl], pad)
-        inputs = yes_no_prompts(decoder, template, cases.users[rows],
-                                [cases.histories[r] for r in rows], pad_rows(flat_item[sl], pad))
-        probs[sl] = p_yes(decoder, inputs)[:batch_size - pad]
+        inputs = yes_no_prompts(
+            decoder,
+            template,
+            cases.users[rows],
+            [cases.histories[r] for r in rows],
+            pad_rows(flat_item[sl], pad),
+        )
+        probs[sl] = p_yes(decoder, inputs)[: batch_size - pad]
     return _rank_by(cands, probs.reshape(n, c), k)

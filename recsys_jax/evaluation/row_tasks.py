@@ -15,7 +15,6 @@ review cases are the test rows that have review text (rows without any have no r
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import numpy as np
 
@@ -28,7 +27,7 @@ MAX_NEW_TOKENS = {"star": 6, "explanation": 48, "summary": 24}
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def parse_star(text: str) -> Optional[float]:
+def parse_star(text: str) -> float | None:
     """The first number in a generated answer, if it is a star value in [1, 5]."""
     match = _NUMBER.search(text or "")
     if not match:
@@ -51,8 +50,15 @@ def _prompts(decoder, template, rows, idx):
     factory = decoder.factory
     examples, references = [], []
     for i in idx:
-        args = (template, int(rows["user"][i]), int(rows["item"][i]), float(rows["rating"][i]),
-                rows["review"][i], rows["summary"][i], rng)
+        args = (
+            template,
+            int(rows["user"][i]),
+            int(rows["item"][i]),
+            float(rows["rating"][i]),
+            rows["review"][i],
+            rows["summary"][i],
+            rng,
+        )
         references.append(factory.row_prompt(*args).answer)
         examples.append(factory.encode(factory.row_prompt(*args, with_answer=False)))
     return decoder.answer_prompts(examples), references
@@ -66,8 +72,9 @@ def _batched_prompts(decoder, template_id, rows, idx, batch_size, desc):
         yield inputs, refs, batch_size - pad
 
 
-def generate_answers(decoder, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
-                     desc: str) -> tuple[list[str], list[str]]:
+def generate_answers(
+    decoder, template_id: str, rows: dict, idx: np.ndarray, batch_size: int, desc: str
+) -> tuple[list[str], list[str]]:
     """(references, generated texts) for rows `idx` under one template."""
     max_new = MAX_NEW_TOKENS[get_template(template_id).answer]
     references, generated = [], []
@@ -77,8 +84,9 @@ def generate_answers(decoder, template_id: str, rows: dict, idx: np.ndarray, bat
     return references, generated
 
 
-def expected_stars(decoder, template_id: str, rows: dict, idx: np.ndarray, batch_size: int,
-                   desc: str) -> np.ndarray:
+def expected_stars(
+    decoder, template_id: str, rows: dict, idx: np.ndarray, batch_size: int, desc: str
+) -> np.ndarray:
     """sum_s s * P(s) over the answers "1".."5", renormalised over those five."""
     out = []
     for inputs, _, real in _batched_prompts(decoder, template_id, rows, idx, batch_size, desc):
@@ -88,31 +96,44 @@ def expected_stars(decoder, template_id: str, rows: dict, idx: np.ndarray, batch
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def evaluate_rows(decoder, family: str, template_id: str, rows: dict, batch_size: int,
-                  train_mean: float, user_ids, item_ids):
+def evaluate_rows(
+    decoder,
+    family: str,
+    template_id: str,
+    rows: dict,
+    batch_size: int,
+    train_mean: float,
+    user_ids,
+    item_ids,
+):
     """Yields (name, metrics entry, prediction rows) for one family and template: the
     generated answers, then (star answers only) the expected star."""
     template = get_template(template_id)
     idx = row_cases(rows, "review_rating" if template.answer == "star" else family)
     if len(idx) == 0:
         raise ValueError(f"no test rows with review text for family {family!r}")
-    refs, gens = generate_answers(decoder, template_id, rows, idx, batch_size,
-                                  f"{family} {template_id}")
+    refs, gens = generate_answers(
+        decoder, template_id, rows, idx, batch_size, f"{family} {template_id}"
+    )
     base = [{"user": user_ids[rows["user"][i]], "item": item_ids[rows["item"][i]]} for i in idx]
     if template.answer == "star":
         predicted = [parse_star(g) for g in gens]
         targets = rows["rating"][idx]
         entry = M.rating_metrics(targets, predicted, fallback=train_mean)
         entry["fallback_rule"] = "unparsable or out-of-range answer -> training mean rating"
-        preds = [dict(b, target=float(t), predicted=p, generated=g)
-                 for b, t, p, g in zip(base, targets, predicted, gens)]
+        preds = [
+            dict(b, target=float(t), predicted=p, generated=g)
+            for b, t, p, g in zip(base, targets, predicted, gens)
+        ]
         yield f"{family}_{template_id}", entry, preds
-        expected = expected_stars(decoder, template_id, rows, idx, batch_size,
-                                  f"{family} {template_id} expected")
+        expected = expected_stars(
+            decoder, template_id, rows, idx, batch_size, f"{family} {template_id} expected"
+        )
         e_entry = M.rating_metrics(targets, expected)
         e_entry["method"] = "expected star over exact scores of 1..5"
-        e_preds = [dict(b, target=float(t), predicted=float(p))
-                   for b, t, p in zip(base, targets, expected)]
+        e_preds = [
+            dict(b, target=float(t), predicted=float(p)) for b, t, p in zip(base, targets, expected)
+        ]
         yield f"{family}_{template_id}_expected", e_entry, e_preds
         return
     entry = text_metrics(refs, gens, bleu_order=4 if family == "explanation" else 2)

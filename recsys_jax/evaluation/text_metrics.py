@@ -9,7 +9,7 @@ generation (no valid output) is scored as the empty string, never dropped.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from rouge_score import rouge_scorer
@@ -29,8 +29,9 @@ def bleu(references: Sequence[str], generated: Sequence[str], order: int = 4) ->
     if not references:
         raise ValueError("no text cases")
     metric = BLEU(tokenize="none", max_ngram_order=order, effective_order=False)
-    score = metric.corpus_score([_normalize(g) for g in generated],
-                                [[_normalize(r) for r in references]])
+    score = metric.corpus_score(
+        [_normalize(g) for g in generated], [[_normalize(r) for r in references]]
+    )
     return float(score.score)
 
 

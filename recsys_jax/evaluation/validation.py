@@ -24,8 +24,9 @@ class RankingValidator:
     """`validator(graphdef, params, frozen) -> {"HR@5", "NDCG@5", "HR@10", "NDCG@10", ...}`
     over the first `users` validation cases (all of them with users < 0)."""
 
-    def __init__(self, cfg, model, assets, cases, users: int, batch_size: int = 256,
-                 beam: int = 20):
+    def __init__(
+        self, cfg, model, assets, cases, users: int, batch_size: int = 256, beam: int = 20
+    ):
         n = len(cases) if users < 0 else min(users, len(cases))
         self.cases = type(cases)(cases.users[:n], cases.histories[:n], cases.targets[:n], None)
         self.decoder = Decoder(cfg, model, assets, beam=beam)
@@ -34,6 +35,7 @@ class RankingValidator:
 
     def __call__(self, model) -> dict:
         self.decoder.set_model(model)
-        ranked = sequential_ranking(self.decoder, self.cases, self.template, self.batch_size, 10,
-                                    True, "validation ranking")
+        ranked = sequential_ranking(
+            self.decoder, self.cases, self.template, self.batch_size, 10, True, "validation ranking"
+        )
         return M.ranking_metrics(self.cases.targets, ranked)

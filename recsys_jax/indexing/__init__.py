@@ -12,7 +12,8 @@ Every index is fit on training sequences only and is injective over the whole ca
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from recsys_jax.data.schema import Catalog
 from recsys_jax.indexing.base import ItemIndex
@@ -22,19 +23,26 @@ from recsys_jax.indexing.semantic_id import SemanticIdIndex
 from recsys_jax.indexing.title import TitleIndex
 
 INDEX_KINDS: dict[str, type[ItemIndex]] = {
-    cls.kind: cls for cls in (TitleIndex, RandomIdIndex, ItemTokenIndex, SemanticIdIndex)}
+    cls.kind: cls for cls in (TitleIndex, RandomIdIndex, ItemTokenIndex, SemanticIdIndex)
+}
 
 
 def _index_class(kind: str) -> type[ItemIndex]:
     try:
         return INDEX_KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown item index kind {kind!r}; choose one of "
-                         f"{sorted(INDEX_KINDS)}") from None
+        raise ValueError(
+            f"unknown item index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}"
+        ) from None
 
 
-def build_index(kind: str, catalog: Catalog, train_sequences: Sequence[Sequence[int]],
-                seed: int = 0, **options: Any) -> ItemIndex:
+def build_index(
+    kind: str,
+    catalog: Catalog,
+    train_sequences: Sequence[Sequence[int]],
+    seed: int = 0,
+    **options: Any,
+) -> ItemIndex:
     """Fit an item index of `kind` on the catalog and the TRAINING sequences only.
 
     `train_sequences` are internal item indices per user, e.g. `leave_one_out(ds).train`; they
@@ -48,14 +56,19 @@ def build_index(kind: str, catalog: Catalog, train_sequences: Sequence[Sequence[
 
 def check_index_options(kind: str, options: dict[str, Any]) -> None:
     """ValueError naming any option the index kind's `fit` does not take."""
-    accepted = [name for name in inspect.signature(_index_class(kind).fit).parameters
-                if name not in ("catalog", "train_sequences", "seed")]
+    accepted = [
+        name
+        for name in inspect.signature(_index_class(kind).fit).parameters
+        if name not in ("catalog", "train_sequences", "seed")
+    ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"item index {kind!r} takes no option(s) {unknown} (it takes "
-                         f"{accepted or 'none'}); check data.index_options — a config made "
-                         "for another index kind may set them, override with "
-                         "'data.index_options={}'")
+        raise ValueError(
+            f"item index {kind!r} takes no option(s) {unknown} (it takes "
+            f"{accepted or 'none'}); check data.index_options — a config made "
+            "for another index kind may set them, override with "
+            "'data.index_options={}'"
+        )
 
 
 def load_index(state_dict: dict[str, Any]) -> ItemIndex:
@@ -65,5 +78,13 @@ def load_index(state_dict: dict[str, Any]) -> ItemIndex:
     return _index_class(state_dict["kind"]).from_state_dict(state_dict)
 
 
-__all__ = ["ItemIndex", "TitleIndex", "RandomIdIndex", "ItemTokenIndex", "SemanticIdIndex",
-           "INDEX_KINDS", "build_index", "load_index"]
+__all__ = [
+    "ItemIndex",
+    "TitleIndex",
+    "RandomIdIndex",
+    "ItemTokenIndex",
+    "SemanticIdIndex",
+    "INDEX_KINDS",
+    "build_index",
+    "load_index",
+]

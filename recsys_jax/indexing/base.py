@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import abc
 import zlib
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class ItemIndex(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _from_state(cls, state: dict[str, Any]) -> "ItemIndex":
+    def _from_state(cls, state: dict[str, Any]) -> ItemIndex:
         """Rebuild from `_state()`."""
 
     # -- shared behaviour ------------------------------------------------------------------
@@ -62,34 +63,48 @@ class ItemIndex(abc.ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable; `load_index(state_dict())` spells every item identically."""
-        return {"kind": self.kind, "format_version": FORMAT_VERSION,
-                "num_items": self.num_items, **self._state()}
+        return {
+            "kind": self.kind,
+            "format_version": FORMAT_VERSION,
+            "num_items": self.num_items,
+            **self._state(),
+        }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "ItemIndex":
+    def from_state_dict(cls, state: dict[str, Any]) -> ItemIndex:
         if state.get("kind") != cls.kind:
-            raise ValueError(f"state_dict is for item index kind {state.get('kind')!r}, "
-                             f"not {cls.kind!r}; use recsys_jax.indexing.load_index")
+            raise ValueError(
+                f"state_dict is for item index kind {state.get('kind')!r}, "
+                f"not {cls.kind!r}; use recsys_jax.indexing.load_index"
+            )
         if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"item index state format_version {state.get('format_version')!r} "
-                             f"is not supported (expected {FORMAT_VERSION})")
+            raise ValueError(
+                f"item index state format_version {state.get('format_version')!r} "
+                f"is not supported (expected {FORMAT_VERSION})"
+            )
         index = cls._from_state(state)
         if index.num_items != state.get("num_items"):
-            raise ValueError(f"{cls.kind} state_dict is inconsistent: num_items "
-                             f"{state.get('num_items')} but {index.num_items} items stored")
+            raise ValueError(
+                f"{cls.kind} state_dict is inconsistent: num_items "
+                f"{state.get('num_items')} but {index.num_items} items stored"
+            )
         return index
 
     def _check_item(self, item: int) -> int:
         if isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, np.integer)):
             raise TypeError(f"item must be an internal item index (int), got {item!r}")
         if not 0 <= item < self.num_items:
-            raise UnknownItemError(f"item index {int(item)} is out of range: this {self.kind} "
-                                   f"index has items 0..{self.num_items - 1}")
+            raise UnknownItemError(
+                f"item index {int(item)} is out of range: this {self.kind} "
+                f"index has items 0..{self.num_items - 1}"
+            )
         return int(item)
 
     def _unknown(self, text: str, hint: str = "") -> UnknownItemError:
         shown = text if len(text) <= 120 else text[:117] + "..."
-        message = f"{shown!r} does not spell any item of this {self.kind} index ({self.num_items} items)"
+        message = (
+            f"{shown!r} does not spell any item of this {self.kind} index ({self.num_items} items)"
+        )
         return UnknownItemError(message + (f"; {hint}" if hint else ""))
 
     def __repr__(self) -> str:
@@ -101,15 +116,19 @@ def seeded_rng(seed: int, kind: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(kind.encode())]))
 
 
-def check_train_sequences(train_sequences: Sequence[Sequence[int]], num_items: int) -> list[np.ndarray]:
+def check_train_sequences(
+    train_sequences: Sequence[Sequence[int]], num_items: int
+) -> list[np.ndarray]:
     """Validate training sequences (internal item indices) and return them as int arrays."""
     out = []
     for k, seq in enumerate(train_sequences):
         arr = np.asarray(seq, dtype=np.int64).reshape(-1)
         bad = arr[(arr < 0) | (arr >= num_items)]
         if bad.size:
-            raise DataError(f"training sequence {k} holds item index {int(bad[0])} outside the "
-                            f"catalog's 0..{num_items - 1}")
+            raise DataError(
+                f"training sequence {k} holds item index {int(bad[0])} outside the "
+                f"catalog's 0..{num_items - 1}"
+            )
         out.append(arr)
     return out
 
@@ -131,7 +150,7 @@ class NumberedIndex(ItemIndex):
         self._item_of_number[self._numbers] = np.arange(n)
 
     @classmethod
-    def fit(cls, catalog, train_sequences, seed: int = 0) -> "NumberedIndex":
+    def fit(cls, catalog, train_sequences, seed: int = 0) -> NumberedIndex:
         check_train_sequences(train_sequences, len(catalog))
         return cls(seeded_rng(seed, cls.kind).permutation(len(catalog)) + 1)
 
@@ -154,5 +173,5 @@ class NumberedIndex(ItemIndex):
         return {"numbers": self._numbers.tolist()}
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> "NumberedIndex":
+    def _from_state(cls, state: dict[str, Any]) -> NumberedIndex:
         return cls(state["numbers"])

@@ -24,7 +24,9 @@ class RandomIdIndex(NumberedIndex):
             item = self._item_of_number_or_none(int(key))
             if item is not None:
                 return item
-        raise self._unknown(text, f"random ids are the numbers 1..{self.num_items} written as digits")
+        raise self._unknown(
+            text, f"random ids are the numbers 1..{self.num_items} written as digits"
+        )
 
     def added_tokens(self) -> list[str]:
         return []

@@ -42,7 +42,8 @@ from __future__ import annotations
 import re
 import string
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,7 +53,12 @@ from threadpoolctl import threadpool_limits
 
 from recsys_jax.data.schema import Catalog, DataError
 from recsys_jax.encoders.item_embeddings import (  # noqa: F401  (re-exported)
-    fit_text_vectorizer, item_embeddings, item_text, load_item_vectors, text_features)
+    fit_text_vectorizer,
+    item_embeddings,
+    item_text,
+    load_item_vectors,
+    text_features,
+)
 from recsys_jax.indexing.base import ItemIndex, check_train_sequences, seeded_rng
 
 FEATURES = ("text", "cooc", "text+cooc")
@@ -66,8 +72,9 @@ _TOKEN = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
 # Features
 
 
-def cooccurrence_counts(train_sequences: Sequence[np.ndarray], num_items: int,
-                        window: int) -> sp.csr_matrix:
+def cooccurrence_counts(
+    train_sequences: Sequence[np.ndarray], num_items: int, window: int
+) -> sp.csr_matrix:
     """Symmetric [num_items, num_items] counts of item pairs at most `window` apart in a sequence."""
     lengths = np.array([len(s) for s in train_sequences], np.int64)
     if lengths.sum() == 0:
@@ -121,8 +128,9 @@ def reduce_dims(matrix, fit_rows: np.ndarray, dim: int, seed: int) -> np.ndarray
 # Codes
 
 
-def residual_kmeans(x: np.ndarray, fit_rows: np.ndarray, levels: int, codebook_size: int,
-                    seed: int, n_init: int = 1) -> tuple[np.ndarray, list[int]]:
+def residual_kmeans(
+    x: np.ndarray, fit_rows: np.ndarray, levels: int, codebook_size: int, seed: int, n_init: int = 1
+) -> tuple[np.ndarray, list[int]]:
     """[num_items, levels] codes; k-means at each level is fit on `fit_rows` only.
 
     Returns the codes and the number of centroids actually used per level (fewer than
@@ -143,8 +151,9 @@ def residual_kmeans(x: np.ndarray, fit_rows: np.ndarray, levels: int, codebook_s
     return codes, sizes
 
 
-def hierarchical_kmeans(x: np.ndarray, fit_rows: np.ndarray, levels: int, codebook_size: int,
-                        seed: int, n_init: int = 1) -> tuple[np.ndarray, list[int]]:
+def hierarchical_kmeans(
+    x: np.ndarray, fit_rows: np.ndarray, levels: int, codebook_size: int, seed: int, n_init: int = 1
+) -> tuple[np.ndarray, list[int]]:
     """[num_items, levels] codes from recursive k-means: each cluster is split again.
 
     At every level each group of items that share the codes so far is clustered into at most
@@ -192,10 +201,12 @@ def collision_codes(prefix: np.ndarray, priority: np.ndarray) -> np.ndarray:
 
 def collision_stats(codes: np.ndarray) -> dict[str, int]:
     last = codes[:, -1]
-    return {"items": int(len(codes)),
-            "distinct_prefixes": int(len(np.unique(codes[:, :-1], axis=0))) if len(codes) else 0,
-            "items_with_nonzero_last_code": int(np.count_nonzero(last)),
-            "max_last_code": int(last.max()) if len(last) else 0}
+    return {
+        "items": int(len(codes)),
+        "distinct_prefixes": int(len(np.unique(codes[:, :-1], axis=0))) if len(codes) else 0,
+        "items_with_nonzero_last_code": int(np.count_nonzero(last)),
+        "max_last_code": int(last.max()) if len(last) else 0,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,19 +216,27 @@ def collision_stats(codes: np.ndarray) -> dict[str, int]:
 class SemanticIdIndex(ItemIndex):
     kind = "semantic_id"
 
-    def __init__(self, codes, codebook_sizes: Sequence[int], options: dict | None = None,
-                 stats: dict | None = None):
+    def __init__(
+        self,
+        codes,
+        codebook_sizes: Sequence[int],
+        options: dict | None = None,
+        stats: dict | None = None,
+    ):
         """`codes[i]` = item i's code tuple (levels + 1 ints, the last breaks collisions)."""
         self._codes = np.asarray(codes, np.int64)
         if self._codes.ndim != 2 or self._codes.shape[1] < 2:
             raise ValueError("semantic_id codes must be [num_items, levels + 1] with levels >= 1")
         self._codebook_sizes = [int(k) for k in codebook_sizes]
         if len(self._codebook_sizes) != self.levels + 1:
-            raise ValueError("semantic_id needs one codebook size per level plus the collision level")
+            raise ValueError(
+                "semantic_id needs one codebook size per level plus the collision level"
+            )
         if self.levels + 1 > len(LETTERS):
             raise ValueError(f"semantic_id supports at most {len(LETTERS) - 1} levels")
-        if len(self._codes) and (self._codes.min() < 0 or
-                                 np.any(self._codes.max(axis=0) >= self._codebook_sizes)):
+        if len(self._codes) and (
+            self._codes.min() < 0 or np.any(self._codes.max(axis=0) >= self._codebook_sizes)
+        ):
             raise ValueError("semantic_id codes fall outside their codebooks")
         self.options = dict(options or {})
         self.stats = dict(stats or collision_stats(self._codes))
@@ -229,22 +248,38 @@ class SemanticIdIndex(ItemIndex):
             raise ValueError("semantic_id codes are not unique")
 
     @classmethod
-    def fit(cls, catalog: Catalog, train_sequences, seed: int = 0, *, features: str = "text+cooc",
-            levels: int = 3, codebook_size: int = 64, dim: int = 64, window: int = 5,
-            cooc_weight: float = 1.0, method: str = "residual", kmeans_n_init: int = 1,
-            embedding: str = "tfidf", encoder_path: str | None = None,
-            embeddings_path: str | None = None) -> "SemanticIdIndex":
+    def fit(
+        cls,
+        catalog: Catalog,
+        train_sequences,
+        seed: int = 0,
+        *,
+        features: str = "text+cooc",
+        levels: int = 3,
+        codebook_size: int = 64,
+        dim: int = 64,
+        window: int = 5,
+        cooc_weight: float = 1.0,
+        method: str = "residual",
+        kmeans_n_init: int = 1,
+        embedding: str = "tfidf",
+        encoder_path: str | None = None,
+        embeddings_path: str | None = None,
+    ) -> SemanticIdIndex:
         start = time.perf_counter()
         if features not in FEATURES:
             raise ValueError(f"semantic_id features must be one of {FEATURES}, got {features!r}")
         if embedding not in EMBEDDINGS:
-            raise ValueError(f"semantic_id embedding must be one of {EMBEDDINGS}, got "
-                             f"{embedding!r}")
+            raise ValueError(
+                f"semantic_id embedding must be one of {EMBEDDINGS}, got {embedding!r}"
+            )
         if encoder_path is not None and embedding != "encoder":
             raise ValueError("semantic_id encoder_path is only read with embedding: encoder")
         if (embeddings_path is None) != (embedding != "file"):
-            raise ValueError("semantic_id embedding: file needs embeddings_path (a .npy with one "
-                             "row per catalog item), and embeddings_path needs embedding: file")
+            raise ValueError(
+                "semantic_id embedding: file needs embeddings_path (a .npy with one "
+                "row per catalog item), and embeddings_path needs embedding: file"
+            )
         if method not in METHODS:
             raise ValueError(f"semantic_id method must be one of {METHODS}, got {method!r}")
         if not 1 <= levels <= len(LETTERS) - 1:
@@ -261,9 +296,19 @@ class SemanticIdIndex(ItemIndex):
         # One BLAS/OpenMP thread: the codes do not depend on the machine's core count (summation
         # order), and on a shared CPU this is faster than oversubscribed threads.
         with threadpool_limits(limits=1):
-            x = cls._features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed,
-                              embedding=embedding, encoder_path=encoder_path,
-                              embeddings_path=embeddings_path)
+            x = cls._features(
+                catalog,
+                seqs,
+                train_items,
+                features,
+                dim,
+                window,
+                cooc_weight,
+                seed,
+                embedding=embedding,
+                encoder_path=encoder_path,
+                embeddings_path=embeddings_path,
+            )
             feature_seconds = time.perf_counter() - start
             cluster = residual_kmeans if method == "residual" else hierarchical_kmeans
             prefix, sizes = cluster(x, train_items, levels, codebook_size, seed, kmeans_n_init)
@@ -272,24 +317,48 @@ class SemanticIdIndex(ItemIndex):
         priority = -train_count * (n + 1) + tie_break  # frequent first, then seeded random order
         last = collision_codes(prefix, priority)
         codes = np.concatenate([prefix, last[:, None]], axis=1)
-        options = {"seed": seed, "features": features, "levels": levels,
-                   "codebook_size": codebook_size, "dim": dim, "window": window,
-                   "cooc_weight": cooc_weight, "method": method, "kmeans_n_init": kmeans_n_init,
-                   "embedding": embedding}
+        options = {
+            "seed": seed,
+            "features": features,
+            "levels": levels,
+            "codebook_size": codebook_size,
+            "dim": dim,
+            "window": window,
+            "cooc_weight": cooc_weight,
+            "method": method,
+            "kmeans_n_init": kmeans_n_init,
+            "embedding": embedding,
+        }
         if embedding == "encoder":
             options["encoder_path"] = None if encoder_path is None else str(encoder_path)
         if embedding == "file":
             options["embeddings_path"] = str(embeddings_path)
-        stats = {**collision_stats(codes), "fit_items": int(len(train_items)),
-                 "feature_dim": int(x.shape[1]), "codebook_sizes": sizes}
+        stats = {
+            **collision_stats(codes),
+            "fit_items": int(len(train_items)),
+            "feature_dim": int(x.shape[1]),
+            "codebook_sizes": sizes,
+        }
         index = cls(codes, [*sizes, int(last.max()) + 1], options, stats)
         index.fit_seconds = time.perf_counter() - start
         index.feature_seconds = feature_seconds
         return index
 
     @staticmethod
-    def _features(catalog, seqs, train_items, features, dim, window, cooc_weight, seed, *,
-                  embedding="tfidf", encoder_path=None, embeddings_path=None):
+    def _features(
+        catalog,
+        seqs,
+        train_items,
+        features,
+        dim,
+        window,
+        cooc_weight,
+        seed,
+        *,
+        embedding="tfidf",
+        encoder_path=None,
+        embeddings_path=None,
+    ):
         """[num_items, d] L2-normalised item features (see the module docstring)."""
         parts = []
         if "text" in features and embedding == "tfidf":
@@ -299,8 +368,7 @@ class SemanticIdIndex(ItemIndex):
             vectors = load_item_vectors(embeddings_path, len(catalog))
             parts.append(_l2_normalise(vectors.astype(np.float64)))
         elif "text" in features:
-            vectors = item_embeddings(catalog, "encoder", encoder_path=encoder_path,
-                                      progress=True)
+            vectors = item_embeddings(catalog, "encoder", encoder_path=encoder_path, progress=True)
             parts.append(_l2_normalise(vectors.astype(np.float64)))
         if "cooc" in features:
             cooc = ppmi(cooccurrence_counts(seqs, len(catalog), window))
@@ -343,8 +411,9 @@ class SemanticIdIndex(ItemIndex):
             pass
         example = self._spelled[0] if self._spelled else ""
         tokens = _TOKEN.findall(key)
-        well_formed = ("".join(f"<{a}_{c}>" for a, c in tokens) == key and
-                       [a for a, _ in tokens] == list(LETTERS[:self.levels + 1]))
+        well_formed = "".join(f"<{a}_{c}>" for a, c in tokens) == key and [
+            a for a, _ in tokens
+        ] == list(LETTERS[: self.levels + 1])
         if well_formed:
             hint = "this code is well formed but no item has it"
         else:
@@ -352,15 +421,24 @@ class SemanticIdIndex(ItemIndex):
         raise self._unknown(text, hint)
 
     def added_tokens(self) -> list[str]:
-        return [f"<{LETTERS[level]}_{c}>" for level, size in enumerate(self._codebook_sizes)
-                for c in range(size)]
+        return [
+            f"<{LETTERS[level]}_{c}>"
+            for level, size in enumerate(self._codebook_sizes)
+            for c in range(size)
+        ]
 
     # -- state -----------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        return {"codes": self._codes.tolist(), "codebook_sizes": list(self._codebook_sizes),
-                "options": dict(self.options), "stats": dict(self.stats)}
+        return {
+            "codes": self._codes.tolist(),
+            "codebook_sizes": list(self._codebook_sizes),
+            "options": dict(self.options),
+            "stats": dict(self.stats),
+        }
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> "SemanticIdIndex":
-        return cls(state["codes"], state["codebook_sizes"], state.get("options"), state.get("stats"))
+    def _from_state(cls, state: dict[str, Any]) -> SemanticIdIndex:
+        return cls(
+            state["codes"], state["codebook_sizes"], state.get("options"), state.get("stats")
+        )

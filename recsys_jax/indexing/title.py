@@ -13,7 +13,8 @@ fit one. Nothing is learned from interactions, so `train_sequences` is only vali
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from recsys_jax.data.schema import Catalog
 from recsys_jax.indexing.base import ItemIndex, check_train_sequences
@@ -64,8 +65,9 @@ class TitleIndex(ItemIndex):
         self._casefolded: dict[str, str] | None = None
 
     @classmethod
-    def fit(cls, catalog: Catalog, train_sequences, seed: int = 0,
-            max_words: int = DEFAULT_MAX_WORDS) -> "TitleIndex":
+    def fit(
+        cls, catalog: Catalog, train_sequences, seed: int = 0, max_words: int = DEFAULT_MAX_WORDS
+    ) -> TitleIndex:
         del seed  # deterministic without randomness
         check_train_sequences(train_sequences, len(catalog))
         return cls(unique_titles(catalog.titles, max_words))
@@ -88,9 +90,12 @@ class TitleIndex(ItemIndex):
             for t in self._titles:
                 self._casefolded.setdefault(t.casefold(), t)
         near = self._casefolded.get(key.casefold())
-        hint = (f"did you mean {near!r}? titles match case-sensitively" if near else
-                "titles must match exactly (after whitespace normalisation); duplicate titles "
-                "carry a suffix such as ' (2)'")
+        hint = (
+            f"did you mean {near!r}? titles match case-sensitively"
+            if near
+            else "titles must match exactly (after whitespace normalisation); duplicate titles "
+            "carry a suffix such as ' (2)'"
+        )
         raise self._unknown(text, hint)
 
     def added_tokens(self) -> list[str]:
@@ -100,5 +105,5 @@ class TitleIndex(ItemIndex):
         return {"titles": list(self._titles)}
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> "TitleIndex":
+    def _from_state(cls, state: dict[str, Any]) -> TitleIndex:
         return cls(state["titles"])

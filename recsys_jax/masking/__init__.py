@@ -16,14 +16,25 @@ from recsys_jax.masking.layout import FIELDS, mask_spans, mask_token, masked_len
 from recsys_jax.masking.sampling import sample_spans, target_mask_kind
 
 __all__ = [
-    "BATCH_KEYS", "FIELDS", "MASK_KINDS", "MaskingConfig", "attention_allowed", "mask_example",
-    "mask_spans", "mask_token", "masked_length", "pack_batch", "pad_batch", "sample_spans",
+    "BATCH_KEYS",
+    "FIELDS",
+    "MASK_KINDS",
+    "MaskingConfig",
+    "attention_allowed",
+    "mask_example",
+    "mask_spans",
+    "mask_token",
+    "masked_length",
+    "pack_batch",
+    "pad_batch",
+    "sample_spans",
     "target_mask_kind",
 ]
 
 
-def mask_example(example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+def mask_example(
+    example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Samples spans, orders Part B (text order, or shuffled for the GLM ablation), lays out."""
     spans, kinds = sample_spans(example, cfg, rng)
     order = np.arange(len(spans)) if cfg.keep_span_order else rng.permutation(len(spans))

@@ -13,8 +13,9 @@ import numpy as np
 
 from recsys_jax.example import SpecialIds
 
-BATCH_KEYS = ("tokens", "positions", "block_positions", "segment_ids", "part_a", "targets",
-              "loss_mask")
+# What the model reads (a prompt to decode from has these too) and what the loss adds.
+MODEL_INPUTS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
+BATCH_KEYS = MODEL_INPUTS + ("targets", "loss_mask")
 
 
 def empty_batch(rows: int, seq_len: int, special: SpecialIds) -> dict[str, np.ndarray]:
@@ -39,12 +40,15 @@ def _put(batch, row: int, offset: int, example: dict, segment: int) -> int:
 
 def _check_fits(example: dict, seq_len: int, index: int):
     if len(example["tokens"]) > seq_len:
-        raise ValueError(f"masked example {index} has {len(example['tokens'])} tokens > seq_len "
-                         f"{seq_len}; raise seq_len or lower the masking max_length")
+        raise ValueError(
+            f"masked example {index} has {len(example['tokens'])} tokens > seq_len "
+            f"{seq_len}; raise seq_len or lower the masking max_length"
+        )
 
 
-def pad_batch(examples: Sequence[dict], seq_len: int, special: SpecialIds,
-              batch_size: int | None = None) -> dict[str, np.ndarray]:
+def pad_batch(
+    examples: Sequence[dict], seq_len: int, special: SpecialIds, batch_size: int | None = None
+) -> dict[str, np.ndarray]:
     """One example per row, padded to seq_len; extra all-padding rows up to batch_size."""
     rows = len(examples) if batch_size is None else batch_size
     if len(examples) > rows:
@@ -56,8 +60,9 @@ def pad_batch(examples: Sequence[dict], seq_len: int, special: SpecialIds,
     return batch
 
 
-def pack_batch(examples: Sequence[dict], batch_size: int, seq_len: int, special: SpecialIds
-               ) -> tuple[dict[str, np.ndarray], list[dict]]:
+def pack_batch(
+    examples: Sequence[dict], batch_size: int, seq_len: int, special: SpecialIds
+) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Greedy first-fit packing: each example goes in the first row with room for it.
 
     Returns the batch and the examples that did not fit (in input order) for the next batch.

@@ -41,13 +41,18 @@ class MaskingConfig:
         if len(probs) != len(MASK_KINDS) or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ValueError(
                 f"kind_probs must be 3 non-negative numbers for {MASK_KINDS} summing to 1, "
-                f"got {self.kind_probs}")
+                f"got {self.kind_probs}"
+            )
         if not 0.0 < self.gmask_min <= self.gmask_max <= 1.0:
             raise ValueError(
-                f"need 0 < gmask_min <= gmask_max <= 1, got {self.gmask_min}, {self.gmask_max}")
+                f"need 0 < gmask_min <= gmask_max <= 1, got {self.gmask_min}, {self.gmask_max}"
+            )
         if not 0.0 <= self.extra_entity_mask_prob <= 1.0:
             raise ValueError(
-                f"extra_entity_mask_prob must be in [0, 1], got {self.extra_entity_mask_prob}")
+                f"extra_entity_mask_prob must be in [0, 1], got {self.extra_entity_mask_prob}"
+            )
         if self.max_length < 3:
-            raise ValueError(f"max_length must be >= 3 (one token, its mask, <sop>, <eop>), "
-                             f"got {self.max_length}")
+            raise ValueError(
+                f"max_length must be >= 3 (one token, its mask, <sop>, <eop>), "
+                f"got {self.max_length}"
+            )

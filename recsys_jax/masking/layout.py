@@ -39,8 +39,13 @@ def max_spans_that_fit(n: int, max_length: int) -> int:
     return max(1, (max_length - masked_length(n, 0)) // (masked_length(0, 1)))
 
 
-def mask_spans(example: TokenizedExample, spans: Sequence[Span], kinds: Sequence[str],
-               special: SpecialIds, cfg: MaskingConfig) -> dict[str, np.ndarray]:
+def mask_spans(
+    example: TokenizedExample,
+    spans: Sequence[Span],
+    kinds: Sequence[str],
+    special: SpecialIds,
+    cfg: MaskingConfig,
+) -> dict[str, np.ndarray]:
     """Masks exactly `spans`; Part B holds them in the order given (the caller decides order).
 
     Returns 1-D arrays of length len(Part A) + len(Part B): tokens, positions,
@@ -59,8 +64,14 @@ def mask_spans(example: TokenizedExample, spans: Sequence[Span], kinds: Sequence
         _check_whole_entities(example, n, spans)
     _check_length(example, n, len(spans), cfg)
     part_a = _part_a(ids, spans, kinds, special, example.entity_spans, cfg)
-    part_b = _part_b(ids, spans, part_a.pop("mask_index"), special,
-                     example.entity_spans if cfg.entity_positions else [], example.open_end)
+    part_b = _part_b(
+        ids,
+        spans,
+        part_a.pop("mask_index"),
+        special,
+        example.entity_spans if cfg.entity_positions else [],
+        example.open_end,
+    )
     return {k: np.concatenate([part_a[k], part_b[k]]) for k in FIELDS}
 
 
@@ -68,9 +79,11 @@ def _check_whole_entities(example, n, spans):
     cuts = clean_cuts(n, example.entity_spans)
     for span in spans:
         if not (cuts[span[0]] and cuts[span[1]]):  # a span end falls inside an entity
-            raise ValueError(f"example {example.task!r}: masked span {span} splits entity "
-                             f"{splits_entity(span, example.entity_spans)}; an entity is "
-                             f"masked whole or not at all")
+            raise ValueError(
+                f"example {example.task!r}: masked span {span} splits entity "
+                f"{splits_entity(span, example.entity_spans)}; an entity is "
+                f"masked whole or not at all"
+            )
 
 
 def _check_length(example, n, num_spans, cfg):
@@ -79,7 +92,8 @@ def _check_length(example, n, num_spans, cfg):
         raise ValueError(
             f"example {example.task!r} is {total} tokens once masked ({n} ids + 2 x {num_spans} "
             f"spans for the mask and <sop>/<eop> tokens) > max_length {cfg.max_length}; shorten "
-            f"the history/prompt or raise max_length")
+            f"the history/prompt or raise max_length"
+        )
 
 
 def _intra_ids(n: int, entities: Sequence[Span], spans: Sequence[Span]) -> np.ndarray:

@@ -15,8 +15,14 @@ import numpy as np
 from recsys_jax.example import TokenizedExample
 from recsys_jax.masking.config import MASK_KINDS, MaskingConfig
 from recsys_jax.masking.layout import max_spans_that_fit
-from recsys_jax.masking.spans import (Span, check_example, clean_cuts, entity_index,
-                                      overlaps_any, snap_to_entities)
+from recsys_jax.masking.spans import (
+    Span,
+    check_example,
+    clean_cuts,
+    entity_index,
+    overlaps_any,
+    snap_to_entities,
+)
 
 
 def target_mask_kind(example: TokenizedExample, target: Span) -> str:
@@ -29,8 +35,9 @@ def target_mask_kind(example: TokenizedExample, target: Span) -> str:
     return "gmask" if ends_text and is_free_text else "mask"
 
 
-def sample_spans(example: TokenizedExample, cfg: MaskingConfig,
-                 rng: np.random.Generator) -> tuple[list[Span], list[str]]:
+def sample_spans(
+    example: TokenizedExample, cfg: MaskingConfig, rng: np.random.Generator
+) -> tuple[list[Span], list[str]]:
     """Spans to mask, sorted by start, and the mask kind of each."""
     n = check_example(example)
     entities = _as_tuples(example.entity_spans)
@@ -40,8 +47,9 @@ def sample_spans(example: TokenizedExample, cfg: MaskingConfig,
     # Free text that nearly fills max_length hides fewer spans rather than overflowing it.
     max_spans = max_spans_that_fit(n, cfg.max_length)
     if kind == "smask" and example.sentence_spans:
-        spans = _sentence_spans(n, entities, _as_tuples(example.sentence_spans), max_spans,
-                                cfg, rng)
+        spans = _sentence_spans(
+            n, entities, _as_tuples(example.sentence_spans), max_spans, cfg, rng
+        )
     elif kind == "gmask":
         spans = [_generation_span(n, entities, example.sentence_spans, cfg, rng)]
     else:  # [MASK]; also [sMASK]'s fallback when the text has no sentences
@@ -63,8 +71,11 @@ def _budget(n: int, cfg: MaskingConfig) -> int:
 def _task_spans(example, entities, cfg, rng):
     targets = sorted(_as_tuples(example.target_spans))
     kinds = {t: target_mask_kind(example, t) for t in targets}
-    extra = [ent for ent in entities
-             if not overlaps_any(ent, targets) and rng.random() < cfg.extra_entity_mask_prob]
+    extra = [
+        ent
+        for ent in entities
+        if not overlaps_any(ent, targets) and rng.random() < cfg.extra_entity_mask_prob
+    ]
     if cfg.entity_aware:
         spans = extra
     else:  # same number of extra masks, but GLM-style spans anchored inside each entity
@@ -73,8 +84,14 @@ def _task_spans(example, entities, cfg, rng):
     return spans, [kinds.get(s, "mask") for s in spans]
 
 
-def _short_spans(n: int, entities: Sequence[Span], budget: int, max_spans: int,
-                 cfg: MaskingConfig, rng: np.random.Generator) -> list[Span]:
+def _short_spans(
+    n: int,
+    entities: Sequence[Span],
+    budget: int,
+    max_spans: int,
+    cfg: MaskingConfig,
+    rng: np.random.Generator,
+) -> list[Span]:
     """GLM [MASK] spans until `budget` tokens are hidden (or `max_spans` spans are made).
 
     Pick an uncovered unit uniformly (a whole entity, or a free token); an entity is masked
@@ -97,7 +114,7 @@ def _short_spans(n: int, entities: Sequence[Span], budget: int, max_spans: int,
             while end < n and end - start < length and owner[end] < 0 and unit_start[end]:
                 end += 1
             span = (start, end)
-        unit_start[span[0]:span[1]] = False
+        unit_start[span[0] : span[1]] = False
         hidden += span[1] - span[0]
         spans.append(span)
     return spans
@@ -148,7 +165,7 @@ def _generation_span(n, entities, sentences, cfg, rng) -> Span:
     Entity-aware starts are entity or sentence starts when the range has any, else any cut
     that does not split an entity; if none lies in range, the nearest clean cut is used.
     """
-    lo = n - int(np.floor(cfg.gmask_max * n))       # earliest start
+    lo = n - int(np.floor(cfg.gmask_max * n))  # earliest start
     hi = n - max(1, int(np.ceil(cfg.gmask_min * n)))  # latest start
     lo, hi = max(0, min(lo, hi)), max(0, hi)
     if not cfg.entity_aware:

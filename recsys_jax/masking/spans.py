@@ -49,7 +49,7 @@ def clean_cuts(n: int, entities: Sequence[Span]) -> np.ndarray:
     """cuts[p] is True when a boundary before token p (0..n) does not fall inside an entity."""
     cuts = np.ones(n + 1, dtype=bool)
     for s, e in entities:
-        cuts[s + 1:e] = False
+        cuts[s + 1 : e] = False
     return cuts
 
 

@@ -5,6 +5,15 @@ from recsys_jax.model.glm import GLM, attention_mask, fold_item_features, param_
 from recsys_jax.model.lora import BASE_PARAMS, LoRA, LoRAParam, merge_lora
 
 __all__ = [
-    "BASE_PARAMS", "GLM", "LORA_TARGETS", "LoRA", "LoRAParam", "MODEL_PRESETS", "ModelConfig",
-    "attention_mask", "fold_item_features", "merge_lora", "param_count",
+    "BASE_PARAMS",
+    "GLM",
+    "LORA_TARGETS",
+    "LoRA",
+    "LoRAParam",
+    "MODEL_PRESETS",
+    "ModelConfig",
+    "attention_mask",
+    "fold_item_features",
+    "merge_lora",
+    "param_count",
 ]

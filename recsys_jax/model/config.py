@@ -53,28 +53,37 @@ class ModelConfig:
     def compute_dtype(self):
         return _DTYPES[self.dtype]
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         """Raises ValueError naming the offending field; returns self so calls can chain."""
-        for name in ("vocab_size", "num_layers", "num_heads", "hidden_size", "max_positions",
-                     "max_block_positions"):
+        for name in (
+            "vocab_size",
+            "num_layers",
+            "num_heads",
+            "hidden_size",
+            "max_positions",
+            "max_block_positions",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"ModelConfig.hidden_size={self.hidden_size} is not divisible by "
-                f"num_heads={self.num_heads}")
+                f"num_heads={self.num_heads}"
+            )
         if self.ffn_dim < 1:
             raise ValueError(f"ModelConfig.mlp_dim must be >= 1, got {self.mlp_dim}")
         if self.dtype not in _DTYPES:
             raise ValueError(
-                f"ModelConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+                f"ModelConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"
+            )
         for name in ("dropout_rate", "attention_dropout_rate", "lora_dropout"):
             rate = getattr(self, name)
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {rate}")
         if self.item_feature_dim < 0:
-            raise ValueError(f"ModelConfig.item_feature_dim must be >= 0 (0 = off), got "
-                             f"{self.item_feature_dim}")
+            raise ValueError(
+                f"ModelConfig.item_feature_dim must be >= 0 (0 = off), got {self.item_feature_dim}"
+            )
         if self.lora_rank < 0:
             raise ValueError(f"ModelConfig.lora_rank must be >= 0 (0 = off), got {self.lora_rank}")
         if self.lora_rank and self.lora_alpha <= 0:
@@ -82,7 +91,8 @@ class ModelConfig:
         unknown = sorted(set(self.lora_targets) - set(LORA_TARGETS))
         if unknown:
             raise ValueError(
-                f"ModelConfig.lora_targets has unknown names {unknown}; choose from {LORA_TARGETS}")
+                f"ModelConfig.lora_targets has unknown names {unknown}; choose from {LORA_TARGETS}"
+            )
         return self
 
 
@@ -91,14 +101,42 @@ class ModelConfig:
 # parameter budget (~60 M / ~220 M with a 32k vocabulary).
 MODEL_PRESETS: dict[str, ModelConfig] = {
     # CPU CI: trains in minutes on 2 cores.
-    "tiny": ModelConfig(vocab_size=32000, num_layers=2, num_heads=4, hidden_size=128,
-                        mlp_dim=512, max_positions=512, max_block_positions=512),
-    "small": ModelConfig(vocab_size=32000, num_layers=14, num_heads=8, hidden_size=512,
-                         mlp_dim=2048, max_positions=512, max_block_positions=512),
-    "base": ModelConfig(vocab_size=32000, num_layers=28, num_heads=12, hidden_size=768,
-                        mlp_dim=3072, max_positions=512, max_block_positions=512),
+    "tiny": ModelConfig(
+        vocab_size=32000,
+        num_layers=2,
+        num_heads=4,
+        hidden_size=128,
+        mlp_dim=512,
+        max_positions=512,
+        max_block_positions=512,
+    ),
+    "small": ModelConfig(
+        vocab_size=32000,
+        num_layers=14,
+        num_heads=8,
+        hidden_size=512,
+        mlp_dim=2048,
+        max_positions=512,
+        max_block_positions=512,
+    ),
+    "base": ModelConfig(
+        vocab_size=32000,
+        num_layers=28,
+        num_heads=12,
+        hidden_size=768,
+        mlp_dim=3072,
+        max_positions=512,
+        max_block_positions=512,
+    ),
     # GLM-10B (Du et al. 2022), for shape/sharding checks and checkpoint import.
-    "glm_10b": ModelConfig(vocab_size=50304, num_layers=48, num_heads=64, hidden_size=4096,
-                           mlp_dim=16384, max_positions=1024, max_block_positions=1024,
-                           dtype="bfloat16"),
+    "glm_10b": ModelConfig(
+        vocab_size=50304,
+        num_layers=48,
+        num_heads=64,
+        hidden_size=4096,
+        mlp_dim=16384,
+        max_positions=1024,
+        max_block_positions=1024,
+        dtype="bfloat16",
+    ),
 }

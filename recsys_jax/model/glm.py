@@ -72,14 +72,28 @@ class Embed(nnx.Module):
     frozen pretrained vectors (item text embeddings) mapped by a learned projection."""
 
     def __init__(self, num: int, dim: int, name: str, *, rngs: nnx.Rngs, feature_dim: int = 0):
-        self.embedding = partitioned(nnx.Param, nnx.initializers.normal(_INIT_STD),
-                                     rngs.params(), (num, dim), (name, "embed"))
+        self.embedding = partitioned(
+            nnx.Param,
+            nnx.initializers.normal(_INIT_STD),
+            rngs.params(),
+            (num, dim),
+            (name, "embed"),
+        )
         if feature_dim:
-            self.features = partitioned(FrozenParam, nnx.initializers.zeros, rngs.params(),
-                                        (num, feature_dim), (name, "item_features"))
-            self.projection = partitioned(nnx.Param, nnx.initializers.normal(_INIT_STD),
-                                          rngs.params(), (feature_dim, dim),
-                                          ("item_features", "embed"))
+            self.features = partitioned(
+                FrozenParam,
+                nnx.initializers.zeros,
+                rngs.params(),
+                (num, feature_dim),
+                (name, "item_features"),
+            )
+            self.projection = partitioned(
+                nnx.Param,
+                nnx.initializers.normal(_INIT_STD),
+                rngs.params(),
+                (feature_dim, dim),
+                ("item_features", "embed"),
+            )
 
     def table(self):
         if not hasattr(self, "features"):
@@ -97,8 +111,7 @@ class Embed(nnx.Module):
 
 def tied_logits(x, table):
     """[..., d] x [vocab, d] -> [..., vocab] float32, multiplied in x's dtype."""
-    return jnp.einsum("...d,vd->...v", x, table.astype(x.dtype),
-                      preferred_element_type=jnp.float32)
+    return jnp.einsum("...d,vd->...v", x, table.astype(x.dtype), preferred_element_type=jnp.float32)
 
 
 class Dense(nnx.Module):
@@ -108,17 +121,40 @@ class Dense(nnx.Module):
     tensor axis; a GLM checkpoint's 2-D weight maps in by transpose + reshape.
     """
 
-    def __init__(self, in_shape, out_shape, in_names, out_names, *, cfg: ModelConfig,
-                 name: str, init_std: float = _INIT_STD, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_shape,
+        out_shape,
+        in_names,
+        out_names,
+        *,
+        cfg: ModelConfig,
+        name: str,
+        init_std: float = _INIT_STD,
+        rngs: nnx.Rngs,
+    ):
         self.dtype = cfg.compute_dtype
-        self.kernel = partitioned(nnx.Param, nnx.initializers.normal(init_std), rngs.params(),
-                                  (*in_shape, *out_shape), (*in_names, *out_names))
+        self.kernel = partitioned(
+            nnx.Param,
+            nnx.initializers.normal(init_std),
+            rngs.params(),
+            (*in_shape, *out_shape),
+            (*in_names, *out_names),
+        )
         self.bias = partitioned(nnx.Param, nnx.initializers.zeros, None, out_shape, out_names)
         self.lora = nnx.data(None)  # data, not static: merge_lora may swap it for None
         if cfg.lora_rank and name in cfg.lora_targets:
-            self.lora = LoRA(in_shape, out_shape, in_names, out_names, rank=cfg.lora_rank,
-                             alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, dtype=self.dtype,
-                             rngs=rngs)
+            self.lora = LoRA(
+                in_shape,
+                out_shape,
+                in_names,
+                out_names,
+                rank=cfg.lora_rank,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                dtype=self.dtype,
+                rngs=rngs,
+            )
 
     def __call__(self, x, *, deterministic: bool = True, rngs: nnx.Rngs | None = None):
         n_in = self.kernel.ndim - self.bias.ndim
@@ -141,14 +177,30 @@ class Attention(nnx.Module):
         # Megatron/GLM scale the output projections' init by 1/sqrt(2 * num_layers).
         out_std = _INIT_STD / math.sqrt(2 * cfg.num_layers)
         self.dtype = cfg.compute_dtype
-        self.query_key_value = Dense((e,), (3, h, d), ("embed",), ("qkv", "heads", "kv"),
-                                     cfg=cfg, name="query_key_value", rngs=rngs)
-        self.dense = Dense((h, d), (e,), ("heads", "kv"), ("embed",), cfg=cfg, name="dense",
-                           init_std=out_std, rngs=rngs)
+        self.query_key_value = Dense(
+            (e,),
+            (3, h, d),
+            ("embed",),
+            ("qkv", "heads", "kv"),
+            cfg=cfg,
+            name="query_key_value",
+            rngs=rngs,
+        )
+        self.dense = Dense(
+            (h, d),
+            (e,),
+            ("heads", "kv"),
+            ("embed",),
+            cfg=cfg,
+            name="dense",
+            init_std=out_std,
+            rngs=rngs,
+        )
         self.attention_dropout = nnx.Dropout(cfg.attention_dropout_rate)
 
-    def __call__(self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True,
-                 rngs=None):
+    def __call__(
+        self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True, rngs=None
+    ):
         """x [B, Lq, E], mask bool [B, Lq, Lk] -> ([B, Lq, E], cache).
 
         With a cache ({"key", "value"}: [B, T, H, D]) this step's keys/values are written at
@@ -160,8 +212,10 @@ class Attention(nnx.Module):
         qkv = self.query_key_value(x, deterministic=deterministic, rngs=rngs)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, D] each
         if cache is not None:
-            cache = {"key": _write(cache["key"], k, index),
-                     "value": _write(cache["value"], v, index)}
+            cache = {
+                "key": _write(cache["key"], k, index),
+                "value": _write(cache["value"], v, index),
+            }
             k, v = cache["key"].astype(self.dtype), cache["value"].astype(self.dtype)
         q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
@@ -180,25 +234,41 @@ class Attention(nnx.Module):
         p, n = pk.shape[0], q.shape[0]
         kk, (h, d) = n // p, q.shape[2:]
         qg = q.reshape(p, kk, h, d)
-        pre = jnp.einsum("pkhd,plhd->phkl", qg, pk.astype(self.dtype),
-                         preferred_element_type=jnp.float32)
+        pre = jnp.einsum(
+            "pkhd,plhd->phkl", qg, pk.astype(self.dtype), preferred_element_type=jnp.float32
+        )
         pre = jnp.where(visible[:, None, None, :], pre, _NEG)
         own = own_scores.reshape(p, kk, h, -1).transpose(0, 2, 1, 3)  # [P, H, K, S]
         probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1).astype(self.dtype)
         lp = pk.shape[1]
-        out = (jnp.einsum("phkl,plhd->pkhd", probs[..., :lp], pv.astype(self.dtype))
-               + jnp.einsum("phks,pkshd->pkhd", probs[..., lp:],
-                            own_v.reshape(p, kk, -1, h, d)))
+        out = jnp.einsum("phkl,plhd->pkhd", probs[..., :lp], pv.astype(self.dtype)) + jnp.einsum(
+            "phks,pkshd->pkhd", probs[..., lp:], own_v.reshape(p, kk, -1, h, d)
+        )
         return out.reshape(n, 1, h, d)
 
 
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         out_std = _INIT_STD / math.sqrt(2 * cfg.num_layers)
-        self.dense_h_to_4h = Dense((cfg.hidden_size,), (cfg.ffn_dim,), ("embed",), ("mlp",),
-                                   cfg=cfg, name="dense_h_to_4h", rngs=rngs)
-        self.dense_4h_to_h = Dense((cfg.ffn_dim,), (cfg.hidden_size,), ("mlp",), ("embed",),
-                                   cfg=cfg, name="dense_4h_to_h", init_std=out_std, rngs=rngs)
+        self.dense_h_to_4h = Dense(
+            (cfg.hidden_size,),
+            (cfg.ffn_dim,),
+            ("embed",),
+            ("mlp",),
+            cfg=cfg,
+            name="dense_h_to_4h",
+            rngs=rngs,
+        )
+        self.dense_4h_to_h = Dense(
+            (cfg.ffn_dim,),
+            (cfg.hidden_size,),
+            ("mlp",),
+            ("embed",),
+            cfg=cfg,
+            name="dense_4h_to_h",
+            init_std=out_std,
+            rngs=rngs,
+        )
 
     def __call__(self, x, *, deterministic=True, rngs=None):
         h = self.dense_h_to_4h(x, deterministic=deterministic, rngs=rngs)
@@ -216,11 +286,13 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-    def __call__(self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True,
-                 rngs=None):
+    def __call__(
+        self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True, rngs=None
+    ):
         kw = dict(deterministic=deterministic, rngs=rngs)
-        h, cache = self.attention(self.input_layernorm(x), mask, cache=cache, index=index,
-                                  prefix=prefix, **kw)
+        h, cache = self.attention(
+            self.input_layernorm(x), mask, cache=cache, index=index, prefix=prefix, **kw
+        )
         x = x + self.dropout(h, **kw)
         x = x + self.dropout(self.mlp(self.post_attention_layernorm(x), **kw), **kw)
         return x, cache
@@ -253,41 +325,71 @@ class GLM(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg.validate()
         e = cfg.hidden_size
-        self.word_embeddings = Embed(cfg.vocab_size, e, "vocab", rngs=rngs,
-                                     feature_dim=cfg.item_feature_dim)
+        self.word_embeddings = Embed(
+            cfg.vocab_size, e, "vocab", rngs=rngs, feature_dim=cfg.item_feature_dim
+        )
         self.position_embeddings = Embed(cfg.max_positions, e, "positions", rngs=rngs)
-        self.block_position_embeddings = Embed(cfg.max_block_positions, e, "positions",
-                                               rngs=rngs)
+        self.block_position_embeddings = Embed(cfg.max_block_positions, e, "positions", rngs=rngs)
         self.embedding_dropout = nnx.Dropout(cfg.dropout_rate)
         self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.final_layernorm = LayerNorm(e)
 
-    def __call__(self, tokens, positions, block_positions, segment_ids, part_a, *,
-                 deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(
+        self,
+        tokens,
+        positions,
+        block_positions,
+        segment_ids,
+        part_a,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
         """All inputs [B, L] int32 -> logits [B, L, vocab_size] float32."""
-        return self.word_embeddings.attend(self.hidden_states(
-            tokens, positions, block_positions, segment_ids, part_a,
-            deterministic=deterministic, rngs=rngs))
+        return self.word_embeddings.attend(
+            self.hidden_states(
+                tokens,
+                positions,
+                block_positions,
+                segment_ids,
+                part_a,
+                deterministic=deterministic,
+                rngs=rngs,
+            )
+        )
 
-    def hidden_states(self, tokens, positions, block_positions, segment_ids, part_a, *,
-                      deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+    def hidden_states(
+        self,
+        tokens,
+        positions,
+        block_positions,
+        segment_ids,
+        part_a,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
         """[B, L, hidden]: the final LayerNorm's output, i.e. the input of the tied output layer
         (`tied_logits(h, model.word_embeddings.table())`); the training loss takes logits only
         at the positions it scores."""
         mask = attention_mask(segment_ids, part_a)
-        hidden, _ = self._forward(tokens, positions, block_positions, mask, None, None,
-                                  deterministic, rngs, logits=False)
+        hidden, _ = self._forward(
+            tokens, positions, block_positions, mask, None, None, deterministic, rngs, logits=False
+        )
         return hidden
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
         """An empty cache: `batch` rows x `max_len` slots, k/v in `dtype` (default cfg.dtype)."""
         dtype = dtype or self.cfg.compute_dtype
         kv_shape = (batch, max_len, self.cfg.num_heads, self.cfg.head_dim)
-        return {"layers": [{"key": jnp.zeros(kv_shape, dtype),
-                            "value": jnp.zeros(kv_shape, dtype)}
-                           for _ in range(self.cfg.num_layers)],
-                "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
-                "part_a": jnp.zeros((batch, max_len), jnp.int32)}
+        return {
+            "layers": [
+                {"key": jnp.zeros(kv_shape, dtype), "value": jnp.zeros(kv_shape, dtype)}
+                for _ in range(self.cfg.num_layers)
+            ],
+            "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
+            "part_a": jnp.zeros((batch, max_len), jnp.int32),
+        }
 
     def prefill(self, tokens, positions, block_positions, segment_ids, part_a, cache):
         """Run the prompt [B, Lp] and store its keys/values: -> (logits [B, Lp, V], cache)."""
@@ -297,8 +399,9 @@ class GLM(nnx.Module):
         k_seg = jnp.zeros_like(cache["segment_ids"]).at[:, :length].set(segment_ids)
         k_part_a = jnp.zeros_like(cache["part_a"]).at[:, :length].set(part_a)
         mask = _visible(segment_ids, slots[:length], k_seg, k_part_a, slots)
-        logits, layers = self._forward(tokens, positions, block_positions, mask,
-                                       cache["layers"], 0, True, None)
+        logits, layers = self._forward(
+            tokens, positions, block_positions, mask, cache["layers"], 0, True, None
+        )
         return logits, {"layers": layers, "segment_ids": k_seg, "part_a": k_part_a}
 
     def decode_step(self, token, position, block_position, cache, index):
@@ -309,8 +412,9 @@ class GLM(nnx.Module):
         k_part_a = _write(cache["part_a"], jnp.zeros_like(row_seg), index)
         slots = jnp.arange(k_seg.shape[1])
         mask = _visible(row_seg, index[None], k_seg, k_part_a, slots)
-        logits, layers = self._forward(token, position, block_position, mask, cache["layers"],
-                                       index, True, None)
+        logits, layers = self._forward(
+            token, position, block_position, mask, cache["layers"], index, True, None
+        )
         return logits, {"layers": layers, "segment_ids": k_seg, "part_a": k_part_a}
 
     def decode_step_shared(self, token, position, block_position, prefix, cache, index):
@@ -331,27 +435,49 @@ class GLM(nnx.Module):
         slots = jnp.arange(cache["segment_ids"].shape[1])
         mask = jnp.broadcast_to(slots <= index, (token.shape[0], 1, slots.shape[0]))
         prefixes = [((layer["key"], layer["value"]), visible) for layer in prefix["layers"]]
-        logits, layers = self._forward(token, position, block_position, mask, cache["layers"],
-                                       index, True, None, prefixes)
+        logits, layers = self._forward(
+            token, position, block_position, mask, cache["layers"], index, True, None, prefixes
+        )
         return logits, dict(cache, layers=layers)
 
-    def _forward(self, tokens, positions, block_positions, mask, caches, index,
-                 deterministic, rngs, prefixes=None, logits=True):
+    def _forward(
+        self,
+        tokens,
+        positions,
+        block_positions,
+        mask,
+        caches,
+        index,
+        deterministic,
+        rngs,
+        prefixes=None,
+        logits=True,
+    ):
         kw = dict(deterministic=deterministic, rngs=rngs)
-        x = (self.word_embeddings(tokens) + self.position_embeddings(positions)
-             + self.block_position_embeddings(block_positions))
+        x = (
+            self.word_embeddings(tokens)
+            + self.position_embeddings(positions)
+            + self.block_position_embeddings(block_positions)
+        )
         x = self.embedding_dropout(x.astype(self.cfg.compute_dtype), **kw)
         new_caches = []
         for i, layer in enumerate(self.layers):
             if self.cfg.remat and caches is None:
                 x, c = _checkpointed_block(layer, x, mask, rngs, deterministic), None
             else:
-                x, c = layer(x, mask, cache=None if caches is None else caches[i], index=index,
-                             prefix=None if prefixes is None else prefixes[i], **kw)
+                x, c = layer(
+                    x,
+                    mask,
+                    cache=None if caches is None else caches[i],
+                    index=index,
+                    prefix=None if prefixes is None else prefixes[i],
+                    **kw,
+                )
             new_caches.append(c)
         x = self.final_layernorm(x)
-        return (self.word_embeddings.attend(x) if logits else x), (None if caches is None
-                                                                   else new_caches)
+        return (self.word_embeddings.attend(x) if logits else x), (
+            None if caches is None else new_caches
+        )
 
 
 def _checkpointed_block(layer, x, mask, rngs, deterministic):
@@ -368,8 +494,12 @@ def _checkpointed_block(layer, x, mask, rngs, deterministic):
 
     def run(state, x, mask, key):
         block = nnx.merge(graphdef, state)
-        return block(x, mask, deterministic=deterministic,
-                     rngs=None if key is None else nnx.Rngs(dropout=key))[0]
+        return block(
+            x,
+            mask,
+            deterministic=deterministic,
+            rngs=None if key is None else nnx.Rngs(dropout=key),
+        )[0]
 
     return jax.checkpoint(run)(state, x, mask, key)
 

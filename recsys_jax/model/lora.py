@@ -45,16 +45,37 @@ class LoRA(nnx.Module):
     with an unsharded rank axis, so an adapter shards like the weight it adapts.
     """
 
-    def __init__(self, in_shape, out_shape, in_names, out_names, *, rank: int, alpha: float,
-                 dropout: float, dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_shape,
+        out_shape,
+        in_names,
+        out_names,
+        *,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
         self.rank = rank
         self.scale = alpha / rank
         self.dtype = dtype
         fan_in = math.prod(in_shape)
-        self.a = partitioned(LoRAParam, nnx.initializers.normal(1.0 / math.sqrt(fan_in)),
-                             rngs.params(), (*in_shape, rank), (*in_names, "lora_rank"))
-        self.b = partitioned(LoRAParam, nnx.initializers.zeros, rngs.params(),
-                             (rank, *out_shape), ("lora_rank", *out_names))
+        self.a = partitioned(
+            LoRAParam,
+            nnx.initializers.normal(1.0 / math.sqrt(fan_in)),
+            rngs.params(),
+            (*in_shape, rank),
+            (*in_names, "lora_rank"),
+        )
+        self.b = partitioned(
+            LoRAParam,
+            nnx.initializers.zeros,
+            rngs.params(),
+            (rank, *out_shape),
+            ("lora_rank", *out_names),
+        )
         self.dropout = nnx.Dropout(dropout)
 
     def delta(self) -> jnp.ndarray:

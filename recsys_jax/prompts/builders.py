@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from recsys_jax.example import TokenizedExample
-from recsys_jax.prompts.templates import SLOT, Template, family_templates
+from recsys_jax.masking.layout import masked_length
+from recsys_jax.prompts.templates import SLOT, Template
 from recsys_jax.tokenizer import ENTITY, TARGET, TARGET_ENTITY, TEXT, Tokenizer
 
 ITEM_SEPARATOR = ", "
-SEQUENCE_FAMILIES = ("sequential", "direct")
-ROW_FAMILIES = ("rating", "explanation", "review")
 
 
 @dataclasses.dataclass
@@ -44,7 +43,7 @@ class Prompt:
     template: Template
     segments: list[tuple[str, str]]
     items: list[int]
-    answer: Optional[str]  # the answer text, None for an evaluation prompt
+    answer: str | None  # the answer text, None for an evaluation prompt
 
 
 def user_name(user: int) -> str:
@@ -67,14 +66,15 @@ def feature_word(sentence: str) -> str:
     return max(words, key=len) if words else "quality"
 
 
-def render(template: Template, slots: dict, answer: Optional[tuple[str, str]],
-           spell) -> list[tuple[str, str]]:
+def render(
+    template: Template, slots: dict, answer: tuple[str, str] | None, spell
+) -> list[tuple[str, str]]:
     """Fill a template: items become entity segments, other slots text; the answer goes last."""
     segments: list[tuple[str, str]] = []
     pos = 0
     for match in SLOT.finditer(template.text):
         if match.start() > pos:
-            segments.append((template.text[pos:match.start()], TEXT))
+            segments.append((template.text[pos : match.start()], TEXT))
         name = match.group(1)
         if name not in slots:
             raise ValueError(f"template {template.id} needs slot {{{name}}}")
@@ -99,8 +99,14 @@ def render(template: Template, slots: dict, answer: Optional[tuple[str, str]],
 class PromptFactory:
     """Builds prompts for one dataset, item index and tokenizer."""
 
-    def __init__(self, tokenizer: Tokenizer, index, num_items: int,
-                 known_items: Sequence[set], cfg: PromptConfig = PromptConfig()):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        index,
+        num_items: int,
+        known_items: Sequence[set],
+        cfg: PromptConfig = PromptConfig(),
+    ):
         self.tokenizer = tokenizer
         self.index = index
         self.num_items = num_items
@@ -108,8 +114,10 @@ class PromptFactory:
         self.cfg = cfg
         # Pick-from-candidates prompts in training list as many items as half the budget holds
         # for typical (90th percentile) item lengths; `fit_history` shrinks further if needed.
-        lengths = [len(tokenizer.encode(index.spell(i)))
-                   for i in range(0, num_items, max(1, num_items // 500))]
+        lengths = [
+            len(tokenizer.encode(index.spell(i)))
+            for i in range(0, num_items, max(1, num_items // 500))
+        ]
         fit = int((cfg.max_length // 2) // (np.percentile(lengths, 90) + 1))
         self.train_candidates = max(2, min(cfg.train_candidates, fit))
 
@@ -130,18 +138,26 @@ class PromptFactory:
 
     # -- prompts per family ------------------------------------------------------------------
 
-    def sequence_prompt(self, template: Template, user: int, history: Sequence[int],
-                        target: Optional[int], rng: np.random.Generator,
-                        candidates: Optional[Sequence[int]] = None,
-                        probe: Optional[int] = None,
-                        num_candidates: Optional[int] = None) -> Prompt:
+    def sequence_prompt(
+        self,
+        template: Template,
+        user: int,
+        history: Sequence[int],
+        target: int | None,
+        rng: np.random.Generator,
+        candidates: Sequence[int] | None = None,
+        probe: int | None = None,
+        num_candidates: int | None = None,
+    ) -> Prompt:
         """Sequential and direct families. For training, `target` is the true next item;
         candidates (`num_candidates`, default `train_candidates`, the target among them) and
         yes/no probes are sampled when not given. For evaluation pass target=None with the
         candidates (pick-from prompts) or the probe item (yes/no prompts)."""
         if len(history) == 0:
-            raise ValueError(f"{user_name(user)} has an empty history; a sequential or direct "
-                             "prompt needs at least one earlier item")
+            raise ValueError(
+                f"{user_name(user)} has an empty history; a sequential or direct "
+                "prompt needs at least one earlier item"
+            )
         slots = {"user": user_name(user), "history": list(history)}
         items = list(history)
         answer = None
@@ -165,19 +181,34 @@ class PromptFactory:
             items.append(target)
         segs_answer = None
         if answer is not None:
-            segs_answer = ((self.index.spell(answer), TARGET_ENTITY) if template.answer == "item"
-                           else (answer, TARGET))
+            segs_answer = (
+                (self.index.spell(answer), TARGET_ENTITY)
+                if template.answer == "item"
+                else (answer, TARGET)
+            )
         segments = render(template, slots, segs_answer, self.index.spell)
         return Prompt(template, segments, items, None if answer is None else str(answer))
 
-    def row_prompt(self, template: Template, user: int, item: int, rating: float,
-                   review: str, summary: str, rng: np.random.Generator,
-                   with_answer: bool = True) -> Prompt:
+    def row_prompt(
+        self,
+        template: Template,
+        user: int,
+        item: int,
+        rating: float,
+        review: str,
+        summary: str,
+        rng: np.random.Generator,
+        with_answer: bool = True,
+    ) -> Prompt:
         """Rating, explanation and review families, from one interaction row."""
         sentence = first_sentence(review, self.cfg.max_explanation_words)
-        slots = {"user": user_name(user), "item": item, "star": star_text(rating),
-                 "feature": feature_word(sentence),
-                 "review": " ".join(review.split()[:self.cfg.max_review_words])}
+        slots = {
+            "user": user_name(user),
+            "item": item,
+            "star": star_text(rating),
+            "feature": feature_word(sentence),
+            "review": " ".join(review.split()[: self.cfg.max_review_words]),
+        }
         kind = template.answer
         if kind == "star":
             answer = star_text(rating)
@@ -187,7 +218,9 @@ class PromptFactory:
             if rng.random() < 0.5:
                 answer = "yes"
             else:
-                slots["star"] = star_text(rng.choice([s for s in range(1, 6) if s != round(rating)]))
+                slots["star"] = star_text(
+                    rng.choice([s for s in range(1, 6) if s != round(rating)])
+                )
                 answer = "no"
         elif kind == "explanation":
             answer = sentence
@@ -197,8 +230,9 @@ class PromptFactory:
             raise ValueError(f"template {template.id}: unknown answer kind {kind}")
         if template.family in ("explanation", "review") and not answer:
             raise ValueError(f"template {template.id}: the row has no review text")
-        segments = render(template, slots, (answer, TARGET) if with_answer else None,
-                          self.index.spell)
+        segments = render(
+            template, slots, (answer, TARGET) if with_answer else None, self.index.spell
+        )
         return Prompt(template, segments, [item], answer)
 
     # -- the bare item sequence (no prompt words) ---------------------------------------------
@@ -214,11 +248,19 @@ class PromptFactory:
         keep = self.cfg.max_history + (1 if training else 0)
         while True:
             example = self.tokenizer.encode_segments(
-                [(self.index.spell(i), ENTITY) for i in items[-keep:]], "item_sequence")
+                [(self.index.spell(i), ENTITY) for i in items[-keep:]], "item_sequence"
+            )
             if len(example.ids) + 3 <= self.cfg.max_length or keep == 1:
                 break
-            keep = max(1, keep - max(1, (len(example.ids) + 3 - self.cfg.max_length)
-                                     // max(1, len(example.ids) // keep)))
+            keep = max(
+                1,
+                keep
+                - max(
+                    1,
+                    (len(example.ids) + 3 - self.cfg.max_length)
+                    // max(1, len(example.ids) // keep),
+                ),
+            )
         if not training:
             return example
         entities = example.entity_spans
@@ -237,13 +279,14 @@ class PromptFactory:
         if needed > self.cfg.max_length:
             raise ValueError(
                 f"prompt {prompt.template.id} needs {needed} tokens after masking but max_length "
-                f"is {self.cfg.max_length}; raise max_length or lower max_history")
+                f"is {self.cfg.max_length}; raise max_length or lower max_history"
+            )
         return example
 
     def fit_history(self, build, history: Sequence[int]) -> TokenizedExample:
         """Call `build(history, num_candidates)` with the most recent items that fit the length
         budget; when one history item is still too long, sampled candidate lists shrink."""
-        history = list(history)[-self.cfg.max_history:]
+        history = list(history)[-self.cfg.max_history :]
         candidates = self.train_candidates
         while True:
             prompt = build(history, candidates)
@@ -254,14 +297,15 @@ class PromptFactory:
             if len(history) > 1:
                 # Drop as many of the oldest items as the overflow needs, at least one.
                 per_item = max(1, len(example.ids) // (len(history) + 1))
-                history = history[min(len(history) - 1, max(1, over // per_item)):]
+                history = history[min(len(history) - 1, max(1, over // per_item)) :]
             elif "candidates" in prompt.template.slots and candidates > 2:
                 candidates -= 1
             else:
                 raise ValueError(
                     f"prompt {prompt.template.id} needs {over + self.cfg.max_length} tokens "
                     f"after masking even with one history item, but max_length is "
-                    f"{self.cfg.max_length}; raise data.seq_len or use a shorter item index")
+                    f"{self.cfg.max_length}; raise data.seq_len or use a shorter item index"
+                )
 
 
 def masked_length_bound(example: TokenizedExample) -> int:
@@ -269,8 +313,4 @@ def masked_length_bound(example: TokenizedExample) -> int:
     (its [eop] replaces nothing, the [sop]'s target is the first token). Bounded by masking all
     entities plus the targets."""
     spans = set(example.entity_spans) | set(example.target_spans)
-    return len(example.ids) + 2 * max(1, len(spans))
-
-
-def templates_for(family: str, seen: bool) -> list[Template]:
-    return family_templates(family, seen)
+    return masked_length(len(example.ids), max(1, len(spans)))

@@ -7,23 +7,24 @@ Each record draws a family by the configured weights, then a seen template of th
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from recsys_jax.example import TokenizedExample
+from recsys_jax.masking.layout import masked_length
 from recsys_jax.prompts.builders import PromptFactory, user_name
+from recsys_jax.prompts.families import BARE_FAMILIES, ROW_FAMILIES, SEQUENCE_FAMILIES
 from recsys_jax.prompts.templates import Template, family_templates
 from recsys_jax.tokenizer import ENTITY, TEXT
 
-SEQUENCE_RECORD_FAMILIES = ("sequential", "direct", "sequence_text", "item_sequence")
-# Families built without templates.
-UNTEMPLATED = ("sequence_text", "item_sequence")
-ROW_RECORD_FAMILIES = ("rating", "explanation", "review")
+# Families drawn from a user's sequence record (worded or bare) and from interaction rows.
+SEQUENCE_RECORD_FAMILIES = SEQUENCE_FAMILIES + BARE_FAMILIES
 
 
-def active_families(weights: Mapping[str, float], has_ratings: bool, has_reviews: bool,
-                    log=print) -> dict[str, float]:
+def active_families(
+    weights: Mapping[str, float], has_ratings: bool, has_reviews: bool, log=print
+) -> dict[str, float]:
     """Drop families the data cannot support, saying so, and families with zero weight."""
     active = {}
     for family, weight in weights.items():
@@ -45,9 +46,10 @@ class TrainingMixture:
     def __init__(self, factory: PromptFactory, weights: Mapping[str, float]):
         self.factory = factory
         self.seq_families = {f: w for f, w in weights.items() if f in SEQUENCE_RECORD_FAMILIES}
-        self.row_families = {f: w for f, w in weights.items() if f in ROW_RECORD_FAMILIES}
+        self.row_families = {f: w for f, w in weights.items() if f in ROW_FAMILIES}
         self.templates: dict[str, list[Template]] = {
-            f: family_templates(f, seen=True) for f in weights if f not in UNTEMPLATED}
+            f: family_templates(f, seen=True) for f in weights if f not in BARE_FAMILIES
+        }
 
     @property
     def sequence_weight(self) -> float:
@@ -63,8 +65,9 @@ class TrainingMixture:
         p = np.array([options[n] for n in names], np.float64)
         return names[rng.choice(len(names), p=p / p.sum())]
 
-    def from_sequence(self, user: int, train_items: Sequence[int],
-                      rng: np.random.Generator) -> TokenizedExample:
+    def from_sequence(
+        self, user: int, train_items: Sequence[int], rng: np.random.Generator
+    ) -> TokenizedExample:
         """A random cut of the user's training sequence: history before it, target at it."""
         train_items = list(train_items)
         if len(train_items) < 2:
@@ -76,8 +79,11 @@ class TrainingMixture:
             # Sequences longer than the window: a random window end, so every item is a
             # target some epoch (the window ending at the last item is the most common).
             limit = self.factory.cfg.max_history + 1
-            end = len(train_items) if len(train_items) <= limit else int(
-                rng.integers(limit, len(train_items) + 1))
+            end = (
+                len(train_items)
+                if len(train_items) <= limit
+                else int(rng.integers(limit, len(train_items) + 1))
+            )
             return self.factory.item_sequence(train_items[:end], training=True)
         cut = int(rng.integers(1, len(train_items)))
         history, target = train_items[:cut], train_items[cut]
@@ -85,26 +91,38 @@ class TrainingMixture:
         f = self.factory
         return f.fit_history(
             lambda h, n: f.sequence_prompt(template, user, h, target, rng, num_candidates=n),
-            history)
+            history,
+        )
 
     def sequence_text(self, user: int, train_items: Sequence[int]) -> TokenizedExample:
         """Plain behaviour text, masked by the GLM objectives (entity-aware) without a prompt."""
         f = self.factory
-        items = list(train_items)[-f.cfg.max_history:]
+        items = list(train_items)[-f.cfg.max_history :]
         while True:
             segments = [(f"{user_name(user)} bought ", TEXT)]
             for k, item in enumerate(items):
                 segments += ([(", ", TEXT)] if k else []) + [(f.index.spell(item), ENTITY)]
             segments.append((".", TEXT))
             example = f.tokenizer.encode_segments(segments, "sequence_text")
-            if len(example.ids) + 2 * len(example.entity_spans) <= f.cfg.max_length or len(items) == 1:
+            if (
+                masked_length(len(example.ids), len(example.entity_spans)) <= f.cfg.max_length
+                or len(items) == 1
+            ):
                 example.sentence_spans = [(0, len(example.ids))]
                 return example
             items = items[1:]
 
-    def from_row(self, user: int, item: int, rating: float, review: str, summary: str,
-                 rng: np.random.Generator) -> TokenizedExample:
+    def from_row(
+        self,
+        user: int,
+        item: int,
+        rating: float,
+        review: str,
+        summary: str,
+        rng: np.random.Generator,
+    ) -> TokenizedExample:
         family = self._pick(self.row_families, rng)
         template = self.templates[family][rng.integers(len(self.templates[family]))]
         return self.factory.encode(
-            self.factory.row_prompt(template, user, item, rating, review, summary, rng))
+            self.factory.row_prompt(template, user, item, rating, review, summary, rng)
+        )

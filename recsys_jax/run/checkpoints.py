@@ -7,10 +7,9 @@ Kept: the `keep` most recent steps plus the best by validation loss. Saving is a
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,15 +29,19 @@ def selection_metric(metrics: dict) -> float:
 
 
 def _manager(directory: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
-    policy = keep_policy.AnyPreservationPolicy([
-        keep_policy.LatestN(n=keep),
-        # BestN keeps the largest metric values: validation NDCG@10 when the run ranks,
-        # else the negated loss.
-        keep_policy.BestN(get_metric_fn=selection_metric, n=1,
-                          keep_checkpoints_without_metrics=False),
-    ])
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy,
-                                           enable_async_checkpointing=async_save, create=True)
+    policy = keep_policy.AnyPreservationPolicy(
+        [
+            keep_policy.LatestN(n=keep),
+            # BestN keeps the largest metric values: validation NDCG@10 when the run ranks,
+            # else the negated loss.
+            keep_policy.BestN(
+                get_metric_fn=selection_metric, n=1, keep_checkpoints_without_metrics=False
+            ),
+        ]
+    )
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, enable_async_checkpointing=async_save, create=True
+    )
     return ocp.CheckpointManager(directory.resolve(), options=options, item_names=ITEMS)
 
 
@@ -47,35 +50,55 @@ class RunCheckpoints:
         self.directory = Path(run_dir) / "checkpoints"
         self.manager = _manager(self.directory, keep, async_save)
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def best_step(self) -> Optional[int]:
+    def best_step(self) -> int | None:
         return self.manager.best_step()
 
-    def save(self, step: int, state: Any, data_iter: dict, config: dict, assets: dict,
-             meta: dict, valid: Optional[dict] = None) -> None:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_iter: dict,
+        config: dict,
+        assets: dict,
+        meta: dict,
+        valid: dict | None = None,
+    ) -> None:
         """`valid`: the step's validation metrics ({"valid_loss", optionally
         "valid_NDCG@10"}), or None when the step was not validated."""
         metrics = None if valid is None else {k: float(v) for k, v in valid.items()}
-        self.manager.save(step, metrics=metrics, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data_iter=ocp.args.JsonSave(data_iter),
-            config=ocp.args.JsonSave(config),
-            assets=ocp.args.JsonSave(assets),
-            meta=ocp.args.JsonSave(meta)))
+        self.manager.save(
+            step,
+            metrics=metrics,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data_iter=ocp.args.JsonSave(data_iter),
+                config=ocp.args.JsonSave(config),
+                assets=ocp.args.JsonSave(assets),
+                meta=ocp.args.JsonSave(meta),
+            ),
+        )
 
     def restore(self, step: int, abstract_state: Any) -> dict:
         """`abstract_state`: a pytree of jax.ShapeDtypeStruct with shardings (the target layout)."""
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data_iter=ocp.args.JsonRestore(), config=ocp.args.JsonRestore(),
-            assets=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=ocp.args.JsonRestore(),
+                config=ocp.args.JsonRestore(),
+                assets=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
         return {name: out[name] for name in ITEMS}
 
     def restore_json(self, step: int, name: str) -> Any:
-        return self.manager.restore(step, args=ocp.args.Composite(
-            **{name: ocp.args.JsonRestore()}))[name]
+        return self.manager.restore(
+            step, args=ocp.args.Composite(**{name: ocp.args.JsonRestore()})
+        )[name]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -119,13 +142,16 @@ def assign_params(model, saved: dict, which=nnx.Param) -> None:
         if value is None:
             missing.append(name)
         elif tuple(value.shape) != tuple(var.get_value().shape):
-            mismatched.append(f"{name}: saved {tuple(value.shape)} vs model "
-                              f"{tuple(var.get_value().shape)}")
+            mismatched.append(
+                f"{name}: saved {tuple(value.shape)} vs model {tuple(var.get_value().shape)}"
+            )
         else:
             var.set_value(_place_like(value, var.get_value()))
     if missing or mismatched:
-        raise ValueError(f"checkpoint parameters do not fit this model: missing {missing[:5]}, "
-                         f"shape mismatches {mismatched[:5]}")
+        raise ValueError(
+            f"checkpoint parameters do not fit this model: missing {missing[:5]}, "
+            f"shape mismatches {mismatched[:5]}"
+        )
     nnx.update(model, state)
 
 
@@ -137,14 +163,6 @@ def _place_like(value, current: jax.Array) -> jax.Array:
     if sharding is None:
         return jnp.asarray(value)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-
-def encode_bytes(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def decode_bytes(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"))
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, int]:
@@ -164,17 +182,15 @@ def find_checkpoint(path: str | Path) -> tuple[Path, int]:
             return path.parent, best
         if steps:
             return path.parent, steps[-1]
-    raise FileNotFoundError(f"{path}: no checkpoint found (expected a run directory with "
-                            "checkpoints/<step>/ written by recsys_jax.train)")
+    raise FileNotFoundError(
+        f"{path}: no checkpoint found (expected a run directory with "
+        "checkpoints/<step>/ written by recsys_jax.train)"
+    )
 
 
-def _recorded_best(run_dir: Path) -> Optional[int]:
+def _recorded_best(run_dir: Path) -> int | None:
     try:
         best = json.loads((run_dir / "summary.json").read_text()).get("best_step")
     except (OSError, ValueError, AttributeError):
         return None
     return best if isinstance(best, int) else None
-
-
-def dump_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True))

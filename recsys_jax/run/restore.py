@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 from flax import nnx
 
@@ -18,7 +17,7 @@ from recsys_jax.run.assets import RunAssets
 from recsys_jax.run.checkpoints import RunCheckpoints, assign_params, find_checkpoint, read_params
 
 
-def load_checkpoint(path: str | Path, data_dir: Optional[str] = None):
+def load_checkpoint(path: str | Path, data_dir: str | None = None):
     """-> (Config, GLM model with the saved parameters, RunAssets, step); the model is for
     inference (`data.item_features` folded into its embedding rows). `path`: a run dir (its
     best checkpoint) or one step dir; `data_dir`: where the prepared dataset lives, if not

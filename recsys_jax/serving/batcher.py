@@ -16,8 +16,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Callable, Sequence
+from typing import Any
 
 _STOP = object()
 
@@ -27,8 +28,13 @@ class Overloaded(RuntimeError):
 
 
 class MicroBatcher:
-    def __init__(self, run_batch: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int = 16,
-                 max_wait_ms: float = 5.0, max_queue: int = 1024):
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Any]], Sequence[Any]],
+        max_batch: int = 16,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 1024,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.run_batch = run_batch
@@ -46,8 +52,9 @@ class MicroBatcher:
         try:
             self._queue.put_nowait((item, future))
         except queue.Full:
-            raise Overloaded(f"server busy: {self._queue.maxsize} requests already "
-                             "waiting; retry later") from None
+            raise Overloaded(
+                f"server busy: {self._queue.maxsize} requests already waiting; retry later"
+            ) from None
         return future
 
     def close(self, timeout: float = 10.0) -> None:
@@ -65,8 +72,11 @@ class MicroBatcher:
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
                 try:
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else \
-                        self._queue.get_nowait()
+                    nxt = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if nxt is _STOP:

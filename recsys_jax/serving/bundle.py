@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
 
 import jax
 import ml_dtypes
@@ -34,7 +33,16 @@ from recsys_jax.tokenizer import Tokenizer
 
 FORMAT_VERSION = 2  # 2: tokenizer.json holds the whole tokenizer (no tokenizer.model)
 MANIFEST = "manifest.json"
-FILES = ("config.yaml", "tokenizer.json", "catalog.json", "index.json", "trie.npz", "weights.npz", "recommend.stablehlo", "recommend.json")
+FILES = (
+    "config.yaml",
+    "tokenizer.json",
+    "catalog.json",
+    "index.json",
+    "trie.npz",
+    "weights.npz",
+    "recommend.stablehlo",
+    "recommend.json",
+)
 # dtypes numpy cannot store in .npz without pickle: saved as same-width unsigned bits.
 _BIT_VIEWS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
 
@@ -57,8 +65,12 @@ def write_manifest(folder: Path, info: dict) -> dict:
     for name in FILES:
         path = folder / name
         files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest = {"format": "recsys_jax.bundle", "format_version": FORMAT_VERSION, **info,
-                "files": files}
+    manifest = {
+        "format": "recsys_jax.bundle",
+        "format_version": FORMAT_VERSION,
+        **info,
+        "files": files,
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
@@ -68,18 +80,23 @@ def verify_bundle(folder: str | Path) -> dict:
     naming the first file that is missing or differs."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
-        raise BundleError(f"{folder}: not a recsys_jax bundle (no {MANIFEST}); write one with "
-                          "`python -m recsys_jax.export --checkpoint RUN --out BUNDLE`")
+        raise BundleError(
+            f"{folder}: not a recsys_jax bundle (no {MANIFEST}); write one with "
+            "`python -m recsys_jax.export --checkpoint RUN --out BUNDLE`"
+        )
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         listed = manifest["files"]
     except (ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"{folder / MANIFEST} is corrupted ({e}); export the bundle "
-                          "again") from None
+        raise BundleError(
+            f"{folder / MANIFEST} is corrupted ({e}); export the bundle again"
+        ) from None
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{folder}: bundle format version {manifest.get('format_version')} "
-                          f"is not supported by this recsys_jax (reads {FORMAT_VERSION}); "
-                          "export it again with this version")
+        raise BundleError(
+            f"{folder}: bundle format version {manifest.get('format_version')} "
+            f"is not supported by this recsys_jax (reads {FORMAT_VERSION}); "
+            "export it again with this version"
+        )
     for name in FILES:
         path = folder / name
         if name not in listed:
@@ -88,11 +105,15 @@ def verify_bundle(folder: str | Path) -> dict:
             raise BundleError(f"{path} is missing from the bundle; copy the whole folder")
         size, want = path.stat().st_size, listed[name]["bytes"]
         if size != want:
-            raise BundleError(f"{path} is truncated or altered: {size} bytes, the manifest "
-                              f"says {want}; copy or export the bundle again")
+            raise BundleError(
+                f"{path} is truncated or altered: {size} bytes, the manifest "
+                f"says {want}; copy or export the bundle again"
+            )
         if sha256_file(path) != listed[name]["sha256"]:
-            raise BundleError(f"{path} is corrupted: its sha256 differs from the manifest's; "
-                              "copy or export the bundle again")
+            raise BundleError(
+                f"{path} is corrupted: its sha256 differs from the manifest's; "
+                "copy or export the bundle again"
+            )
     return manifest
 
 
@@ -130,7 +151,7 @@ class Bundle:
     trie: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]
     exported: jax.export.Exported
-    source_ids: Optional[list[str]] = None
+    source_ids: list[str] | None = None
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -144,30 +165,46 @@ def load_bundle(path: str | Path) -> Bundle:
         index = json.loads((folder / "index.json").read_text())
         tokenizer = Tokenizer.from_json(json.loads((folder / "tokenizer.json").read_text()))
         weight_specs = spec["inputs"]["weights"]
-        weights = load_arrays(folder / "weights.npz",
-                              {w["name"]: w["dtype"] for w in weight_specs})
+        weights = load_arrays(folder / "weights.npz", {w["name"]: w["dtype"] for w in weight_specs})
         trie = load_arrays(folder / "trie.npz")
     except (ValueError, KeyError, TypeError, OSError) as e:
-        raise BundleError(f"{folder}: unreadable bundle content ({type(e).__name__}: {e}); "
-                          "export it again") from None
+        raise BundleError(
+            f"{folder}: unreadable bundle content ({type(e).__name__}: {e}); export it again"
+        ) from None
     for w in weight_specs:
         got = weights.get(w["name"])
         if got is None or list(got.shape) != w["shape"] or got.dtype.name != w["dtype"]:
-            raise BundleError(f"{folder / 'weights.npz'}: weight {w['name']!r} does not match "
-                              f"recommend.json ({w['shape']} {w['dtype']})")
+            raise BundleError(
+                f"{folder / 'weights.npz'}: weight {w['name']!r} does not match "
+                f"recommend.json ({w['shape']} {w['dtype']})"
+            )
     try:
         exported = jax.export.deserialize(bytearray((folder / "recommend.stablehlo").read_bytes()))
     except Exception as e:  # noqa: BLE001 - any failure here means the same thing to the user
         raise BundleError(
             f"{folder / 'recommend.stablehlo'} cannot be loaded by jax {jax.__version__} "
-            f"(exported with jax {manifest.get('jax_version')}): {e}") from None
+            f"(exported with jax {manifest.get('jax_version')}): {e}"
+        ) from None
     platform = jax.default_backend()
     platforms = [p.lower() for p in exported.platforms]
     gpu_ok = platform == "gpu" and {"cuda", "rocm"} & set(platforms)
     if platform not in platforms and not gpu_ok:
-        raise BundleError(f"{folder}: the recommend function was exported for {platforms}, "
-                          f"not this {platform} backend; export again with "
-                          f"--platforms {platform}")
-    return Bundle(folder, manifest, config, spec, tokenizer, catalog["item_ids"],
-                  catalog["titles"], index["spellings"], trie, weights, exported,
-                  catalog.get("source_ids"))
+        raise BundleError(
+            f"{folder}: the recommend function was exported for {platforms}, "
+            f"not this {platform} backend; export again with "
+            f"--platforms {platform}"
+        )
+    return Bundle(
+        folder,
+        manifest,
+        config,
+        spec,
+        tokenizer,
+        catalog["item_ids"],
+        catalog["titles"],
+        index["spellings"],
+        trie,
+        weights,
+        exported,
+        catalog.get("source_ids"),
+    )

@@ -14,8 +14,8 @@ dimension is symbolic, compiles once per size rather than once per request count
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import numpy as np
@@ -57,17 +57,25 @@ class BundleRecommender:
         self.special = self.tokenizer.special
         self.masking = dataclasses.replace(
             configlib.from_dict(MaskingConfig, cfg["masking"], "masking"),
-            max_length=self.seq_len + 2)
+            max_length=self.seq_len + 2,
+        )
         data = cfg["data"]
-        prompt_cfg = PromptConfig(max_length=self.seq_len, max_history=data["max_history"],
-                                  train_candidates=data["train_candidates"],
-                                  sequence_objective=data.get("sequence_objective", "causal"))
+        prompt_cfg = PromptConfig(
+            max_length=self.seq_len,
+            max_history=data["max_history"],
+            train_candidates=data["train_candidates"],
+            sequence_objective=data.get("sequence_objective", "causal"),
+        )
         self.item_ids, self.titles = bundle.item_ids, bundle.titles
         # known_items only feed negative sampling, which serving never does.
-        self.factory = PromptFactory(self.tokenizer, _Spellings(bundle.spellings),
-                                     len(self.item_ids), [set()], prompt_cfg)
-        self.template = (ITEM_SEQUENCE if decoding["template"] == ITEM_SEQUENCE
-                         else get_template(decoding["template"]))
+        self.factory = PromptFactory(
+            self.tokenizer, _Spellings(bundle.spellings), len(self.item_ids), [set()], prompt_cfg
+        )
+        self.template = (
+            ITEM_SEQUENCE
+            if decoding["template"] == ITEM_SEQUENCE
+            else get_template(decoding["template"])
+        )
         self.max_batch = max_batch
         self.batch_sizes = tuple(s for s in BATCH_SIZES if s < max_batch) + (max_batch,)
         self.items = ItemResolver.from_lists(self.item_ids, self.titles, bundle.source_ids)
@@ -77,7 +85,7 @@ class BundleRecommender:
         self._call = jax.jit(bundle.exported.call)
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs) -> "BundleRecommender":
+    def load(cls, path: str | Path, **kwargs) -> BundleRecommender:
         return cls(load_bundle(path), **kwargs)
 
     @property
@@ -94,18 +102,22 @@ class BundleRecommender:
     def check_k(self, k, history_len: int, exclude_history: bool = True) -> None:
         available = min(self.beam, self.num_items - (history_len if exclude_history else 0))
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= available:
-            raise ValueError(f"k={k!r} must be an integer between 1 and {available} (the beam "
-                             f"width {self.beam} of this bundle caps k; re-export with a larger "
-                             "--beam for more)")
+            raise ValueError(
+                f"k={k!r} must be an integer between 1 and {available} (the beam "
+                f"width {self.beam} of this bundle caps k; re-export with a larger "
+                "--beam for more)"
+            )
 
     # -- recommending ----------------------------------------------------------------------------
 
-    def recommend(self, history: Sequence, k: int = 10,
-                  exclude_history: bool = True) -> list[tuple[str, str, float]]:
+    def recommend(
+        self, history: Sequence, k: int = 10, exclude_history: bool = True
+    ) -> list[tuple[str, str, float]]:
         return self.recommend_batch([history], k, exclude_history)[0]
 
-    def recommend_batch(self, histories: Sequence[Sequence], k: int = 10,
-                        exclude_history: bool = True) -> list[list[tuple[str, str, float]]]:
+    def recommend_batch(
+        self, histories: Sequence[Sequence], k: int = 10, exclude_history: bool = True
+    ) -> list[list[tuple[str, str, float]]]:
         hist = [[self.resolve(x) for x in h] for h in histories]
         if any(len(h) == 0 for h in hist):
             raise ValueError("empty history: give at least one item the user interacted with")
@@ -113,7 +125,7 @@ class BundleRecommender:
             self.check_k(k, len(h), exclude_history)
         out = []
         for start in range(0, len(hist), self.max_batch):
-            chunk = hist[start:start + self.max_batch]
+            chunk = hist[start : start + self.max_batch]
             out += self.run([(h, k, exclude_history) for h in chunk])
         return out
 
@@ -127,22 +139,28 @@ class BundleRecommender:
         # Pad with copies of the first request: a real prompt, results dropped.
         hist = [list(h) for h, _, _ in requests] + [list(requests[0][0])] * (size - n)
         excl = [e for _, _, e in requests] + [requests[0][2]] * (size - n)
-        decoder_inputs = history_prompts(self.factory, self.template, hist, self.special,
-                                         self.masking, self.seq_len)
+        decoder_inputs = history_prompts(
+            self.factory, self.template, hist, self.special, self.masking, self.seq_len
+        )
         width = max(MIN_EXCLUDE_WIDTH, 1 << (max(map(len, hist)) - 1).bit_length())
         exclude = np.full((size, width), -1, np.int32)
         for row, (h, e) in enumerate(zip(hist, excl)):
             if e:
-                exclude[row, :len(h)] = h
+                exclude[row, : len(h)] = h
         inputs = {k: decoder_inputs.prompt[k] for k in PROMPT_KEYS}
         inputs.update(mask_pos=decoder_inputs.mask_pos, exclude=exclude)
         if decoder_inputs.start is not None:
             inputs.update(zip(START_KEYS, decoder_inputs.start))
         items, scores = self._call(self._weights, self._trie, inputs)
         items, scores = np.asarray(items), np.asarray(scores)
-        return [[(self.items.display_id(i), self.titles[i], float(s))
-                 for i, s in zip(items[row, :k], scores[row, :k]) if i >= 0]
-                for row, (_, k, _) in enumerate(requests)]
+        return [
+            [
+                (self.items.display_id(i), self.titles[i], float(s))
+                for i, s in zip(items[row, :k], scores[row, :k])
+                if i >= 0
+            ]
+            for row, (_, k, _) in enumerate(requests)
+        ]
 
     def warmup(self, sizes: Sequence[int] | None = None, log=None) -> None:
         """Compile the padded batch sizes ahead of the first requests."""

@@ -44,8 +44,9 @@ def parse(body: bytes, max_requests: int) -> tuple[list[dict], bool]:
         if set(data) != {"requests"} or not isinstance(reqs, list) or not reqs:
             raise RequestError(400, '"requests" must be the only key and a non-empty list')
         if len(reqs) > max_requests:
-            raise RequestError(413, f"{len(reqs)} requests in one body; at most {max_requests}"
-                               " — split the batch")
+            raise RequestError(
+                413, f"{len(reqs)} requests in one body; at most {max_requests} — split the batch"
+            )
         return reqs, True
     return [data], False
 
@@ -56,23 +57,24 @@ def check(rec, req: Any, where: str, default_k: int) -> tuple[list[int], int, bo
         raise RequestError(400, f"{where}: each request must be a JSON object")
     unknown = set(req) - _FIELDS
     if unknown:
-        raise RequestError(400, f"{where}: unknown field(s) {sorted(unknown)}; "
-                           f"known: {sorted(_FIELDS)}")
+        raise RequestError(
+            400, f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}"
+        )
     history = req.get("history")
-    if not isinstance(history, list) or not all(isinstance(x, (str, int)) and
-                                                not isinstance(x, bool) for x in history):
-        raise RequestError(400, f"{where}: \"history\" must be a list of item ids or titles")
+    if not isinstance(history, list) or not all(
+        isinstance(x, (str, int)) and not isinstance(x, bool) for x in history
+    ):
+        raise RequestError(400, f'{where}: "history" must be a list of item ids or titles')
     if not history:
         raise RequestError(422, f"{where}: empty history; give at least one item")
     if len(history) > MAX_HISTORY:
-        raise RequestError(413, f"{where}: history of {len(history)} items; at most "
-                           f"{MAX_HISTORY}")
+        raise RequestError(413, f"{where}: history of {len(history)} items; at most {MAX_HISTORY}")
     exclude = req.get("exclude_history", True)
     if not isinstance(exclude, bool):
-        raise RequestError(400, f"{where}: \"exclude_history\" must be true or false")
+        raise RequestError(400, f'{where}: "exclude_history" must be true or false')
     k = req.get("k", default_k)
     if isinstance(k, bool) or not isinstance(k, int):
-        raise RequestError(400, f"{where}: \"k\" must be an integer, got {k!r}")
+        raise RequestError(400, f'{where}: "k" must be an integer, got {k!r}')
     try:
         ids = [rec.resolve(x) for x in history]
         rec.check_k(k, len(ids), exclude)
@@ -84,8 +86,14 @@ def check(rec, req: Any, where: str, default_k: int) -> tuple[list[int], int, bo
 class RecommendService:
     """The endpoint's logic, independent of HTTP: body bytes -> (status, JSON payload)."""
 
-    def __init__(self, rec, max_batch: int | None = None, max_wait_ms: float = 5.0,
-                 max_requests: int = 64, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        rec,
+        max_batch: int | None = None,
+        max_wait_ms: float = 5.0,
+        max_requests: int = 64,
+        timeout_s: float = 60.0,
+    ):
         self.rec = rec
         self.max_requests = max_requests
         self.timeout_s = timeout_s
@@ -98,8 +106,10 @@ class RecommendService:
     def recommend(self, body: bytes) -> tuple[int, dict]:
         try:
             reqs, batched = parse(body, self.max_requests)
-            checked = [check(self.rec, r, f"requests[{i}]" if batched else "request",
-                             self.default_k) for i, r in enumerate(reqs)]
+            checked = [
+                check(self.rec, r, f"requests[{i}]" if batched else "request", self.default_k)
+                for i, r in enumerate(reqs)
+            ]
             futures = [self.batcher.submit(c) for c in checked]
             rows = [f.result(timeout=self.timeout_s) for f in futures]
         except RequestError as e:
@@ -107,8 +117,13 @@ class RecommendService:
         except Overloaded as e:
             return self._count(503, {"error": str(e)})
         except FutureTimeout:
-            return self._count(503, {"error": f"no answer within {self.timeout_s:.0f} s; "
-                                              "the server is overloaded, retry later"})
+            return self._count(
+                503,
+                {
+                    "error": f"no answer within {self.timeout_s:.0f} s; "
+                    "the server is overloaded, retry later"
+                },
+            )
         except Exception as e:  # noqa: BLE001 - the server must answer, not die
             return self._count(500, {"error": f"internal error: {type(e).__name__}: {e}"})
         items = [[{"id": i, "title": t, "score": s} for i, t, s in r] for r in rows]
@@ -117,12 +132,21 @@ class RecommendService:
 
     def health(self) -> dict:
         manifest = self.rec.bundle.manifest
-        return {"status": "ok", "items": self.rec.num_items, "beam": self.rec.beam,
-                "max_batch": self.batcher.max_batch, "max_requests": self.max_requests,
-                "answered": self.answered, "failed": self.failed,
-                "batches": self.batcher.batches, "batched_items": self.batcher.items,
-                "bundle": {k: manifest.get(k) for k in
-                           ("created", "dtype", "recsys_jax_version", "jax_version")}}
+        return {
+            "status": "ok",
+            "items": self.rec.num_items,
+            "beam": self.rec.beam,
+            "max_batch": self.batcher.max_batch,
+            "max_requests": self.max_requests,
+            "answered": self.answered,
+            "failed": self.failed,
+            "batches": self.batcher.batches,
+            "batched_items": self.batcher.items,
+            "bundle": {
+                k: manifest.get(k)
+                for k in ("created", "dtype", "recsys_jax_version", "jax_version")
+            },
+        }
 
     def close(self) -> None:
         self.batcher.close()

@@ -8,7 +8,8 @@ stream visits every record of both kinds at least once (the smaller kind repeats
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,18 +25,27 @@ SEQUENCE_RECORD, ROW_RECORD = 0, 1
 class MixtureSource:
     """Random-access view over sequence records and row records with a fixed share of each."""
 
-    def __init__(self, sequences: Sequence[tuple[int, np.ndarray]], rows: Optional[dict],
-                 sequence_weight: float, row_weight: float):
+    def __init__(
+        self,
+        sequences: Sequence[tuple[int, np.ndarray]],
+        rows: dict | None,
+        sequence_weight: float,
+        row_weight: float,
+    ):
         self.sequences = [(u, s) for u, s in sequences if len(s) >= 2]
         self.rows = rows if rows is not None and row_weight > 0 else None
         n_seq = len(self.sequences) if sequence_weight > 0 else 0
         n_row = len(self.rows["user"]) if self.rows is not None else 0
         if n_seq + n_row == 0:
-            raise ValueError("no training records: every sequence is shorter than 2 items and "
-                             "there are no rating rows")
+            raise ValueError(
+                "no training records: every sequence is shorter than 2 items and "
+                "there are no rating rows"
+            )
         total_w = (sequence_weight if n_seq else 0) + (row_weight if n_row else 0)
-        shares = [(n_seq, sequence_weight / total_w if n_seq else 0.0),
-                  (n_row, row_weight / total_w if n_row else 0.0)]
+        shares = [
+            (n_seq, sequence_weight / total_w if n_seq else 0.0),
+            (n_row, row_weight / total_w if n_row else 0.0),
+        ]
         epoch = max(n / p for n, p in shares if n)
         self.n_seq_virtual = int(round(epoch * shares[0][1])) if n_seq else 0
         self.n_row_virtual = int(round(epoch * shares[1][1])) if n_row else 0
@@ -49,9 +59,14 @@ class MixtureSource:
             user, items = self.sequences[index % len(self.sequences)]
             return {"kind": SEQUENCE_RECORD, "user": int(user), "items": items}
         r = (index - self.n_seq_virtual) % len(self.rows["user"])
-        return {"kind": ROW_RECORD, "user": int(self.rows["user"][r]),
-                "item": int(self.rows["item"][r]), "rating": float(self.rows["rating"][r]),
-                "review": self.rows["review"][r], "summary": self.rows["summary"][r]}
+        return {
+            "kind": ROW_RECORD,
+            "user": int(self.rows["user"][r]),
+            "item": int(self.rows["item"][r]),
+            "rating": float(self.rows["rating"][r]),
+            "review": self.rows["review"][r],
+            "summary": self.rows["summary"][r],
+        }
 
 
 @dataclasses.dataclass
@@ -69,8 +84,14 @@ class Batcher:
         if record["kind"] == SEQUENCE_RECORD:
             example = self.mixture.from_sequence(record["user"], record["items"], rng)
         else:
-            example = self.mixture.from_row(record["user"], record["item"], record["rating"],
-                                            record["review"], record["summary"], rng)
+            example = self.mixture.from_row(
+                record["user"],
+                record["item"],
+                record["rating"],
+                record["review"],
+                record["summary"],
+                rng,
+            )
         return mask_example(example, self.special, self.masking, rng)
 
     def collate(self, examples: Sequence[dict]) -> dict:
@@ -90,22 +111,38 @@ class Batcher:
         return max(self.rows, int(self.rows * self.seq_len / mean))
 
 
-def measure_lengths(batcher: Batcher, source: MixtureSource, n: int = 64, seed: int = 0) -> list[int]:
+def measure_lengths(
+    batcher: Batcher, source: MixtureSource, n: int = 64, seed: int = 0
+) -> list[int]:
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(source), size=min(n, len(source)), replace=False)
     return [len(batcher.transform(source[int(i)], rng)["tokens"]) for i in picks]
 
 
-def train_iterator(batcher: Batcher, source: MixtureSource, seed: int,
-                   shard_index: int, shard_count: int, workers: int = 0):
+def train_iterator(
+    batcher: Batcher,
+    source: MixtureSource,
+    seed: int,
+    shard_index: int,
+    shard_count: int,
+    workers: int = 0,
+):
     per_batch = batcher.examples_per_batch(measure_lengths(batcher, source, seed=seed))
-    return make_train_iterator(source, batcher.transform, per_batch, seed=seed,
-                               batch_fn=batcher.collate, shard_index=shard_index,
-                               shard_count=shard_count, workers=workers)
+    return make_train_iterator(
+        source,
+        batcher.transform,
+        per_batch,
+        seed=seed,
+        batch_fn=batcher.collate,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        workers=workers,
+    )
 
 
-def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], limit: int,
-                       seed: int) -> list[dict]:
+def validation_batches(
+    batcher: Batcher, cases, rating_rows: dict | None, limit: int, seed: int
+) -> list[dict]:
     """Fixed validation examples: next-item prompt 2-3 on validation cases (and rating prompt
     1-6 on validation rows when the data has ratings), masked with a fixed seed, padded.
 
@@ -126,21 +163,35 @@ def validation_batches(batcher: Batcher, cases, rating_rows: Optional[dict], lim
             continue
         if bare:
             ex = factory.item_sequence(list(history) + [target], training=True)
-            examples.append(_answer_loss_only(mask_example(ex, batcher.special, masking, rng),
-                                              ex.entity_spans[-1], ex.open_end))
+            examples.append(
+                _answer_loss_only(
+                    mask_example(ex, batcher.special, masking, rng),
+                    ex.entity_spans[-1],
+                    ex.open_end,
+                )
+            )
             continue
         ex = factory.fit_history(
-            lambda h, n: factory.sequence_prompt(template, user, h, target, rng), history)
+            lambda h, n: factory.sequence_prompt(template, user, h, target, rng), history
+        )
         examples.append(mask_example(ex, batcher.special, masking, rng))
     if rating_rows is not None and len(rating_rows["user"]):
         rating = get_template("1-6")
         for r in range(min(limit, len(rating_rows["user"]))):
-            prompt = factory.row_prompt(rating, int(rating_rows["user"][r]),
-                                        int(rating_rows["item"][r]), float(rating_rows["rating"][r]),
-                                        rating_rows["review"][r], rating_rows["summary"][r], rng)
+            prompt = factory.row_prompt(
+                rating,
+                int(rating_rows["user"][r]),
+                int(rating_rows["item"][r]),
+                float(rating_rows["rating"][r]),
+                rating_rows["review"][r],
+                rating_rows["summary"][r],
+                rng,
+            )
             examples.append(mask_example(factory.encode(prompt), batcher.special, masking, rng))
-    return [pad_batch(examples[i:i + batcher.rows], batcher.seq_len, batcher.special, batcher.rows)
-            for i in range(0, len(examples), batcher.rows)]
+    return [
+        pad_batch(examples[i : i + batcher.rows], batcher.seq_len, batcher.special, batcher.rows)
+        for i in range(0, len(examples), batcher.rows)
+    ]
 
 
 def _answer_loss_only(example: dict, answer: tuple[int, int], open_end: bool) -> dict:
@@ -151,7 +202,7 @@ def _answer_loss_only(example: dict, answer: tuple[int, int], open_end: bool) ->
         return example
     scored = np.flatnonzero(example["loss_mask"] > 0)
     loss = np.zeros_like(example["loss_mask"])
-    loss[scored[-(answer[1] - answer[0]):]] = 1.0
+    loss[scored[-(answer[1] - answer[0]) :]] = 1.0
     return dict(example, loss_mask=loss)
 
 

@@ -25,7 +25,6 @@ cannot check the remat figure: it shows no saving even for a toy `jax.checkpoint
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
@@ -36,7 +35,7 @@ from recsys_jax import sharding
 from recsys_jax.model import GLM
 from recsys_jax.training.step import init_train_state, make_optimizer, split_model
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def _per_device_bytes(tree, shardings) -> int:
@@ -62,8 +61,11 @@ def activation_bytes(model_cfg, rows: int, seq_len: int, tensor: int, remat: boo
     replicated = h * (3 * c + 10)  # LayerNorms, residual stream, dropout masks
     split = (5 * c * h + 2 * c * f + (5 + c) * a * s) / t  # q/k/v/context, MLP, attention
     per_layer = (replicated + split) * rows * s
-    kept = (model_cfg.num_layers * c * h * rows * s + per_layer) if remat \
+    kept = (
+        (model_cfg.num_layers * c * h * rows * s + per_layer)
+        if remat
         else model_cfg.num_layers * per_layer
+    )
     logits = 8 * model_cfg.vocab_size / t * rows * s
     return int(kept + logits)
 
@@ -80,8 +82,10 @@ def estimate(cfg, mesh) -> dict:
 
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.train.batch_size % (data_ways * cfg.train.grad_accum):
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split into "
-                         f"{cfg.train.grad_accum} micro-batches over {data_ways} data shards")
+        raise ValueError(
+            f"train.batch_size={cfg.train.batch_size} does not split into "
+            f"{cfg.train.grad_accum} micro-batches over {data_ways} data shards"
+        )
     rows = cfg.train.batch_size // cfg.train.grad_accum // data_ways
     trainable = _per_device_bytes(state["params"], state_sh["params"])
     out = {
@@ -99,17 +103,15 @@ def estimate(cfg, mesh) -> dict:
             # The step's gradients plus the gradient-accumulation carry, both float32 like
             # the trainable parameters and sharded the same way.
             "gradients": 2 * trainable,
-            "activations": activation_bytes(model_cfg, rows, cfg.data.seq_len,
-                                            mesh.shape["tensor"], model_cfg.remat),
+            "activations": activation_bytes(
+                model_cfg, rows, cfg.data.seq_len, mesh.shape["tensor"], model_cfg.remat
+            ),
         },
-        "total_bytes_all_devices": {"params": _total_bytes(params) + _total_bytes(frozen),
-                                    "optimizer_state": _total_bytes(state["opt_state"])},
+        "total_bytes_all_devices": {
+            "params": _total_bytes(params) + _total_bytes(frozen),
+            "optimizer_state": _total_bytes(state["opt_state"]),
+        },
     }
     out["bytes_per_device"]["total"] = sum(out["bytes_per_device"].values())
     out["gib_per_device"] = {k: round(v / GIB, 3) for k, v in out["bytes_per_device"].items()}
     return out
-
-
-def with_model(cfg, **changes):
-    """`cfg` with model fields replaced (e.g. remat) — Config holds a frozen ModelConfig."""
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))

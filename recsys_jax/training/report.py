@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Optional
 
 from recsys_jax.baselines import evaluate_sequential
 from recsys_jax.baselines.popularity import item_counts, popularity_scorer
 from recsys_jax.data.item_refs import ItemResolver
 
 
-def best_validation(run_dir: Path, best_step: Optional[int]) -> Optional[dict]:
+def best_validation(run_dir: Path, best_step: int | None) -> dict | None:
     """The validation record (with ranking metrics) of `best_step`, else the last one."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
@@ -31,8 +30,9 @@ def popularity_validation(prepared, users: int) -> dict:
     cases = prepared.validation_cases()
     n = len(cases) if users < 0 else min(users, len(cases))
     scorer = popularity_scorer(item_counts(prepared.train_sequences(), prepared.num_items))
-    return evaluate_sequential(scorer, cases.histories[:n], cases.targets[:n],
-                               unfiltered=False)["history_excluded"]
+    return evaluate_sequential(scorer, cases.histories[:n], cases.targets[:n], unfiltered=False)[
+        "history_excluded"
+    ]
 
 
 def final_report(run_dir: Path, summary: dict, prepared, users: int) -> str:
@@ -47,7 +47,8 @@ def final_report(run_dir: Path, summary: dict, prepared, users: int) -> str:
             f"validation, {n:,} users, full ranking with each user's history excluded:",
             f"  this model (step {valid['step']})  HR@10 {valid['valid_HR@10']:.4f}  "
             f"NDCG@10 {valid['valid_NDCG@10']:.4f}",
-            f"  most popular           HR@10 {pop['HR@10']:.4f}  NDCG@10 {pop['NDCG@10']:.4f}"]
+            f"  most popular           HR@10 {pop['HR@10']:.4f}  NDCG@10 {pop['NDCG@10']:.4f}",
+        ]
     ckpt = run_dir / "checkpoints" / str(step) if step is not None else run_dir
     cases = prepared.validation_cases()
     items = ItemResolver(prepared.catalog)
@@ -56,5 +57,6 @@ def final_report(run_dir: Path, summary: dict, prepared, users: int) -> str:
         "next:",
         f"  python -m recsys_jax.evaluate --checkpoint {shlex.quote(str(ckpt))}",
         f"  python -m recsys_jax.recommend --checkpoint {shlex.quote(str(run_dir))} --history "
-        + " ".join(shlex.quote(x) for x in example)]
+        + " ".join(shlex.quote(x) for x in example),
+    ]
     return "\n".join(lines)

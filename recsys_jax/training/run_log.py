@@ -13,8 +13,11 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step and self.path.exists():
             # A resumed run rewrites what came after its checkpoint, so the log has no repeats.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(k + "\n" for k in kept))
         elif not resume_step:
             self.path.write_text("")

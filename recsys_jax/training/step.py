@@ -8,36 +8,47 @@ only the LoRA adapters with `train.lora_only`. The train state is a plain dict p
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from recsys_jax.masking.batching import MODEL_INPUTS
 from recsys_jax.model.glm import FrozenParam, tied_logits
 from recsys_jax.model.lora import LoRAParam
-
-MODEL_INPUTS = ("tokens", "positions", "block_positions", "segment_ids", "part_a")
 
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
     """Linear warm-up to `learning_rate`, then cosine decay to `learning_rate * end_lr_ratio`."""
     warmup = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
-        decay_steps=max(cfg.steps, warmup + 1), end_value=cfg.learning_rate * cfg.end_lr_ratio)
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(cfg.steps, warmup + 1),
+        end_value=cfg.learning_rate * cfg.end_lr_ratio,
+    )
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
     """AdamW with optional global-norm clipping; no weight decay on vectors (biases, LayerNorm)."""
     decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
-    clip = (optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip is not None
-            else optax.identity())
+    clip = (
+        optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip is not None else optax.identity()
+    )
     return optax.chain(
         clip,
-        optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2,
-                    weight_decay=cfg.weight_decay, mask=decay_mask))
+        optax.adamw(
+            learning_rate_schedule(cfg),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        ),
+    )
 
 
 def split_model(model, lora_only: bool):
@@ -55,8 +66,9 @@ def token_loss_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array)
     return jnp.sum(ce * loss_mask), jnp.sum(loss_mask), jnp.sum(correct * loss_mask)
 
 
-def target_loss_sums(hidden: jax.Array, table: jax.Array, targets: jax.Array,
-                     loss_mask: jax.Array, fraction: float):
+def target_loss_sums(
+    hidden: jax.Array, table: jax.Array, targets: jax.Array, loss_mask: jax.Array, fraction: float
+):
     """`token_loss_sums` of the tied logits `hidden @ table.T`, computing logits only at loss
     positions when they are at most `fraction` of the batch's positions.
 
@@ -86,10 +98,14 @@ def target_loss_sums(hidden: jax.Array, table: jax.Array, targets: jax.Array,
 def _model_loss(graphdef, params, frozen, batch, dropout_key, logits_fraction: float = 1.0):
     model = nnx.merge(graphdef, params, frozen)
     deterministic = dropout_key is None
-    hidden = model.hidden_states(*(batch[k] for k in MODEL_INPUTS), deterministic=deterministic,
-                                 rngs=None if deterministic else nnx.Rngs(dropout=dropout_key))
-    return target_loss_sums(hidden, model.word_embeddings.table(), batch["targets"],
-                            batch["loss_mask"], logits_fraction)
+    hidden = model.hidden_states(
+        *(batch[k] for k in MODEL_INPUTS),
+        deterministic=deterministic,
+        rngs=None if deterministic else nnx.Rngs(dropout=dropout_key),
+    )
+    return target_loss_sums(
+        hidden, model.word_embeddings.table(), batch["targets"], batch["loss_mask"], logits_fraction
+    )
 
 
 def dropout_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
@@ -103,12 +119,21 @@ def dropout_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
 
 
 def init_train_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
-    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(seed))}
+    return {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(seed)),
+    }
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, grad_accum: int,
-                    schedule: Callable, logits_fraction: float = 1.0) -> Callable:
+def make_train_step(
+    graphdef,
+    tx: optax.GradientTransformation,
+    grad_accum: int,
+    schedule: Callable,
+    logits_fraction: float = 1.0,
+) -> Callable:
     """`step(state, frozen, batch) -> (state, metrics)`; the batch's leading dim splits into
     `grad_accum` micro-batches whose gradients are summed before one update. The loss is the
     mean over all target tokens of the whole batch, whatever `grad_accum` is.
@@ -116,8 +141,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, grad_accum: int,
 
     def micro_grads(params, frozen, micro, key):
         def loss_sum(p):
-            total, count, correct = _model_loss(graphdef, p, frozen, micro, key,
-                                                logits_fraction)
+            total, count, correct = _model_loss(graphdef, p, frozen, micro, key, logits_fraction)
             return total, (count, correct)
 
         (total, (count, correct)), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
@@ -130,23 +154,34 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, grad_accum: int,
         def body(carry, inputs):
             grads_acc, total_acc, count_acc, correct_acc = carry
             index, mb = inputs
-            grads, total, count, correct = micro_grads(state["params"], frozen, mb,
-                                                       jax.random.fold_in(key, index))
+            grads, total, count, correct = micro_grads(
+                state["params"], frozen, mb, jax.random.fold_in(key, index)
+            )
             grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
             return (grads_acc, total_acc + total, count_acc + count, correct_acc + correct), None
 
         zeros = jax.tree.map(jnp.zeros_like, state["params"])
         init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
         (grads, total, count, correct), _ = jax.lax.scan(
-            body, init, (jnp.arange(grad_accum), micro))
+            body, init, (jnp.arange(grad_accum), micro)
+        )
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": total / denom, "accuracy": correct / denom, "target_tokens": count,
-                   "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
-        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
-                     "rng": state["rng"]}
+        metrics = {
+            "loss": total / denom,
+            "accuracy": correct / denom,
+            "target_tokens": count,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state["step"]),
+        }
+        new_state = {
+            "params": params,
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+        }
         return new_state, metrics
 
     return step

@@ -8,7 +8,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,18 +20,22 @@ from recsys_jax import configlib, sharding
 from recsys_jax.config import Config
 from recsys_jax.evaluation.validation import RankingValidator
 from recsys_jax.model import GLM
-from recsys_jax.prompts.mixture import TrainingMixture, active_families
-from recsys_jax.training import batches as batches_lib
-from recsys_jax.run.assets import (RunAssets, fit_assets, item_feature_table,
-                                        open_prepared)
 from recsys_jax.model.glm_import import resize_vocabulary
 from recsys_jax.model.lora import BASE_PARAMS
-from recsys_jax.run.checkpoints import (RunCheckpoints, assign_params, find_checkpoint,
-                                                read_params)
+from recsys_jax.prompts.mixture import TrainingMixture, active_families
+from recsys_jax.run.assets import RunAssets, fit_assets, item_feature_table, open_prepared
+from recsys_jax.run.checkpoints import RunCheckpoints, assign_params, find_checkpoint, read_params
+from recsys_jax.training import batches as batches_lib
 from recsys_jax.training.run_log import RunLog, plot_losses
-from recsys_jax.training.step import (count_params, init_train_state, learning_rate_schedule,
-                                      make_eval_step, make_optimizer, make_train_step,
-                                      split_model)
+from recsys_jax.training.step import (
+    count_params,
+    init_train_state,
+    learning_rate_schedule,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    split_model,
+)
 
 
 def maybe_initialize_distributed() -> None:
@@ -47,7 +50,8 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize(
             coordinator_address=os.environ["RECSYS_JAX_COORDINATOR"],
             num_processes=int(os.environ["RECSYS_JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["RECSYS_JAX_PROCESS_ID"]))
+            process_id=int(os.environ["RECSYS_JAX_PROCESS_ID"]),
+        )
     elif os.environ.get("RECSYS_JAX_DISTRIBUTED") == "auto":
         jax.distributed.initialize()
     maybe_initialize_distributed.done = True
@@ -61,18 +65,22 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.train.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoints = RunCheckpoints(self.run_dir, cfg.train.keep_checkpoints,
-                                          cfg.train.async_checkpoint)
+        self.checkpoints = RunCheckpoints(
+            self.run_dir, cfg.train.keep_checkpoints, cfg.train.async_checkpoint
+        )
         self.start_step = self.checkpoints.latest_step() or 0
         saved_assets = None
         self.init_from = None
         self.pretrained_import = False
         if cfg.train.init_from and not self.start_step:
             self.init_from = find_checkpoint(cfg.train.init_from)
-            self.log(f"[init] parameters from {self.init_from[0]} step {self.init_from[1]}; "
-                     "its tokenizer and item index are reused")
-            saved_assets = RunCheckpoints(self.init_from[0]).restore_json(self.init_from[1],
-                                                                         "assets")
+            self.log(
+                f"[init] parameters from {self.init_from[0]} step {self.init_from[1]}; "
+                "its tokenizer and item index are reused"
+            )
+            saved_assets = RunCheckpoints(self.init_from[0]).restore_json(
+                self.init_from[1], "assets"
+            )
             # An imported pretrained model (recsys_jax.convert) has no index yet: its
             # vocabulary is wrapped with our tokens and its embedding grows to match.
             self.pretrained_import = "index" not in saved_assets
@@ -83,12 +91,16 @@ class Trainer:
 
         prepared = self.prepared = open_prepared(cfg.data, self.log)
         self.assets: RunAssets = fit_assets(prepared, cfg.data, saved_assets, self.log)
-        self.item_features = (item_feature_table(self.assets, prepared.catalog,
-                                                 cfg.data.item_features)
-                              if cfg.data.item_features else None)
+        self.item_features = (
+            item_feature_table(self.assets, prepared.catalog, cfg.data.item_features)
+            if cfg.data.item_features
+            else None
+        )
         self.model_cfg = dataclasses.replace(
-            cfg.model, vocab_size=self.assets.tokenizer.vocab_size,
-            item_feature_dim=0 if self.item_features is None else self.item_features.shape[1])
+            cfg.model,
+            vocab_size=self.assets.tokenizer.vocab_size,
+            item_feature_dim=0 if self.item_features is None else self.item_features.shape[1],
+        )
         self.masking_cfg = dataclasses.replace(cfg.masking, max_length=cfg.data.seq_len)
         self.ranker = None  # built at the first validation that ranks
         self._build_data(prepared)
@@ -108,42 +120,64 @@ class Trainer:
                 if section == "model" and key == "vocab_size":
                     continue
                 if saved.get(section, {}).get(key) != value:
-                    self.log(f"[resume] warning: {section}.{key} was "
-                             f"{saved.get(section, {}).get(key)!r} in the checkpoint, now {value!r}")
+                    self.log(
+                        f"[resume] warning: {section}.{key} was "
+                        f"{saved.get(section, {}).get(key)!r} in the checkpoint, now {value!r}"
+                    )
 
     def _build_data(self, prepared) -> None:
         cfg = self.cfg
-        families = active_families(cfg.data.family_weights, prepared.has_ratings,
-                                   prepared.has_reviews, self.log)
+        families = active_families(
+            cfg.data.family_weights, prepared.has_ratings, prepared.has_reviews, self.log
+        )
         factory = self.assets.prompt_factory(cfg.data)
         mixture = TrainingMixture(factory, families)
         processes = jax.process_count()
         if cfg.train.batch_size % processes:
-            raise configlib.ConfigError(f"train.batch_size={cfg.train.batch_size} must divide "
-                                        f"over {processes} processes")
-        self.batcher = batches_lib.Batcher(mixture, self.assets.tokenizer.special,
-                                           self.masking_cfg, cfg.data.seq_len,
-                                           cfg.train.batch_size // processes, cfg.data.pack)
+            raise configlib.ConfigError(
+                f"train.batch_size={cfg.train.batch_size} must divide over {processes} processes"
+            )
+        self.batcher = batches_lib.Batcher(
+            mixture,
+            self.assets.tokenizer.special,
+            self.masking_cfg,
+            cfg.data.seq_len,
+            cfg.train.batch_size // processes,
+            cfg.data.pack,
+        )
         rows = prepared.rating_rows("rating_train") if prepared.has_ratings else None
         sequences = list(zip(prepared.train_users().tolist(), prepared.train_sequences()))
-        self.source = batches_lib.MixtureSource(sequences, rows, mixture.sequence_weight,
-                                                mixture.row_weight)
-        self.train_iter = batches_lib.train_iterator(self.batcher, self.source, cfg.data.seed,
-                                                     jax.process_index(), processes,
-                                                     cfg.data.workers)
+        self.source = batches_lib.MixtureSource(
+            sequences, rows, mixture.sequence_weight, mixture.row_weight
+        )
+        self.train_iter = batches_lib.train_iterator(
+            self.batcher,
+            self.source,
+            cfg.data.seed,
+            jax.process_index(),
+            processes,
+            cfg.data.workers,
+        )
         valid_rows = prepared.rating_rows("rating_validation") if prepared.has_ratings else None
         self.valid_batches = batches_lib.validation_batches(
-            self.batcher, prepared.validation_cases(), valid_rows, cfg.data.valid_users,
-            cfg.data.seed + 1)
+            self.batcher,
+            prepared.validation_cases(),
+            valid_rows,
+            cfg.data.valid_users,
+            cfg.data.seed + 1,
+        )
         self.valid_cases = prepared.validation_cases()
-        self.log(f"[data] {prepared.name}: {len(self.source):,} training records per epoch, "
-                 f"families {families}, {len(self.valid_batches)} validation batches")
+        self.log(
+            f"[data] {prepared.name}: {len(self.source):,} training records per epoch, "
+            f"families {families}, {len(self.valid_batches)} validation batches"
+        )
 
     def _build_model(self) -> None:
         cfg = self.cfg
         self.mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-        model = sharding.init_sharded(lambda: GLM(self.model_cfg, rngs=nnx.Rngs(cfg.train.seed)),
-                                      self.mesh)
+        model = sharding.init_sharded(
+            lambda: GLM(self.model_cfg, rngs=nnx.Rngs(cfg.train.seed)), self.mesh
+        )
         if self.init_from is not None:
             saved = read_params(*self.init_from)
             if self.pretrained_import:
@@ -159,30 +193,43 @@ class Trainer:
         self.tx = make_optimizer(cfg.train)
         self.state_shardings = sharding.state_shardings(
             jax.eval_shape(lambda p: init_train_state(p, self.tx, cfg.train.seed), params),
-            self.mesh)
+            self.mesh,
+        )
         self.frozen_shardings = frozen_shardings = sharding.state_shardings(self.frozen, self.mesh)
         self.frozen = jax.device_put(self.frozen, frozen_shardings)
-        init = jax.jit(lambda p: init_train_state(p, self.tx, cfg.train.seed),
-                       out_shardings=self.state_shardings)
+        init = jax.jit(
+            lambda p: init_train_state(p, self.tx, cfg.train.seed),
+            out_shardings=self.state_shardings,
+        )
         self.state = init(params)
-        self.log(f"[model] {count_params(params):,} trainable / "
-                 f"{count_params(params) + count_params(self.frozen):,} parameters; mesh "
-                 f"{dict(self.mesh.shape)}")
+        self.log(
+            f"[model] {count_params(params):,} trainable / "
+            f"{count_params(params) + count_params(self.frozen):,} parameters; mesh "
+            f"{dict(self.mesh.shape)}"
+        )
         if self.start_step:
             self._restore(self.start_step)
         batch_sh = sharding.batch_sharding(self.mesh)
         self.train_step = jax.jit(
-            make_train_step(self.graphdef, self.tx, cfg.train.grad_accum,
-                            learning_rate_schedule(cfg.train), cfg.train.logits_fraction),
+            make_train_step(
+                self.graphdef,
+                self.tx,
+                cfg.train.grad_accum,
+                learning_rate_schedule(cfg.train),
+                cfg.train.logits_fraction,
+            ),
             in_shardings=(self.state_shardings, frozen_shardings, batch_sh),
-            out_shardings=(self.state_shardings, None), donate_argnums=(0,))
+            out_shardings=(self.state_shardings, None),
+            donate_argnums=(0,),
+        )
         self.eval_step = jax.jit(make_eval_step(self.graphdef, cfg.train.logits_fraction))
 
     def _restore(self, step: int) -> None:
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
             {"train": self.state, "frozen": self.frozen},
-            {"train": self.state_shardings, "frozen": self.frozen_shardings})
+            {"train": self.state_shardings, "frozen": self.frozen_shardings},
+        )
         restored = self.checkpoints.restore(step, abstract)
         self.state, self.frozen = restored["state"]["train"], restored["state"]["frozen"]
         self.train_iter.set_state(restored["data_iter"])
@@ -205,28 +252,44 @@ class Trainer:
         of full ranking when `train.valid_ranking_users` asks for it."""
         total = count = 0.0
         for batch in self.valid_batches:
-            s, c, _ = self.eval_step(self.state["params"], self.frozen,
-                                     sharding.shard_batch(batch, self.mesh))
+            s, c, _ = self.eval_step(
+                self.state["params"], self.frozen, sharding.shard_batch(batch, self.mesh)
+            )
             total += float(s)
             count += float(c)
         out = {"valid_loss": total / max(count, 1.0)}
         if self.cfg.train.valid_ranking_users:
             model = nnx.merge(self.graphdef, self.state["params"], self.frozen)
             if self.ranker is None:
-                self.ranker = RankingValidator(self.cfg, model, self.assets, self.valid_cases,
-                                               self.cfg.train.valid_ranking_users)
+                self.ranker = RankingValidator(
+                    self.cfg,
+                    model,
+                    self.assets,
+                    self.valid_cases,
+                    self.cfg.train.valid_ranking_users,
+                )
             ranked = self.ranker(model)
             out.update({f"valid_{k}": v for k, v in ranked.items() if k != "num_cases"})
         return out
 
-    def save(self, step: int, valid: Optional[dict]) -> None:
-        meta = {"step": step, "time": time.time(), "jax": jax.__version__,
-                "valid_loss": None if valid is None else valid["valid_loss"]}
+    def save(self, step: int, valid: dict | None) -> None:
+        meta = {
+            "step": step,
+            "time": time.time(),
+            "jax": jax.__version__,
+            "valid_loss": None if valid is None else valid["valid_loss"],
+        }
         # Frozen parameters (the base model of a LoRA run) are saved too: a checkpoint is
         # self-contained for evaluation and export.
-        self.checkpoints.save(step, {"train": self.state, "frozen": self.frozen},
-                              self.train_iter.get_state(),
-                              self.resolved_config(), self.assets.to_json(), meta, valid)
+        self.checkpoints.save(
+            step,
+            {"train": self.state, "frozen": self.frozen},
+            self.train_iter.get_state(),
+            self.resolved_config(),
+            self.assets.to_json(),
+            meta,
+            valid,
+        )
 
     def _check_logits_cap(self, target_tokens: list[float]) -> None:
         """Say so when most batches carry loss at more positions than `train.logits_fraction`
@@ -236,10 +299,12 @@ class Trainer:
         over = float(np.mean(shares > cap))
         if cap < 1 and over > 0.5:
             suggest = min(1.0, math.ceil(shares.max() * 1.25 * 20) / 20)
-            self.log(f"[speed] {over:.0%} of the first batches have loss at "
-                     f"more than train.logits_fraction={cap} of their positions (up to "
-                     f"{shares.max():.1%}), so they compute logits everywhere; "
-                     f"train.logits_fraction={suggest:g} would avoid that")
+            self.log(
+                f"[speed] {over:.0%} of the first batches have loss at "
+                f"more than train.logits_fraction={cap} of their positions (up to "
+                f"{shares.max():.1%}), so they compute logits everywhere; "
+                f"train.logits_fraction={suggest:g} would avoid that"
+            )
 
     def run(self) -> dict:
         cfg = self.cfg.train
@@ -252,8 +317,13 @@ class Trainer:
             last_valid = self.validate()
             write({"step": 0, **last_valid, "train_seconds": 0.0})
             self.log(f"[valid] step 0: {_valid_text(last_valid)}")
-        bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.is_main,
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.start_step,
+            disable=not self.is_main,
+            desc="train",
+            dynamic_ncols=True,
+        )
         window_tokens, window_input, window_start = 0, 0.0, time.perf_counter()
         pending = []
         loop_start, stopped_at, valid_seconds = time.perf_counter(), None, 0.0
@@ -263,8 +333,10 @@ class Trainer:
             window_input += time.perf_counter() - fetch_start
             tokens = int(np.count_nonzero(batch["segment_ids"]))
             self.state, metrics = self.train_step(
-                self.state, self.frozen,
-                sharding.shard_batch(batches_lib.model_batch(batch), self.mesh))
+                self.state,
+                self.frozen,
+                sharding.shard_batch(batches_lib.model_batch(batch), self.mesh),
+            )
             pending.append((step, metrics, int(batch["num_examples"])))
             window_tokens += tokens * jax.process_count()
             bar.update(1)
@@ -279,23 +351,31 @@ class Trainer:
                         # Share of the window spent waiting for batches: near 1 = input-bound.
                         record["input_share"] = min(1.0, window_input / max(elapsed, 1e-9))
                     write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                tok_s=f"{record['tokens_per_s']:.0f}",
-                                input=f"{record['input_share']:.0%}")
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    tok_s=f"{record['tokens_per_s']:.0f}",
+                    input=f"{record['input_share']:.0%}",
+                )
                 if step == self.start_step + len(fetched):  # first window only
                     self._check_logits_cap([float(m["target_tokens"]) for m in fetched])
                 pending, window_tokens, window_input = [], 0, 0.0
                 window_start = time.perf_counter()
             out_of_time = step % cfg.log_every == 0 and self._out_of_time(loop_start)
             valid = None
-            if self.valid_batches and (step % cfg.eval_every == 0 or step == cfg.steps
-                                       or out_of_time):
+            if self.valid_batches and (
+                step % cfg.eval_every == 0 or step == cfg.steps or out_of_time
+            ):
                 valid_start = time.perf_counter()
                 valid = last_valid = self.validate()
                 valid_seconds += time.perf_counter() - valid_start
                 # Training time so far, validation excluded: the x axis of learning curves.
-                write({"step": step, **valid, "train_seconds": round(
-                    time.perf_counter() - loop_start - valid_seconds, 1)})
+                write(
+                    {
+                        "step": step,
+                        **valid,
+                        "train_seconds": round(time.perf_counter() - loop_start - valid_seconds, 1),
+                    }
+                )
                 bar.write(f"[valid] step {step}: {_valid_text(valid)}") if self.is_main else None
                 if cfg.plot and runlog:
                     plot_losses(runlog.records(), self.run_dir / "loss.png")
@@ -304,20 +384,32 @@ class Trainer:
             if out_of_time:
                 stopped_at = step
                 if self.is_main:
-                    bar.write(f"[time] train.time_limit_minutes={cfg.time_limit_minutes} "
-                              f"reached at step {step}; checkpoint saved, rerun to resume")
+                    bar.write(
+                        f"[time] train.time_limit_minutes={cfg.time_limit_minutes} "
+                        f"reached at step {step}; checkpoint saved, rerun to resume"
+                    )
                 break
         bar.close()
         self.train_iter.close()  # stops worker processes (data.workers) and frees their buffers
         self.checkpoints.wait()
-        params_l2 = float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                                       for x in jax.tree.leaves(self.state["params"]))))
-        summary = {"run_dir": str(self.run_dir), "steps": stopped_at or cfg.steps,
-                   "stopped_by_time_limit": stopped_at is not None,
-                   "valid_loss": None if last_valid is None else last_valid["valid_loss"],
-                   "valid": last_valid,
-                   "best_step": self.checkpoints.best_step(), "params_l2": params_l2,
-                   "process_count": jax.process_count()}
+        params_l2 = float(
+            jnp.sqrt(
+                sum(
+                    jnp.sum(jnp.square(x.astype(jnp.float32)))
+                    for x in jax.tree.leaves(self.state["params"])
+                )
+            )
+        )
+        summary = {
+            "run_dir": str(self.run_dir),
+            "steps": stopped_at or cfg.steps,
+            "stopped_by_time_limit": stopped_at is not None,
+            "valid_loss": None if last_valid is None else last_valid["valid_loss"],
+            "valid": last_valid,
+            "best_step": self.checkpoints.best_step(),
+            "params_l2": params_l2,
+            "process_count": jax.process_count(),
+        }
         self.checkpoints.close()
         if cfg.plot and runlog:
             plot_losses(runlog.records(), self.run_dir / "loss.png")

@@ -32,8 +32,15 @@ def write_ratings(folder, num_users=40, num_items=24, per_user=14, seed=0):
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("mf")
     folder = write_ratings(root / "ml_tiny")
-    prepare("movielens", str(folder), name="mltiny", data_dir=str(root / "prep"),
-            num_negatives=5, progress=False, log=lambda m: None)
+    prepare(
+        "movielens",
+        str(folder),
+        name="mltiny",
+        data_dir=str(root / "prep"),
+        num_negatives=5,
+        progress=False,
+        log=lambda m: None,
+    )
     return load_prepared(root / "prep", "mltiny")
 
 
@@ -45,7 +52,9 @@ def test_mf_beats_global_mean(tiny, tmp_path):
     assert m["test"]["RMSE"] < 0.85 * m["global_mean_baseline"]["RMSE"], m["test"]
     assert m["test"]["MAE"] < m["global_mean_baseline"]["MAE"]
     assert 1 <= m["best_epoch"] <= m["epochs_run"]
-    rows = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    ]
     assert set(rows[0]) == {"user", "item", "target", "predicted"}
     assert all(1.0 <= r["predicted"] <= 5.0 for r in rows)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["test"] == m["test"]

@@ -27,8 +27,15 @@ def tiny(tmp_path_factory):
     lines = [f"{u} 1 {2 + u % 3} {5 + u} {20 + u % 4} {30 + u}" for u in range(1, 25)]
     lines.append("99 1 2 3 50 60")
     folder = write_p5(root / "src", lines)
-    prepare("p5", str(folder), name="tinypop", data_dir=str(root / "prep"), num_negatives=20,
-            progress=False, log=lambda m: None)
+    prepare(
+        "p5",
+        str(folder),
+        name="tinypop",
+        data_dir=str(root / "prep"),
+        num_negatives=20,
+        progress=False,
+        log=lambda m: None,
+    )
     return load_prepared(root / "prep", "tinypop"), root
 
 

@@ -9,10 +9,12 @@ from recsys_jax.data.schema import Catalog, DataError, UnknownItemError
 
 def amazon_catalog() -> Catalog:
     """P5-style: the dataset ids are the source's own numbers, the ASINs are the originals."""
-    return Catalog(["1", "2", "3", "4"],
-                   ["Rose Soap", "Lip Balm", "Lip Balm", "Nail Polish, Red"],
-                   [["Beauty"], [], [], ["Nails"]],
-                   ["B004756YJA", "B004ZT0SSG", "B0020YLEYK", ""])  # item 4 has no ASIN
+    return Catalog(
+        ["1", "2", "3", "4"],
+        ["Rose Soap", "Lip Balm", "Lip Balm", "Nail Polish, Red"],
+        [["Beauty"], [], [], ["Nails"]],
+        ["B004756YJA", "B004ZT0SSG", "B0020YLEYK", ""],
+    )  # item 4 has no ASIN
 
 
 def test_original_id_resolves():

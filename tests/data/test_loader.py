@@ -15,8 +15,11 @@ def transform(record, rng):
     """A model example: the record id, a random crop length and noise, all from `rng`."""
     items = record["items"]
     keep = int(rng.integers(1, len(items) + 1))
-    return {"user": np.int32(record["user"]), "length": np.int32(keep),
-            "noise": rng.random(3).astype(np.float32)}
+    return {
+        "user": np.int32(record["user"]),
+        "length": np.int32(keep),
+        "noise": rng.random(3).astype(np.float32),
+    }
 
 
 def take(it, n):
@@ -73,8 +76,16 @@ def test_restoring_state_continues_identically(consumed):
 def test_shards_are_disjoint_and_equal_sized():
     seen = []
     for index in range(3):
-        it = make_train_iterator(SOURCE[:23], transform, 1, seed=9, shard_index=index,
-                                 shard_count=3, num_epochs=1, read_options=SYNC)
+        it = make_train_iterator(
+            SOURCE[:23],
+            transform,
+            1,
+            seed=9,
+            shard_index=index,
+            shard_count=3,
+            num_epochs=1,
+            read_options=SYNC,
+        )
         seen.append([int(b["user"][0]) for b in it])
     assert [len(s) for s in seen] == [7, 7, 7]  # 23 // 3 each; two records skipped this epoch
     flat = [u for s in seen for u in s]
@@ -83,12 +94,21 @@ def test_shards_are_disjoint_and_equal_sized():
 
 def test_example_does_not_depend_on_shard_layout():
     whole = {}
-    for b in make_train_iterator(SOURCE, transform, 1, seed=4, shard_index=0, shard_count=1,
-                                 num_epochs=1, read_options=SYNC):
+    for b in make_train_iterator(
+        SOURCE, transform, 1, seed=4, shard_index=0, shard_count=1, num_epochs=1, read_options=SYNC
+    ):
         whole[int(b["user"][0])] = b["noise"][0].tobytes()
     for index in range(2):
-        for b in make_train_iterator(SOURCE, transform, 1, seed=4, shard_index=index,
-                                     shard_count=2, num_epochs=1, read_options=SYNC):
+        for b in make_train_iterator(
+            SOURCE,
+            transform,
+            1,
+            seed=4,
+            shard_index=index,
+            shard_count=2,
+            num_epochs=1,
+            read_options=SYNC,
+        ):
             assert whole[int(b["user"][0])] == b["noise"][0].tobytes()
 
 
@@ -96,8 +116,7 @@ def test_num_epochs_batch_fn_and_remainder():
     def pad(examples):
         return {"user": np.array([e["user"] for e in examples]), "count": len(examples)}
 
-    batches = list(iterator(seed=0, batch_size=5, num_epochs=2, batch_fn=pad,
-                            drop_remainder=False))
+    batches = list(iterator(seed=0, batch_size=5, num_epochs=2, batch_fn=pad, drop_remainder=False))
     assert [b["count"] for b in batches] == [5] * 9 + [3]
     assert len(list(iterator(seed=0, batch_size=5, num_epochs=2))) == 9  # remainder dropped
 
@@ -133,13 +152,17 @@ def test_prepared_tfds_source_through_the_loader(tmp_path):
 
     def to_example(record, rng):
         padded = np.zeros(8, np.int32)
-        padded[:len(record["items"])] = record["items"] + 1
-        return {"user": np.int32(record["user"]), "items": padded,
-                "pick": np.int32(rng.integers(len(record["items"])))}
+        padded[: len(record["items"])] = record["items"] + 1
+        return {
+            "user": np.int32(record["user"]),
+            "items": padded,
+            "pick": np.int32(rng.integers(len(record["items"]))),
+        }
 
     def make():
-        return make_train_iterator(source, to_example, 4, seed=1, shard_index=0, shard_count=1,
-                                   read_options=SYNC)
+        return make_train_iterator(
+            source, to_example, 4, seed=1, shard_index=0, shard_count=1, read_options=SYNC
+        )
 
     it = make()
     take(it, 2)

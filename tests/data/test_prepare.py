@@ -26,8 +26,10 @@ def write_tiny_p5(folder: Path, n_users=8, n_items=15) -> Path:
         lines.append(" ".join(map(str, [u, *items])))
     (folder / "sequential_data.txt").write_text("\n".join(lines) + "\n")
     rows = ["item_id\tasin\ttitle\tcategories_json\tidgenrec_text_id\ttitle_source"]
-    rows += [f"{i}\tA{i}\tThing {i}\t{json.dumps([['Shop', f'Aisle {i % 3}']])}\t\t"
-             for i in range(1, n_items + 1)]
+    rows += [
+        f"{i}\tA{i}\tThing {i}\t{json.dumps([['Shop', f'Aisle {i % 3}']])}\t\t"
+        for i in range(1, n_items + 1)
+    ]
     (folder / "items.tsv").write_text("\n".join(rows) + "\n")
     return folder
 
@@ -35,19 +37,35 @@ def write_tiny_p5(folder: Path, n_users=8, n_items=15) -> Path:
 def run_cli(*args, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "recsys_jax.data.prepare", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_jax.data.prepare", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_end_to_end_on_tiny_p5(tmp_path):
     src = write_tiny_p5(tmp_path / "tiny_p5")
     out = tmp_path / "prepared"
-    proc = run_cli("--path", str(src), "--format", "p5", "--data-dir", str(out),
-                   "--negatives", "5", "--no-progress")
+    proc = run_cli(
+        "--path",
+        str(src),
+        "--format",
+        "p5",
+        "--data-dir",
+        str(out),
+        "--negatives",
+        "5",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    n_inter = sum(len(line.split()) - 1 for line in
-                  (src / "sequential_data.txt").read_text().splitlines())
+    n_inter = sum(
+        len(line.split()) - 1 for line in (src / "sequential_data.txt").read_text().splitlines()
+    )
     assert summary["dataset"] == "tiny_p5"
     assert (summary["users"], summary["items"], summary["interactions"]) == (8, 15, n_inter)
     assert summary["splits"] == {"train": 8, "validation": 8, "test": 8}
@@ -60,8 +78,9 @@ def test_cli_end_to_end_on_tiny_p5(tmp_path):
 
 
 def test_cli_data_error_exits_2_without_traceback(tmp_path):
-    proc = run_cli("--path", str(tmp_path / "nowhere"), "--format", "p5",
-                   "--data-dir", str(tmp_path / "out"))
+    proc = run_cli(
+        "--path", str(tmp_path / "nowhere"), "--format", "p5", "--data-dir", str(tmp_path / "out")
+    )
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "nowhere" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -69,13 +88,27 @@ def test_cli_data_error_exits_2_without_traceback(tmp_path):
 
 def test_cli_default_data_dir_from_environment_and_reproducible(tmp_path):
     src = write_tiny_p5(tmp_path / "envp5")
-    proc = run_cli("--path", str(src), "--format", "p5", "--negatives", "3", "--no-progress",
-                   env_extra={"RECSYS_JAX_DATA_DIR": str(tmp_path / "from_env")})
+    proc = run_cli(
+        "--path",
+        str(src),
+        "--format",
+        "p5",
+        "--negatives",
+        "3",
+        "--no-progress",
+        env_extra={"RECSYS_JAX_DATA_DIR": str(tmp_path / "from_env")},
+    )
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "from_env" / "envp5" / "meta.json").read_text())
     # The same preparation in this (another) process gives the same records.
-    prep.prepare("p5", str(src), data_dir=str(tmp_path / "here"), num_negatives=3,
-                 progress=False, log=lambda m: None)
+    prep.prepare(
+        "p5",
+        str(src),
+        data_dir=str(tmp_path / "here"),
+        num_negatives=3,
+        progress=False,
+        log=lambda m: None,
+    )
     again = json.loads((tmp_path / "here" / "envp5" / "meta.json").read_text())
     assert meta["fingerprints"] == again["fingerprints"]
 
@@ -90,8 +123,19 @@ def test_prepare_name_seed_and_overwrite(tmp_path, capsys):
     assert s["dataset"] == "renamed" and (tmp_path / "renamed" / "meta.json").exists()
     assert load_prepared(tmp_path, "renamed").meta["seeds"]["test_negatives"] == 3
     # Already there: status 2 and a hint, unless --overwrite.
-    args = ["--path", str(src), "--format", "p5", "--name", "renamed", "--data-dir",
-            str(tmp_path), "--negatives", "4", "--no-progress"]
+    args = [
+        "--path",
+        str(src),
+        "--format",
+        "p5",
+        "--name",
+        "renamed",
+        "--data-dir",
+        str(tmp_path),
+        "--negatives",
+        "4",
+        "--no-progress",
+    ]
     assert prep.main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert prep.main(args + ["--overwrite", "--seed", "4"]) == 0
@@ -99,13 +143,16 @@ def test_prepare_name_seed_and_overwrite(tmp_path, capsys):
     assert load_prepared(tmp_path, "renamed").meta["seeds"]["test_negatives"] == 4
 
 
-@pytest.mark.parametrize("argv,needle", [
-    ([], "--dataset amazon_beauty"),
-    (["--path", "x"], "--format"),
-    (["--dataset", "amazon_beauty", "--format", "p5"], "embedded"),
-    (["--path", "x", "--format", "p5", "--name", "bad/name"], "--name"),
-    (["--path", "x", "--format", "p5", "--kcore", "-1"], "--kcore"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        ([], "--dataset amazon_beauty"),
+        (["--path", "x"], "--format"),
+        (["--dataset", "amazon_beauty", "--format", "p5"], "embedded"),
+        (["--path", "x", "--format", "p5", "--name", "bad/name"], "--name"),
+        (["--path", "x", "--format", "p5", "--kcore", "-1"], "--kcore"),
+    ],
+)
 def test_cli_usage_errors(argv, needle, capsys, tmp_path):
     assert prep.main(argv + ["--data-dir", str(tmp_path)]) == 2
     assert needle in capsys.readouterr().err
@@ -120,11 +167,25 @@ def write_amazon_5core(folder: Path) -> Path:
         for u in range(12):
             for j in range(6):
                 t += 1
-                f.write(json.dumps({"reviewerID": f"U{u}", "asin": f"B{(u + j) % 12}",
-                                    "overall": float(1 + (u + j) % 5), "unixReviewTime": t,
-                                    "reviewText": f"text {u} {j}", "summary": f"s{u}"}) + "\n")
-        f.write(json.dumps({"reviewerID": "SPARSE", "asin": "RARE", "overall": 3.0,
-                            "unixReviewTime": t + 1}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "reviewerID": f"U{u}",
+                            "asin": f"B{(u + j) % 12}",
+                            "overall": float(1 + (u + j) % 5),
+                            "unixReviewTime": t,
+                            "reviewText": f"text {u} {j}",
+                            "summary": f"s{u}",
+                        }
+                    )
+                    + "\n"
+                )
+        f.write(
+            json.dumps(
+                {"reviewerID": "SPARSE", "asin": "RARE", "overall": 3.0, "unixReviewTime": t + 1}
+            )
+            + "\n"
+        )
     with gzip.open(folder / "meta_Toy.json.gz", "wt") as f:
         for i in range(12):
             f.write(repr({"asin": f"B{i}", "title": f"Toy {i}", "categories": [["Toys"]]}) + "\n")
@@ -152,8 +213,9 @@ def test_prepare_csv_folder(tmp_path):
     lines = ["user,item,timestamp,rating"]
     lines += [f"u{u},i{(u + j) % 10},{j},{1 + j % 5}" for u in range(10) for j in range(5)]
     (folder / "interactions.csv").write_text("\n".join(lines) + "\n")
-    (folder / "items.csv").write_text("item,title\n" + "".join(f"i{i},Item {i}\n"
-                                                               for i in range(10)))
+    (folder / "items.csv").write_text(
+        "item,title\n" + "".join(f"i{i},Item {i}\n" for i in range(10))
+    )
     s = quiet("csv", str(folder), kcore=0, data_dir=str(tmp_path / "out"), num_negatives=3)
     assert (s["users"], s["items"], s["interactions"]) == (10, 10, 50)
     assert s["dataset"] == "interactions" and "rating_test" in s["splits"]

@@ -53,8 +53,9 @@ def test_p5_folder(tmp_path):
 
 def test_p5_asins_fall_back_to_datamaps(tmp_path):
     folder = write_p5(tmp_path / "p5")
-    (folder / "datamaps.json").write_text(json.dumps(
-        {"id2user": {"1": "U1"}, "id2item": {"1": "X1", "5": "B5"}}))
+    (folder / "datamaps.json").write_text(
+        json.dumps({"id2user": {"1": "U1"}, "id2item": {"1": "X1", "5": "B5"}})
+    )
     cat = readers.read_p5_folder(folder).catalog
     assert cat.source_ids == ["A1", "A2", "A3", "A4", "B5"]  # items.tsv wins where it has one
 
@@ -92,14 +93,17 @@ def write_movielens_original(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "u.data").write_text(
         "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t4\t881250950\n"
-        "22\t242\t1\t878887116\n196\t1\t5\t881250000\n")
+        "22\t242\t1\t878887116\n196\t1\t5\t881250000\n"
+    )
 
     def flags(*names):
         return "|".join("1" if g in names else "0" for g in ML100K_GENRES)
 
-    rows = [f"242|Kolya (1996)|24-Jan-1997||http://x|{flags('Comedy')}",
-            f"302|L.A. Confidential (1997)|01-Jan-1997||http://x|{flags('Crime', 'Film-Noir')}",
-            f"1|Café au lait (1993)|01-Jan-1993||http://x|{flags('Comedy', 'Drama')}"]
+    rows = [
+        f"242|Kolya (1996)|24-Jan-1997||http://x|{flags('Comedy')}",
+        f"302|L.A. Confidential (1997)|01-Jan-1997||http://x|{flags('Crime', 'Film-Noir')}",
+        f"1|Café au lait (1993)|01-Jan-1993||http://x|{flags('Comedy', 'Drama')}",
+    ]
     (folder / "u.item").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
     return folder
 
@@ -124,10 +128,12 @@ def write_movielens_atomic(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ml-tiny.inter").write_text(
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        "1\t10\t4\t100\n1\t11\t2\t90\n2\t10\t5\t300\n")
+        "1\t10\t4\t100\n1\t11\t2\t90\n2\t10\t5\t300\n"
+    )
     (folder / "ml-tiny.item").write_text(
         "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-        "10\tToy Story\t1995\tAnimation Children's Comedy\n11\tHeat\t1995\tAction Crime\n")
+        "10\tToy Story\t1995\tAnimation Children's Comedy\n11\tHeat\t1995\tAction Crime\n"
+    )
     return folder
 
 
@@ -145,16 +151,30 @@ def write_amazon_json(folder: Path, reviews=None, meta=None) -> tuple[Path, Path
     folder.mkdir(parents=True, exist_ok=True)
     if reviews is None:
         reviews = [
-            {"reviewerID": "U1", "asin": "B1", "overall": 5.0, "reviewText": "Lovely, soft.",
-             "summary": "Great", "unixReviewTime": 1300000000},
-            {"reviewerID": "U1", "asin": "B2", "overall": 2.0, "reviewText": "Too strong",
-             "summary": "Meh", "unixReviewTime": 1200000000},
+            {
+                "reviewerID": "U1",
+                "asin": "B1",
+                "overall": 5.0,
+                "reviewText": "Lovely, soft.",
+                "summary": "Great",
+                "unixReviewTime": 1300000000,
+            },
+            {
+                "reviewerID": "U1",
+                "asin": "B2",
+                "overall": 2.0,
+                "reviewText": "Too strong",
+                "summary": "Meh",
+                "unixReviewTime": 1200000000,
+            },
             {"reviewerID": "U2", "asin": "B1", "overall": 4.0, "unixReviewTime": 1250000000},
         ]
     if meta is None:
-        meta = ["{'asin': 'B1', 'title': 'Rose Soap', 'categories': [['Beauty', 'Bath'], "
-                "['Beauty', 'Soap']]}",
-                "{'asin': 'B2', 'title': \"Men's Cologne\", 'categories': [['Beauty']]}"]
+        meta = [
+            "{'asin': 'B1', 'title': 'Rose Soap', 'categories': [['Beauty', 'Bath'], "
+            "['Beauty', 'Soap']]}",
+            "{'asin': 'B2', 'title': \"Men's Cologne\", 'categories': [['Beauty']]}",
+        ]
     r_path, m_path = folder / "reviews_Tiny_5.json.gz", folder / "meta_Tiny.json.gz"
     with gzip.open(r_path, "wt", encoding="utf-8") as f:
         for rec in reviews:
@@ -175,10 +195,17 @@ def test_amazon_json(tmp_path):
     assert cat.attributes[cat.index_of("B1")] == ["Beauty", "Bath", "Soap"]
     assert cat.source_ids is None  # dataset ids are the ASINs already
     inter = ds.interactions
-    row = [k for k in range(3) if ds.user_ids[inter.user[k]] == "U1"
-           and cat.item_ids[inter.item[k]] == "B1"][0]
-    assert (inter.rating[row], inter.review[row], inter.summary[row],
-            inter.timestamp[row]) == (5.0, "Lovely, soft.", "Great", 1300000000)
+    row = [
+        k
+        for k in range(3)
+        if ds.user_ids[inter.user[k]] == "U1" and cat.item_ids[inter.item[k]] == "B1"
+    ][0]
+    assert (inter.rating[row], inter.review[row], inter.summary[row], inter.timestamp[row]) == (
+        5.0,
+        "Lovely, soft.",
+        "Great",
+        1300000000,
+    )
     assert inter.review[2] == "" and inter.summary[2] == ""  # absent text -> empty
     assert [cat.item_ids[i] for i in ds.sequences()[0]] == ["B2", "B1"]  # chronological
 
@@ -188,13 +215,24 @@ def test_generic_csv_and_tsv(tmp_path, sep, ext):
     inter = tmp_path / f"mine.{ext}"
     items = tmp_path / f"items.{ext}"
     review = '"Nice, really"' if sep == "," else "Nice, really"
-    inter.write_text(sep.join(["user", "item", "timestamp", "rating", "review"]) + "\n"
-                     + sep.join(["u1", "i1", "10", "4", review]) + "\n"
-                     + sep.join(["u1", "i2", "5", "3", "ok"]) + "\n"
-                     + sep.join(["u2", "i2", "7", "5", ""]) + "\n")
-    items.write_text(sep.join(["item", "title", "attributes"]) + "\n"
-                     + sep.join(["i1", "Blue Mug", "Kitchen|Mugs"]) + "\n"
-                     + sep.join(["i2", "Red Mug", ""]) + "\n")
+    inter.write_text(
+        sep.join(["user", "item", "timestamp", "rating", "review"])
+        + "\n"
+        + sep.join(["u1", "i1", "10", "4", review])
+        + "\n"
+        + sep.join(["u1", "i2", "5", "3", "ok"])
+        + "\n"
+        + sep.join(["u2", "i2", "7", "5", ""])
+        + "\n"
+    )
+    items.write_text(
+        sep.join(["item", "title", "attributes"])
+        + "\n"
+        + sep.join(["i1", "Blue Mug", "Kitchen|Mugs"])
+        + "\n"
+        + sep.join(["i2", "Red Mug", ""])
+        + "\n"
+    )
     ds = readers.read_csv(inter, items)
     assert ds.name == "mine"
     assert ds.summary_counts() == {"users": 2, "items": 2, "interactions": 3}
@@ -241,8 +279,9 @@ def test_malformed_p5_line_names_file_and_line(tmp_path):
 
 
 def test_malformed_items_tsv_line(tmp_path):
-    folder = write_p5(tmp_path / "p5", items=[("1", "A1", "t", "[]", "", ""),
-                                               ("2", "A2", "only three fields")])
+    folder = write_p5(
+        tmp_path / "p5", items=[("1", "A1", "t", "[]", "", ""), ("2", "A2", "only three fields")]
+    )
     with pytest.raises(DataError) as err:
         readers.read_p5_folder(folder)
     _assert_names(err, folder / "items.tsv", 3)
@@ -265,9 +304,13 @@ def test_malformed_movielens_lines(tmp_path):
 
 
 def test_malformed_amazon_json_line(tmp_path):
-    r, m = write_amazon_json(tmp_path, reviews=[
-        {"reviewerID": "U1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1},
-        "{not json at all"])
+    r, m = write_amazon_json(
+        tmp_path,
+        reviews=[
+            {"reviewerID": "U1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1},
+            "{not json at all",
+        ],
+    )
     with pytest.raises(DataError) as err:
         readers.read_amazon_reviews(r, m)
     _assert_names(err, r, 2)

@@ -66,8 +66,16 @@ def test_leave_one_out_last_is_test_second_last_is_validation():
 
 
 def test_short_users_are_left_out_with_a_warning():
-    events = [("a", "x", 1), ("a", "y", 2), ("a", "z", 3), ("b", "x", 1), ("b", "y", 2),
-              ("c", "x", 1), ("c", "x", 2), ("c", "y", 3)]  # c: only 2 distinct items
+    events = [
+        ("a", "x", 1),
+        ("a", "y", 2),
+        ("a", "z", 3),
+        ("b", "x", 1),
+        ("b", "y", 2),
+        ("c", "x", 1),
+        ("c", "x", 2),
+        ("c", "y", 3),
+    ]  # c: only 2 distinct items
     ds = build_dataset("t", events, {})
     with pytest.warns(UserWarning, match="2 user"):
         s = splits.leave_one_out(ds)
@@ -151,8 +159,10 @@ def test_k_core_leaves_every_user_and_item_with_k(seed, k):
     assert np.bincount(inter.item, minlength=core.num_items).min() >= k
     assert core.num_users == len(core.user_ids) and core.num_items == len(core.catalog)
     # Ids survive re-indexing: every kept event existed in the input.
-    before = {(ds.user_ids[u], ds.catalog.item_ids[i])
-              for u, i in zip(ds.interactions.user, ds.interactions.item)}
+    before = {
+        (ds.user_ids[u], ds.catalog.item_ids[i])
+        for u, i in zip(ds.interactions.user, ds.interactions.item)
+    }
     after = {(core.user_ids[u], core.catalog.item_ids[i]) for u, i in zip(inter.user, inter.item)}
     assert after <= before
     assert splits.k_core(core, k).summary_counts() == core.summary_counts()  # stable

@@ -27,8 +27,9 @@ def tiny_dataset(ratings=True, name="tiny", originals=False):
             events.append(ev)
     catalog = {f"item{i}": (f"Title {i % 5}", [f"cat{i % 2}", "all"]) for i in range(12)}
     source_ids = {f"item{i}": f"B{i:09d}" for i in range(11)} if originals else None
-    return build_dataset(name, events, catalog, with_rating=ratings, with_review=ratings,
-                         source_ids=source_ids)
+    return build_dataset(
+        name, events, catalog, with_rating=ratings, with_review=ratings, source_ids=source_ids
+    )
 
 
 def make(ds, n_neg=4, seed=0):
@@ -59,8 +60,13 @@ def test_layout(written):
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp folder left
     meta = json.loads((path / "meta.json").read_text())
     assert meta["format_version"] == tb.FORMAT_VERSION
-    assert meta["counts"] == {"users": 6, "items": ds.num_items, "interactions": 26,
-                              "sequence_users": 5, "users_left_out_of_sequences": 1}
+    assert meta["counts"] == {
+        "users": 6,
+        "items": ds.num_items,
+        "interactions": 26,
+        "sequence_users": 5,
+        "users_left_out_of_sequences": 1,
+    }
     assert meta["splits"]["train"] == 5 and meta["num_negatives"] == 4
     assert meta["seeds"] == {"test_negatives": 0, "rating_split": 0}
     assert meta["source"] == {"format": "test"} and meta["options"] == {"seed": 0}
@@ -96,9 +102,11 @@ def test_round_trip_ratings(written):
     data = load_prepared(root, "tiny")
     assert data.has_ratings and data.has_reviews
     inter = ds.interactions
-    for split, rows in (("rating_train", prepared.ratings.train),
-                        ("rating_validation", prepared.ratings.valid),
-                        ("rating_test", prepared.ratings.test)):
+    for split, rows in (
+        ("rating_train", prepared.ratings.train),
+        ("rating_validation", prepared.ratings.valid),
+        ("rating_test", prepared.ratings.test),
+    ):
         got = data.rating_rows(split)
         np.testing.assert_array_equal(got["user"], inter.user[rows])
         np.testing.assert_array_equal(got["item"], inter.item[rows])

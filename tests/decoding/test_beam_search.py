@@ -1,13 +1,13 @@
 """Beam search over the trie equals exhaustive scoring when the beam holds the catalog, every
 result is a catalog (or candidate) item, and repeated calls do not recompile."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
@@ -19,8 +19,16 @@ from recsys_jax.model import GLM, ModelConfig
 
 V = 40
 SP = SpecialIds(pad=34, mask=35, smask=36, gmask=37, sop=38, eop=39)
-CFG = ModelConfig(vocab_size=V, num_layers=2, num_heads=2, hidden_size=32, max_positions=64,
-                  max_block_positions=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+CFG = ModelConfig(
+    vocab_size=V,
+    num_layers=2,
+    num_heads=2,
+    hidden_size=32,
+    max_positions=64,
+    max_block_positions=64,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +67,13 @@ def _reference_scores(model, prompt, mask_pos, pool, penalty):
             blk = np.concatenate([prompt["block_positions"][b, :n], np.arange(1, k + 2)])[None]
             seg = np.ones_like(toks)
             pa = np.concatenate([np.ones(n), np.zeros(k + 1)])[None].astype(np.int32)
-            logits = m(jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(blk), jnp.asarray(seg),
-                       jnp.asarray(pa))
+            logits = m(
+                jnp.asarray(toks),
+                jnp.asarray(pos),
+                jnp.asarray(blk),
+                jnp.asarray(seg),
+                jnp.asarray(pa),
+            )
             logp = jax.nn.log_softmax(logits[0, n:], axis=-1)
             targets = list(seq) + [SP.eop]
             total = float(sum(logp[j, t] for j, t in enumerate(targets)))
@@ -81,9 +94,20 @@ def test_full_beam_equals_exhaustive_top_k(model, penalty):
     pool = _pool(rng, 10)
     trie = trie_lib.catalog_trie(pool, V).device_put()
     prompt, mask_pos = _prompts(rng, 3)
-    items, scores = beam_search(model[0], model[1], prompt, mask_pos, trie, np.zeros(3, np.int32),
-                                np.full((3, 1), -1, np.int32), beam=len(pool), top_k=4,
-                                eop=SP.eop, sop=SP.sop, length_penalty=penalty)
+    items, scores = beam_search(
+        model[0],
+        model[1],
+        prompt,
+        mask_pos,
+        trie,
+        np.zeros(3, np.int32),
+        np.full((3, 1), -1, np.int32),
+        beam=len(pool),
+        top_k=4,
+        eop=SP.eop,
+        sop=SP.sop,
+        length_penalty=penalty,
+    )
     ref = _reference_scores(model, prompt, mask_pos, pool, penalty)
     for b in range(3):
         order = np.argsort(-ref[b], kind="stable")[:4]
@@ -97,8 +121,9 @@ def test_candidate_scoring_equals_reference(model):
     prompt, mask_pos = _prompts(rng, 2)
     cands = np.array([[0, 3, 5, -1], [7, 1, 2, 4]])
     tokens, lens = pad_candidates(pool, cands)
-    got = np.asarray(score_candidates(model[0], model[1], prompt, mask_pos, tokens, lens,
-                                      sop=SP.sop, eop=SP.eop))
+    got = np.asarray(
+        score_candidates(model[0], model[1], prompt, mask_pos, tokens, lens, sop=SP.sop, eop=SP.eop)
+    )
     ref = _reference_scores(model, prompt, mask_pos, pool, 0.0)
     for b in range(2):
         for j, item in enumerate(cands[b]):
@@ -115,23 +140,35 @@ def test_results_are_always_catalog_or_candidate_items(model, seed, restricted):
     pool = _pool(rng, int(rng.integers(3, 25)))
     batch = 2
     if restricted:
-        cands = np.stack([rng.choice(len(pool), size=min(3, len(pool)), replace=False)
-                          for _ in range(batch)])
+        cands = np.stack(
+            [rng.choice(len(pool), size=min(3, len(pool)), replace=False) for _ in range(batch)]
+        )
         trie, roots = trie_lib.candidate_tries(pool, cands, V), np.arange(batch, dtype=np.int32)
     else:
         trie, roots = trie_lib.catalog_trie(pool, V), np.zeros(batch, np.int32)
     exclude = np.full((batch, 2), -1, np.int32)
     exclude[0, 0] = 0
     prompt, mask_pos = _prompts(rng, batch)
-    items, scores = beam_search(model[0], model[1], prompt, mask_pos, trie.device_put(), roots,
-                                exclude, beam=4, top_k=3, eop=SP.eop, sop=SP.sop)
+    items, scores = beam_search(
+        model[0],
+        model[1],
+        prompt,
+        mask_pos,
+        trie.device_put(),
+        roots,
+        exclude,
+        beam=4,
+        top_k=3,
+        eop=SP.eop,
+        sop=SP.sop,
+    )
     items, scores = np.asarray(items), np.asarray(scores)
     for b in range(batch):
         got = [i for i in items[b] if i >= 0]
         allowed = set(cands[b].tolist()) if restricted else set(range(len(pool)))
         assert set(got) <= allowed and len(got) == len(set(got))  # real, distinct items
         assert len(got) == min(3, len(allowed - ({0} if b == 0 else set())))
-        assert list(scores[b][:len(got)]) == sorted(scores[b][:len(got)], reverse=True)
+        assert list(scores[b][: len(got)]) == sorted(scores[b][: len(got)], reverse=True)
     assert 0 not in items[0]  # excluded history item
 
 
@@ -141,13 +178,29 @@ def test_repeated_calls_do_not_recompile(model):
     trie = trie_lib.catalog_trie(pool, V).device_put()
     args = dict(beam=4, top_k=3, eop=SP.eop, sop=SP.sop)
     prompt, mask_pos = _prompts(rng, 2)
-    beam_search(model[0], model[1], prompt, mask_pos, trie, np.zeros(2, np.int32),
-                np.full((2, 1), -1, np.int32), **args)
+    beam_search(
+        model[0],
+        model[1],
+        prompt,
+        mask_pos,
+        trie,
+        np.zeros(2, np.int32),
+        np.full((2, 1), -1, np.int32),
+        **args,
+    )
     before = beam_search._cache_size()
     for seed in range(3):
         prompt, mask_pos = _prompts(np.random.default_rng(seed + 10), 2)
-        beam_search(model[0], model[1], prompt, mask_pos, trie, np.zeros(2, np.int32),
-                    np.full((2, 1), -1, np.int32), **args)
+        beam_search(
+            model[0],
+            model[1],
+            prompt,
+            mask_pos,
+            trie,
+            np.zeros(2, np.int32),
+            np.full((2, 1), -1, np.int32),
+            **args,
+        )
     assert beam_search._cache_size() == before
 
 
@@ -163,11 +216,26 @@ def test_candidate_tries_have_fixed_shapes_and_search_like_unpadded_ones(model):
     for _ in range(2):
         cands = np.stack([rng.choice(len(pool), size=5, replace=False) for _ in range(batch)])
         padded = trie_lib.candidate_tries(pool, cands, V)
-        plain = trie_lib.build_trie([[pool[i] for i in row] for row in cands],
-                                    [list(row) for row in cands], V)
+        plain = trie_lib.build_trie(
+            [[pool[i] for i in row] for row in cands], [list(row) for row in cands], V
+        )
         shapes.add(tuple(a.shape for a in padded.arrays().values()) + (padded.fanout,))
-        got = [beam_search(model[0], model[1], prompt, mask_pos, t.device_put(), roots, exclude,
-                           beam=4, top_k=3, eop=SP.eop, sop=SP.sop) for t in (padded, plain)]
+        got = [
+            beam_search(
+                model[0],
+                model[1],
+                prompt,
+                mask_pos,
+                t.device_put(),
+                roots,
+                exclude,
+                beam=4,
+                top_k=3,
+                eop=SP.eop,
+                sop=SP.sop,
+            )
+            for t in (padded, plain)
+        ]
         np.testing.assert_array_equal(np.asarray(got[0][0]), np.asarray(got[1][0]))
         np.testing.assert_allclose(np.asarray(got[0][1]), np.asarray(got[1][1]), atol=1e-5)
     assert len(shapes) == 1
@@ -194,9 +262,12 @@ def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, e
         starts.append(start)
         ref = []
         for seq in pool:  # full forward over the layout of history + this item
-            full = TokenizedExample(ids=np.concatenate([ids, seq]).astype(np.int32),
-                                    entity_spans=ex.entity_spans + [(len(ids), len(ids) + len(seq))])
+            full = TokenizedExample(
+                ids=np.concatenate([ids, seq]).astype(np.int32),
+                entity_spans=ex.entity_spans + [(len(ids), len(ids) + len(seq))],
+            )
             from recsys_jax.masking import mask_spans
+
             out = mask_spans(full, [(0, len(full.ids))], ["mask"], SP, masking)
             args = [jnp.asarray(out[k])[None] for k in ("tokens", "positions", "block_positions")]
             logits = m(*args, jnp.ones_like(args[0]), jnp.asarray(out["part_a"])[None])
@@ -208,9 +279,20 @@ def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, e
     mask_pos = np.array([mp for _, mp in rows], np.int32)
     start = tuple(np.array(col, np.int32) for col in zip(*starts))
     trie = trie_lib.catalog_trie(pool, V).device_put()
-    items, scores = beam_search(model[0], model[1], stacked, mask_pos, trie, np.zeros(2, np.int32),
-                                np.full((2, 1), -1, np.int32), beam=len(pool), top_k=5,
-                                eop=SP.eop, sop=SP.sop, start=start)
+    items, scores = beam_search(
+        model[0],
+        model[1],
+        stacked,
+        mask_pos,
+        trie,
+        np.zeros(2, np.int32),
+        np.full((2, 1), -1, np.int32),
+        beam=len(pool),
+        top_k=5,
+        eop=SP.eop,
+        sop=SP.sop,
+        start=start,
+    )
     for b, ref in enumerate(np.asarray(refs)):
         order = np.argsort(-ref, kind="stable")[:5]
         assert list(np.asarray(items[b])) == list(order)
@@ -223,14 +305,26 @@ def test_excluded_history_does_not_use_up_the_beam(model, tokens_per_item):
     favourite items are all in the history (more of them than the beam holds), the search
     returns the best k items outside it — not fewer (the search once lost those beams)."""
     rng = np.random.default_rng(7)
-    pool = sorted({tuple(int(t) for t in rng.integers(2, 30, tokens_per_item))
-                   for _ in range(40)})[:12]
+    pool = sorted({tuple(int(t) for t in rng.integers(2, 30, tokens_per_item)) for _ in range(40)})[
+        :12
+    ]
     trie = trie_lib.catalog_trie(pool, V).device_put()
     prompt, mask_pos = _prompts(rng, 2)
     ref = _reference_scores(model, prompt, mask_pos, pool, 0.0)
     exclude = np.stack([np.argsort(-ref[b], kind="stable")[:5] for b in range(2)]).astype(np.int32)
-    items, scores = beam_search(model[0], model[1], prompt, mask_pos, trie, np.zeros(2, np.int32),
-                                exclude, beam=4, top_k=4, eop=SP.eop, sop=SP.sop)
+    items, scores = beam_search(
+        model[0],
+        model[1],
+        prompt,
+        mask_pos,
+        trie,
+        np.zeros(2, np.int32),
+        exclude,
+        beam=4,
+        top_k=4,
+        eop=SP.eop,
+        sop=SP.sop,
+    )
     for b in range(2):
         got = [int(i) for i in np.asarray(items[b])]
         assert len(got) == 4 and -1 not in got and not set(got) & set(exclude[b].tolist())

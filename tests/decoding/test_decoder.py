@@ -27,14 +27,18 @@ def golden_data(toy_p5, tmp_path_factory):
 
 
 def _calls(rec):
-    calls = {"sequential": lambda: rec.recommend_batch(HISTORIES, k=5),
-             "sequential_keep_history": lambda: rec.recommend_batch(HISTORIES, k=5,
-                                                                    exclude_history=False),
-             "direct_generate": lambda: rec.recommend_batch(HISTORIES, k=2, task="direct",
-                                                            candidates=CANDIDATES,
-                                                            method="generate"),
-             "direct_score": lambda: rec.recommend_batch(HISTORIES, k=2, task="direct",
-                                                         candidates=CANDIDATES, method="score")}
+    calls = {
+        "sequential": lambda: rec.recommend_batch(HISTORIES, k=5),
+        "sequential_keep_history": lambda: rec.recommend_batch(
+            HISTORIES, k=5, exclude_history=False
+        ),
+        "direct_generate": lambda: rec.recommend_batch(
+            HISTORIES, k=2, task="direct", candidates=CANDIDATES, method="generate"
+        ),
+        "direct_score": lambda: rec.recommend_batch(
+            HISTORIES, k=2, task="direct", candidates=CANDIDATES, method="score"
+        ),
+    }
     return calls
 
 
@@ -50,8 +54,9 @@ def test_fixed_checkpoint_predictions_unchanged(run, golden_data):
         got = call()
         for row, want in zip(got, expected[name]):
             assert [rec.resolve(i) for i, _, _ in row] == [i for i, _ in want], (run, name)
-            np.testing.assert_allclose([s for _, _, s in row], [s for _, s in want],
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                [s for _, _, s in row], [s for _, s in want], rtol=1e-4, atol=1e-4
+            )
 
 
 def test_decoder_beam_excludes_and_scores_agree(golden_data):
@@ -66,8 +71,16 @@ def test_decoder_beam_excludes_and_scores_agree(golden_data):
     np.testing.assert_allclose(exact, scores, rtol=1e-4, atol=1e-4)
 
 
-INFERENCE = ["recommend.py", "evaluate.py", "export.py", "serve.py", "evaluation", "serving",
-             "decoding", "run"]
+INFERENCE = [
+    "recommend.py",
+    "evaluate.py",
+    "export.py",
+    "serve.py",
+    "evaluation",
+    "serving",
+    "decoding",
+    "run",
+]
 
 
 def _imports(path: Path):
@@ -83,13 +96,19 @@ def test_inference_never_imports_training():
     offenders = []
     for name in INFERENCE:
         target = REPO / "recsys_jax" / name
-        for path in ([target] if target.is_file() else sorted(target.rglob("*.py"))):
-            offenders += [f"{path.relative_to(REPO)}: {m}" for m in _imports(path)
-                          if m.startswith("recsys_jax.training")]
+        for path in [target] if target.is_file() else sorted(target.rglob("*.py")):
+            offenders += [
+                f"{path.relative_to(REPO)}: {m}"
+                for m in _imports(path)
+                if m.startswith("recsys_jax.training")
+            ]
     assert not offenders, offenders
 
 
 def test_beam_search_called_from_one_module():
-    callers = [str(p.relative_to(REPO)) for p in sorted((REPO / "recsys_jax").rglob("*.py"))
-               if "beam_search" in {m.split(".")[-1] for m in _imports(p)}]
+    callers = [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / "recsys_jax").rglob("*.py"))
+        if "beam_search" in {m.split(".")[-1] for m in _imports(p)}
+    ]
     assert callers == ["recsys_jax/decoding/decoder.py"], callers

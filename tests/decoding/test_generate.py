@@ -14,16 +14,28 @@ from recsys_jax.model import GLM, ModelConfig
 
 V = 40
 SP = SpecialIds(pad=34, mask=35, smask=36, gmask=37, sop=38, eop=39)
-CFG = ModelConfig(vocab_size=V, num_layers=2, num_heads=2, hidden_size=32, max_positions=64,
-                  max_block_positions=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+CFG = ModelConfig(
+    vocab_size=V,
+    num_layers=2,
+    num_heads=2,
+    hidden_size=32,
+    max_positions=64,
+    max_block_positions=64,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 BANNED = (SP.pad, SP.mask, SP.smask, SP.gmask, SP.sop)
 
 
 def _setup():
     model = GLM(CFG, rngs=nnx.Rngs(3))
     rng = np.random.default_rng(0)
-    prompts = [part_a_prompt(TokenizedExample(ids=rng.integers(2, 30, n)), SP, MaskingConfig(),
-                             answer_is_item=False) for n in (5, 9)]
+    prompts = [
+        part_a_prompt(
+            TokenizedExample(ids=rng.integers(2, 30, n)), SP, MaskingConfig(), answer_is_item=False
+        )
+        for n in (5, 9)
+    ]
     stacked = stack_prompts([p for p, _ in prompts], 12, SP)
     return model, stacked, np.array([m for _, m in prompts], np.int32)
 
@@ -31,8 +43,17 @@ def _setup():
 def test_greedy_equals_full_forward_argmax():
     model, prompt, mask_pos = _setup()
     graphdef, state = nnx.split(model)
-    out, lengths = generate_text(graphdef, state, prompt, mask_pos, jax.random.key(0),
-                                 max_new=6, eop=SP.eop, sop=SP.sop, banned=BANNED)
+    out, lengths = generate_text(
+        graphdef,
+        state,
+        prompt,
+        mask_pos,
+        jax.random.key(0),
+        max_new=6,
+        eop=SP.eop,
+        sop=SP.sop,
+        banned=BANNED,
+    )
     out = np.asarray(out)
     for b in range(2):
         n = int(prompt["segment_ids"][b].sum())
@@ -44,15 +65,22 @@ def test_greedy_equals_full_forward_argmax():
             pos = np.concatenate([prompt["positions"][b, :n], [mask_pos[b]] * k])[None]
             blk = np.concatenate([prompt["block_positions"][b, :n], np.arange(1, k + 1)])[None]
             pa = np.concatenate([np.ones(n), np.zeros(k)])[None].astype(np.int32)
-            logits = np.asarray(model(jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(blk),
-                                      jnp.ones_like(jnp.asarray(toks)), jnp.asarray(pa)))[0, -1].copy()
+            logits = np.asarray(
+                model(
+                    jnp.asarray(toks),
+                    jnp.asarray(pos),
+                    jnp.asarray(blk),
+                    jnp.ones_like(jnp.asarray(toks)),
+                    jnp.asarray(pa),
+                )
+            )[0, -1].copy()
             logits[list(BANNED)] = -np.inf
             token = int(np.argmax(logits))
             expected.append(token)
             if token == SP.eop:
                 break
             part_b.append(token)
-        got = list(out[b, :len(expected)])
+        got = list(out[b, : len(expected)])
         assert got == expected
         assert int(lengths[b]) == len([t for t in expected if t != SP.eop])
         assert not set(out[b].tolist()) & set(BANNED)
@@ -61,8 +89,19 @@ def test_greedy_equals_full_forward_argmax():
 def test_sampling_is_seeded():
     model, prompt, mask_pos = _setup()
     graphdef, state = nnx.split(model)
-    run = lambda seed: np.asarray(generate_text(
-        graphdef, state, prompt, mask_pos, jax.random.key(seed), max_new=6, eop=SP.eop,
-        sop=SP.sop, temperature=1.0, banned=BANNED)[0])
+    run = lambda seed: np.asarray(
+        generate_text(
+            graphdef,
+            state,
+            prompt,
+            mask_pos,
+            jax.random.key(seed),
+            max_new=6,
+            eop=SP.eop,
+            sop=SP.sop,
+            temperature=1.0,
+            banned=BANNED,
+        )[0]
+    )
     assert np.array_equal(run(1), run(1))
     assert not np.array_equal(run(1), run(2)) or not np.array_equal(run(1), run(3))

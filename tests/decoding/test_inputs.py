@@ -10,17 +10,24 @@ SP = SpecialIds(pad=34, mask=35, smask=36, gmask=37, sop=38, eop=39)
 
 
 def _prompt(n):
-    return {"tokens": np.arange(2, n + 2), "positions": np.arange(n),
-            "block_positions": np.zeros(n, int), "part_a": np.ones(n, int)}
+    return {
+        "tokens": np.arange(2, n + 2),
+        "positions": np.arange(n),
+        "block_positions": np.zeros(n, int),
+        "part_a": np.ones(n, int),
+    }
 
 
-@pytest.mark.parametrize("lengths, cap, width", [
-    ([3, 5], 160, 16),      # at least 16
-    ([16, 2], 160, 16),     # exactly a power of two
-    ([17, 9], 160, 32),     # the longest decides
-    ([100], 160, 128),
-    ([150], 160, 160),      # never past the cap
-])
+@pytest.mark.parametrize(
+    "lengths, cap, width",
+    [
+        ([3, 5], 160, 16),  # at least 16
+        ([16, 2], 160, 16),  # exactly a power of two
+        ([17, 9], 160, 32),  # the longest decides
+        ([100], 160, 128),
+        ([150], 160, 160),  # never past the cap
+    ],
+)
 def test_bucketed_width(lengths, cap, width):
     out = stack_prompts([_prompt(n) for n in lengths], cap, SP, bucket=True)
     assert out["tokens"].shape == (len(lengths), width)

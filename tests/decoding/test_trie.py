@@ -1,22 +1,56 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys_jax.decoding import trie as trie_lib
 
 EOP = 1
 
 
+# Reference walks over the trie arrays (the beam search inlines the same logic).
+def allowed_tokens_mask(trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array, eop: int) -> jax.Array:
+    """bool [..., V]: tokens that continue some item from `nodes` (plus `<eop>` where the node
+    completes an item). `roots` gives each entry's root (its trie)."""
+    vocab = trie.root_next.shape[1]
+    at_root = nodes < trie.num_roots
+    tokens, _ = trie_lib.children(trie, nodes)
+    flat_tokens = tokens.reshape(-1, trie.fanout)
+    rows = jnp.arange(flat_tokens.shape[0])[:, None]
+    below = jnp.zeros((flat_tokens.shape[0], vocab + 1), bool)
+    below = below.at[rows, jnp.where(flat_tokens >= 0, flat_tokens, vocab)].set(True)[:, :vocab]
+    below = below.reshape(*nodes.shape, vocab)
+    from_root = trie.root_next[roots] >= 0
+    mask = jnp.where(at_root[..., None], from_root, below)
+    ends = trie.end_item[nodes] >= 0
+    return mask.at[..., eop].set(ends)
+
+
+def next_node(trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array) -> jax.Array:
+    """The node reached from `nodes` by `tokens` (-1 if the token leaves the trie)."""
+    at_root = nodes < trie.num_roots
+    from_root = trie.root_next[roots, tokens]
+    child_tokens, child_nodes = trie_lib.children(trie, nodes)
+    hit = child_tokens == tokens[..., None]
+    below = jnp.max(jnp.where(hit, child_nodes, -1), axis=-1)
+    return jnp.where(at_root, from_root, below)
+
+
 def _walk(trie, seq, root=0):
     node = jnp.array([root])
     for t in seq:
-        node = trie_lib.next_node(trie, node, jnp.array([root]), jnp.array([t]))
+        node = next_node(trie, node, jnp.array([root]), jnp.array([t]))
     return int(node[0])
 
 
-pools = st.lists(st.lists(st.integers(2, 15), min_size=1, max_size=5).map(tuple),
-                 min_size=1, max_size=25, unique=True)
+pools = st.lists(
+    st.lists(st.integers(2, 15), min_size=1, max_size=5).map(tuple),
+    min_size=1,
+    max_size=25,
+    unique=True,
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -26,15 +60,14 @@ def test_every_item_is_a_path_and_only_items_end(pool):
     for item, seq in enumerate(pool):
         node = _walk(trie, seq)
         assert int(trie.end_item[node]) == item
-        mask = np.asarray(trie_lib.allowed_tokens_mask(trie, jnp.array([node]), jnp.array([0]), EOP))
+        mask = np.asarray(allowed_tokens_mask(trie, jnp.array([node]), jnp.array([0]), EOP))
         assert mask[0, EOP]
     # Allowed tokens at any prefix node are exactly the next tokens of items with that prefix.
     for seq in pool:
         for cut in range(len(seq)):
             prefix = seq[:cut]
             node = _walk(trie, prefix)
-            mask = np.asarray(trie_lib.allowed_tokens_mask(trie, jnp.array([node]), jnp.array([0]),
-                                                           EOP))[0]
+            mask = np.asarray(allowed_tokens_mask(trie, jnp.array([node]), jnp.array([0]), EOP))[0]
             expected = {s[cut] for s in pool if len(s) > cut and s[:cut] == prefix}
             assert set(np.flatnonzero(mask)) - {EOP} == expected
             assert mask[EOP] == (prefix in pool)
@@ -44,11 +77,11 @@ def test_candidate_tries_are_restricted_per_row():
     pool = [(2, 3), (2, 4), (5,), (6, 7, 8)]
     trie = trie_lib.candidate_tries(pool, np.array([[0, 2, -1], [1, 3, 2]]), 16).device_put()
     assert trie.num_roots == 2
-    row0 = np.asarray(trie_lib.allowed_tokens_mask(trie, jnp.array([0]), jnp.array([0]), EOP))[0]
-    row1 = np.asarray(trie_lib.allowed_tokens_mask(trie, jnp.array([1]), jnp.array([1]), EOP))[0]
+    row0 = np.asarray(allowed_tokens_mask(trie, jnp.array([0]), jnp.array([0]), EOP))[0]
+    row1 = np.asarray(allowed_tokens_mask(trie, jnp.array([1]), jnp.array([1]), EOP))[0]
     assert set(np.flatnonzero(row0)) == {2, 5} and set(np.flatnonzero(row1)) == {2, 5, 6}
     node = _walk(trie, (2,), root=0)
-    after = np.asarray(trie_lib.allowed_tokens_mask(trie, jnp.array([node]), jnp.array([0]), EOP))[0]
+    after = np.asarray(allowed_tokens_mask(trie, jnp.array([node]), jnp.array([0]), EOP))[0]
     assert set(np.flatnonzero(after)) == {3}  # item 1 (2, 4) is not a candidate of row 0
     assert int(trie.end_item[_walk(trie, (2, 4), root=1)]) == 1
 

@@ -11,7 +11,9 @@ from recsys_jax.encoders.bert import BertConfig, load_bert
 from recsys_jax.encoders.bundled import bundled_minilm_path
 from recsys_jax.encoders.text_embeddings import TextEncoder
 
-_spec = importlib.util.spec_from_file_location("tiny_bert", Path(__file__).with_name("tiny_bert.py"))
+_spec = importlib.util.spec_from_file_location(
+    "tiny_bert", Path(__file__).with_name("tiny_bert.py")
+)
 tiny_bert = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_bert)
 
@@ -23,7 +25,8 @@ def beauty_titles(n=200, seed=0):
     titles = read_embedded_beauty().catalog.titles
     longest = max(range(len(titles)), key=lambda i: len(titles[i]))
     rest = np.random.default_rng(seed).choice(
-        [i for i in range(len(titles)) if i != longest], size=n - 1, replace=False)
+        [i for i in range(len(titles)) if i != longest], size=n - 1, replace=False
+    )
     return [titles[longest]] + [titles[i] for i in rest]
 
 
@@ -44,7 +47,9 @@ def test_minilm_matches_sentence_transformers_on_200_beauty_titles(monkeypatch):
     theirs = reference.encode(titles, batch_size=64, convert_to_numpy=True)
 
     assert ours.shape == theirs.shape == (200, 384)
-    cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    cosine = (ours * theirs).sum(1) / (
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
+    )
     worst = int(np.argmin(cosine))
     assert np.all(cosine > 0.999), f"cosine {cosine[worst]:.6f} for {titles[worst]!r}"
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # Normalize module
@@ -87,8 +92,9 @@ def test_padding_does_not_change_real_tokens(tiny):
     np.testing.assert_allclose(padded[0, :3], alone[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["encoder.layer.1.attention.self.key.weight",
-                                  "embeddings.token_type_embeddings.weight"])
+@pytest.mark.parametrize(
+    "name", ["encoder.layer.1.attention.self.key.weight", "embeddings.token_type_embeddings.weight"]
+)
 def test_missing_tensor_is_named(tmp_path, name):
     folder = tiny_bert.write_tiny_bert(tmp_path, drop=name)
     with pytest.raises(ValueError, match=f"no tensor '{name}'"):
@@ -102,12 +108,15 @@ def test_misshaped_tensor_is_named_with_both_shapes(tmp_path):
         load_bert(folder)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
-    ({"hidden_act": "swish"}, "hidden_act 'swish' is not supported"),
-    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
-    ({"num_attention_heads": 5}, "not divisible"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
+        ({"hidden_act": "swish"}, "hidden_act 'swish' is not supported"),
+        ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+        ({"num_attention_heads": 5}, "not divisible"),
+    ],
+)
 def test_unsupported_configs_are_refused(tmp_path, override, message):
     folder = tiny_bert.write_tiny_bert(tmp_path, config_overrides=override)
     with pytest.raises(ValueError, match=message):

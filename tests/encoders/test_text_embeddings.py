@@ -10,12 +10,18 @@ from recsys_jax.encoders import bundled
 from recsys_jax.encoders.item_embeddings import item_embeddings, item_text
 from recsys_jax.encoders.text_embeddings import TextEncoder, length_bucket, sentence_settings
 
-_spec = importlib.util.spec_from_file_location("tiny_bert", Path(__file__).with_name("tiny_bert.py"))
+_spec = importlib.util.spec_from_file_location(
+    "tiny_bert", Path(__file__).with_name("tiny_bert.py")
+)
 tiny_bert = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_bert)
 
-TEXTS = ["rose soap", "green tea hair oil with argan, 250 ml", "mint lip balm",
-         "clay face mask for oily skin and pores, cocoa body butter gift set of three"]
+TEXTS = [
+    "rose soap",
+    "green tea hair oil with argan, 250 ml",
+    "mint lip balm",
+    "clay face mask for oily skin and pores, cocoa body butter gift set of three",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def test_mean_pooling_ignores_padding(encoder):
 
     def pooled(length, rows=1):
         tokens, mask = np.zeros((rows, length), np.int32), np.zeros((rows, length), np.int32)
-        tokens[0, :len(ids)], mask[0, :len(ids)] = ids, 1
+        tokens[0, : len(ids)], mask[0, : len(ids)] = ids, 1
         return encoder.embed_ids(tokens, mask)[0]
 
     unpadded = pooled(len(ids))
@@ -41,8 +47,7 @@ def test_mean_pooling_ignores_padding(encoder):
     in_batch = encoder.encode(TEXTS, batch_size=4)
     np.testing.assert_allclose(in_batch[0], unpadded, atol=1e-5)
     # Neither does the order of the texts.
-    np.testing.assert_allclose(encoder.encode(TEXTS[::-1], batch_size=4)[::-1], in_batch,
-                               atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(TEXTS[::-1], batch_size=4)[::-1], in_batch, atol=1e-5)
 
 
 def test_embeddings_are_unit_length_when_the_folder_normalises(encoder, folder, tmp_path):
@@ -53,8 +58,9 @@ def test_embeddings_are_unit_length_when_the_folder_normalises(encoder, folder, 
     assert not plain.normalize and plain.max_seq_length == 64  # the encoder's positions
     short = TEXTS[:3]  # within both encoders' max_seq_length
     raw = plain.encode(short)
-    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True),
-                               encoder.encode(short), atol=1e-5)
+    np.testing.assert_allclose(
+        raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.encode(short), atol=1e-5
+    )
 
 
 def test_long_texts_are_truncated_to_max_seq_length(encoder):
@@ -66,8 +72,16 @@ def test_long_texts_are_truncated_to_max_seq_length(encoder):
 
 
 def test_length_buckets_are_few_and_capped():
-    assert [length_bucket(n, 256) for n in (1, 16, 17, 25, 33, 49, 65, 200)] == \
-        [16, 16, 24, 32, 48, 64, 96, 256]
+    assert [length_bucket(n, 256) for n in (1, 16, 17, 25, 33, 49, 65, 200)] == [
+        16,
+        16,
+        24,
+        32,
+        48,
+        64,
+        96,
+        256,
+    ]
     assert length_bucket(300, 256) == 256 and length_bucket(20, 20) == 20
 
 
@@ -80,16 +94,24 @@ def test_unsupported_pooling_is_refused(folder, tmp_path):
 
 def test_item_embeddings_serves_tfidf_and_encoder(folder, monkeypatch, tmp_path):
     monkeypatch.setenv("RECSYS_JAX_CACHE", str(tmp_path))
-    catalog = Catalog(["a", "b", "c"], ["Rose soap", "Mint lip balm", "Zebra glitter"],
-                      [["Beauty", "Soap"], [], ["Beauty"]])
+    catalog = Catalog(
+        ["a", "b", "c"],
+        ["Rose soap", "Mint lip balm", "Zebra glitter"],
+        [["Beauty", "Soap"], [], ["Beauty"]],
+    )
     assert item_text("Rose soap", ["Beauty", "Soap"]) == "Rose soap (Beauty, Soap)"
     assert item_text("Mint lip balm", []) == "Mint lip balm"
     tfidf = item_embeddings(catalog, "tfidf", fit_items=[0, 1])
     assert tfidf.shape[0] == 3 and tfidf[2].nnz == 1  # only "beauty" of item 2 is known
     dense = item_embeddings(catalog, "encoder", encoder_path=folder)
     assert dense.shape == (3, 32) and dense.dtype == np.float32
-    np.testing.assert_allclose(dense, TextEncoder(folder).encode(
-        ["Rose soap (Beauty, Soap)", "Mint lip balm", "Zebra glitter (Beauty)"]), atol=1e-6)
+    np.testing.assert_allclose(
+        dense,
+        TextEncoder(folder).encode(
+            ["Rose soap (Beauty, Soap)", "Mint lip balm", "Zebra glitter (Beauty)"]
+        ),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="pass fit_items"):
         item_embeddings(catalog, "tfidf")
     with pytest.raises(ValueError, match="one of"):

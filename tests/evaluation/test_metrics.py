@@ -39,10 +39,12 @@ def test_hit_and_ndcg_per_case():
 
 def test_ranking_metrics_averages_over_all_cases():
     targets = [1, 2, 3, 4]
-    ranked = [[1, 9, 8],          # rank 1
-              [9, 9, 2],          # duplicates: rank 2
-              [],                 # no valid output: 0, still counted
-              [5, 6, 7, 8, 9, 4]]  # rank 6: outside @5, inside @10
+    ranked = [
+        [1, 9, 8],  # rank 1
+        [9, 9, 2],  # duplicates: rank 2
+        [],  # no valid output: 0, still counted
+        [5, 6, 7, 8, 9, 4],
+    ]  # rank 6: outside @5, inside @10
     m = M.ranking_metrics(targets, ranked, ks=(5, 10), hr_at_1=True)
     assert m["num_cases"] == 4
     assert m["HR@1"] == pytest.approx(1 / 4)
@@ -70,8 +72,7 @@ def test_exclude_history_then_truncate():
 
 
 def test_full_ranking_ties_broken_by_item_index():
-    scores = np.array([[0.5, 0.9, 0.5, 0.9, 0.1],
-                       [1.0, 1.0, 1.0, 1.0, 1.0]], np.float32)
+    scores = np.array([[0.5, 0.9, 0.5, 0.9, 0.1], [1.0, 1.0, 1.0, 1.0, 1.0]], np.float32)
     top = M.full_ranking_from_scores(scores, 3)
     assert top.tolist() == [[1, 3, 0], [0, 1, 2]]
     # k larger than the catalog: the whole catalog, ordered
@@ -79,8 +80,7 @@ def test_full_ranking_ties_broken_by_item_index():
 
 
 def test_full_ranking_exclusion_and_padding():
-    scores = np.array([[0.5, 0.9, 0.5, 0.9, 0.1],
-                       [0.0, 0.1, 0.2, 0.3, 0.4]])
+    scores = np.array([[0.5, 0.9, 0.5, 0.9, 0.1], [0.0, 0.1, 0.2, 0.3, 0.4]])
     top = M.full_ranking_from_scores(scores, 3, exclude=[np.array([1, 3]), np.array([], int)])
     assert top.tolist() == [[0, 2, 4], [4, 3, 2]]
     # fewer allowed items than k: padded with -1, excluded items never returned
@@ -111,7 +111,7 @@ def test_rmse_mae_with_fallbacks():
     preds = ["4", "garbage", 4.0, None]  # two unparsable -> fallback 3.0
     m = M.rating_metrics(targets, preds, fallback=3.0)
     err = np.array([4 - 5, 3 - 3, 4 - 4, 3 - 1], float)
-    assert m["RMSE"] == pytest.approx(math.sqrt(np.mean(err ** 2)))  # sqrt(5/4)
+    assert m["RMSE"] == pytest.approx(math.sqrt(np.mean(err**2)))  # sqrt(5/4)
     assert m["MAE"] == pytest.approx(0.75)  # (1+0+0+2)/4
     assert m["num_fallback"] == 2 and m["num_cases"] == 4 and m["fallback"] == 3.0
     assert M.rmse(targets, preds, fallback=3.0) == pytest.approx(math.sqrt(1.25))
@@ -123,11 +123,17 @@ def test_rmse_mae_with_fallbacks():
 
 
 def test_write_files(tmp_path):
-    rows = M.ranking_rows(["u1", "u2"], ["A", "B", "C"], np.array([0, 1]), np.array([2, 0]),
-                          np.array([[2, 1, -1], [1, 2, 0]]))
+    rows = M.ranking_rows(
+        ["u1", "u2"],
+        ["A", "B", "C"],
+        np.array([0, 1]),
+        np.array([2, 0]),
+        np.array([[2, 1, -1], [1, 2, 0]]),
+    )
     assert rows[0] == {"user": "u1", "target": "C", "ranked": ["C", "B"]}
-    path = M.write_predictions(tmp_path, rows + [{"user": "u1", "item": "A",
-                                                  "target": np.float32(4), "predicted": 3.5}])
+    path = M.write_predictions(
+        tmp_path, rows + [{"user": "u1", "item": "A", "target": np.float32(4), "predicted": 3.5}]
+    )
     assert path.name == "predictions.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert lines[1]["ranked"] == ["B", "C", "A"] and lines[2]["target"] == 4.0

@@ -8,8 +8,9 @@ from recsys_jax.evaluation.text_metrics import bleu, rouge, text_metrics
 def test_bleu_hand_computed():
     # hyp "the cat sat on the mat" vs ref "the cat is on the mat": 1-gram 5/6, 2-gram 3/5,
     # equal lengths (BP 1) -> BLEU-2 = sqrt(5/6 * 3/5) = sqrt(1/2).
-    assert bleu(["the cat is on the mat"], ["the cat sat on the mat"], order=2) == \
-        pytest.approx(100 * math.sqrt(0.5), abs=1e-6)
+    assert bleu(["the cat is on the mat"], ["the cat sat on the mat"], order=2) == pytest.approx(
+        100 * math.sqrt(0.5), abs=1e-6
+    )
     assert bleu(["a b c d"], ["a b c d"], order=4) == pytest.approx(100.0)
 
 

@@ -38,8 +38,9 @@ def small_train(n=40, users=30, seed=0):
 
 @pytest.fixture(scope="module", params=KINDS)
 def index(request):
-    return build_index(request.param, small_catalog(), small_train(), seed=0,
-                       **options(request.param))
+    return build_index(
+        request.param, small_catalog(), small_train(), seed=0, **options(request.param)
+    )
 
 
 def test_round_trip_and_injective(index):

@@ -20,7 +20,7 @@ def test_one_new_token_per_item():
 def test_token_numbers_and_vocabulary_order_hide_the_internal_order():
     n = 3000
     index = build_index("item_token", catalog(n), [], seed=0)
-    k = np.array([int(s[len("<item_"):-1]) for s in index.spell_all()])
+    k = np.array([int(s[len("<item_") : -1]) for s in index.spell_all()])
     assert abs(np.corrcoef(k, np.arange(n))[0, 1]) < 0.05
     # added_tokens is in K order, so a token's vocabulary position is K, not the item index.
     assert index.added_tokens()[:3] == ["<item_1>", "<item_2>", "<item_3>"]

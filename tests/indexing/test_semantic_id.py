@@ -9,11 +9,24 @@ import pytest
 from recsys_jax.data.schema import Catalog, DataError, UnknownItemError, build_dataset
 from recsys_jax.data.splits import leave_one_out
 from recsys_jax.indexing import build_index, load_index
-from recsys_jax.indexing.semantic_id import (SemanticIdIndex, collision_codes, cooccurrence_counts,
-                                             fit_text_vectorizer, ppmi)
+from recsys_jax.indexing.semantic_id import (
+    SemanticIdIndex,
+    collision_codes,
+    cooccurrence_counts,
+    fit_text_vectorizer,
+    ppmi,
+)
 
-FAMILIES = ["ruby nail lacquer", "green tea soap", "argan hair oil", "mint lip balm",
-            "musk eau parfum", "clay face mask", "cocoa body butter", "bamboo makeup brush"]
+FAMILIES = [
+    "ruby nail lacquer",
+    "green tea soap",
+    "argan hair oil",
+    "mint lip balm",
+    "musk eau parfum",
+    "clay face mask",
+    "cocoa body butter",
+    "bamboo makeup brush",
+]
 PER_FAMILY = 15
 NUM_TRAIN_ITEMS = len(FAMILIES) * PER_FAMILY  # 120; items 120..123 are only ever held out
 HELD_OUT_ONLY = [f"h{k}" for k in range(4)]
@@ -27,18 +40,27 @@ def family_of(k):
 def make_dataset(held_out_title="zebracorn glitter", held_out_shift=0, users=160, seed=0):
     """Users buy within one family; some users' last two events are held-out-only items."""
     rng = np.random.default_rng(seed)
-    rows = {f"p{k}": (f"{FAMILIES[family_of(k)]} shade {k}", ["Beauty", FAMILIES[family_of(k)]])
-            for k in range(NUM_TRAIN_ITEMS)}
-    rows.update({h: (f"{held_out_title} {j}", ["Beauty", "Novelty"])
-                 for j, h in enumerate(HELD_OUT_ONLY)})
+    rows = {
+        f"p{k}": (f"{FAMILIES[family_of(k)]} shade {k}", ["Beauty", FAMILIES[family_of(k)]])
+        for k in range(NUM_TRAIN_ITEMS)
+    }
+    rows.update(
+        {h: (f"{held_out_title} {j}", ["Beauty", "Novelty"]) for j, h in enumerate(HELD_OUT_ONLY)}
+    )
     events = []
     for u in range(users):
         fam = rng.integers(len(FAMILIES))
-        items = [f"p{k}" for k in rng.choice(np.arange(fam * PER_FAMILY, (fam + 1) * PER_FAMILY),
-                                             size=5, replace=False)]
+        items = [
+            f"p{k}"
+            for k in rng.choice(
+                np.arange(fam * PER_FAMILY, (fam + 1) * PER_FAMILY), size=5, replace=False
+            )
+        ]
         if u < 8:  # the last two events (validation, test) are held-out-only items
-            items[-2:] = [HELD_OUT_ONLY[(u + held_out_shift) % 4],
-                          HELD_OUT_ONLY[(u + held_out_shift + 1) % 4]]
+            items[-2:] = [
+                HELD_OUT_ONLY[(u + held_out_shift) % 4],
+                HELD_OUT_ONLY[(u + held_out_shift + 1) % 4],
+            ]
         events += [(f"u{u}", item, t) for t, item in enumerate(items)]
     return build_dataset("synthetic", events, rows)
 
@@ -100,8 +122,9 @@ def test_first_level_groups_similar_items(data):
     dataset, splits = data
     index = build_index("semantic_id", dataset.catalog, splits.train, features="text", **SMALL)
     first = index.codes[:NUM_TRAIN_ITEMS, 0]
-    family = np.array([family_of(int(dataset.catalog.item_ids[i][1:]))
-                       for i in range(NUM_TRAIN_ITEMS)])
+    family = np.array(
+        [family_of(int(dataset.catalog.item_ids[i][1:])) for i in range(NUM_TRAIN_ITEMS)]
+    )
     purity = sum(np.bincount(family[first == c]).max() for c in np.unique(first)) / len(first)
     assert purity >= 0.8
 
@@ -110,8 +133,15 @@ def test_first_level_groups_similar_items(data):
 @pytest.mark.parametrize("method", ["residual", "hierarchical"])
 def test_every_feature_set_and_method_round_trips(data, features, method):
     dataset, splits = data
-    index = build_index("semantic_id", dataset.catalog, splits.train, seed=1, features=features,
-                        method=method, **SMALL)
+    index = build_index(
+        "semantic_id",
+        dataset.catalog,
+        splits.train,
+        seed=1,
+        features=features,
+        method=method,
+        **SMALL,
+    )
     spelled = index.spell_all()
     assert len(set(spelled)) == dataset.num_items
     assert [index.item_of(s) for s in spelled] == list(range(dataset.num_items))
@@ -147,8 +177,9 @@ def test_held_out_text_does_not_shape_vocabulary_or_features(data):
     assert "zebracorn" not in vocabulary and "shade" in vocabulary
 
     def features(catalog, fit_items):
-        return SemanticIdIndex._features(catalog, splits.train, fit_items, "text+cooc", 16, 5,
-                                         1.0, 0)
+        return SemanticIdIndex._features(
+            catalog, splits.train, fit_items, "text+cooc", 16, 5, 1.0, 0
+        )
 
     a, b = features(dataset.catalog, train_items), features(other.catalog, train_items)
     assert np.array_equal(a[train_items], b[train_items])
@@ -177,10 +208,12 @@ def test_held_out_events_do_not_shape_cooccurrence(data):
     cooc = ppmi(cooccurrence_counts(splits.train, dataset.num_items, 5))
     assert cooc[held_out].nnz == 0 and cooc[:, held_out].nnz == 0
     index_a = build_index("semantic_id", dataset.catalog, splits.train, features="cooc", **SMALL)
-    index_b = build_index("semantic_id", other.catalog, other_splits.train, features="cooc",
-                          **SMALL)
-    assert (codes_by_id(index_a, dataset, train_items)
-            == codes_by_id(index_b, other, other_train_items))
+    index_b = build_index(
+        "semantic_id", other.catalog, other_splits.train, features="cooc", **SMALL
+    )
+    assert codes_by_id(index_a, dataset, train_items) == codes_by_id(
+        index_b, other, other_train_items
+    )
     # The test has teeth: counting whole sequences (validation and test included) differs.
     # The test has teeth: whole sequences (validation and test included) count differently.
     same_item = np.array([other.catalog.index_of(i) for i in dataset.catalog.item_ids])
@@ -192,8 +225,10 @@ def test_held_out_events_do_not_shape_cooccurrence(data):
 
     a, b = counts(splits.train, other_splits.train)
     assert (a != b).nnz == 0
-    a, b = counts([splits.full_sequence(k) for k in range(len(splits.users))],
-                  [other_splits.full_sequence(k) for k in range(len(other_splits.users))])
+    a, b = counts(
+        [splits.full_sequence(k) for k in range(len(splits.users))],
+        [other_splits.full_sequence(k) for k in range(len(other_splits.users))],
+    )
     assert (a != b).nnz > 0 and a[held_out].nnz > 0
 
 
@@ -250,8 +285,13 @@ def test_unknown_codes_explain_the_format(index):
 
 def test_bad_options_and_empty_training():
     catalog = Catalog(["a", "b"], ["rose oil", "tea soap"], [[], []])
-    for bad in [{"features": "image"}, {"method": "rqvae"}, {"levels": 0}, {"levels": 26},
-                {"codebook_size": 0}]:
+    for bad in [
+        {"features": "image"},
+        {"method": "rqvae"},
+        {"levels": 0},
+        {"levels": 26},
+        {"codebook_size": 0},
+    ]:
         with pytest.raises(ValueError):
             build_index("semantic_id", catalog, [[0, 1]], **bad)
     with pytest.raises(DataError, match="hold no items"):
@@ -262,7 +302,8 @@ def test_bad_options_and_empty_training():
 # Text embedded by a pretrained encoder (`embedding: encoder`, recsys_jax.encoders)
 
 _spec = importlib.util.spec_from_file_location(
-    "tiny_bert", Path(__file__).parents[1] / "encoders" / "tiny_bert.py")
+    "tiny_bert", Path(__file__).parents[1] / "encoders" / "tiny_bert.py"
+)
 tiny_bert = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_bert)
 
@@ -283,8 +324,9 @@ def tiny_encoder(tiny_encoder_folder, monkeypatch, tmp_path):
 @pytest.mark.parametrize("method", ["residual", "hierarchical"])
 def test_encoder_embedding_gives_unique_deterministic_codes(data, tiny_encoder, method):
     dataset, splits = data
-    options = dict(SMALL, features="text", embedding="encoder", encoder_path=tiny_encoder,
-                   method=method)
+    options = dict(
+        SMALL, features="text", embedding="encoder", encoder_path=tiny_encoder, method=method
+    )
     index = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **options)
     spelled = index.spell_all()
     assert len(set(spelled)) == dataset.num_items
@@ -305,8 +347,18 @@ def test_encoder_codes_are_fit_on_training_items_only(data, tiny_encoder):
     train_items = np.unique(np.concatenate(splits.train))
 
     def features(catalog):
-        return SemanticIdIndex._features(catalog, splits.train, train_items, "text+cooc", 16, 5,
-                                         1.0, 0, embedding="encoder", encoder_path=tiny_encoder)
+        return SemanticIdIndex._features(
+            catalog,
+            splits.train,
+            train_items,
+            "text+cooc",
+            16,
+            5,
+            1.0,
+            0,
+            embedding="encoder",
+            encoder_path=tiny_encoder,
+        )
 
     a, b = features(dataset.catalog), features(other.catalog)
     assert np.array_equal(a[train_items], b[train_items])
@@ -326,12 +378,14 @@ def test_bundled_encoder_groups_similar_items(data):
     except FileNotFoundError as err:
         pytest.skip(str(err))
     dataset, splits = data
-    index = build_index("semantic_id", dataset.catalog, splits.train, features="text",
-                        embedding="encoder", **SMALL)
+    index = build_index(
+        "semantic_id", dataset.catalog, splits.train, features="text", embedding="encoder", **SMALL
+    )
     assert index.options["encoder_path"] is None  # None = the bundled model
     first = index.codes[:NUM_TRAIN_ITEMS, 0]
-    family = np.array([family_of(int(dataset.catalog.item_ids[i][1:]))
-                       for i in range(NUM_TRAIN_ITEMS)])
+    family = np.array(
+        [family_of(int(dataset.catalog.item_ids[i][1:])) for i in range(NUM_TRAIN_ITEMS)]
+    )
     purity = sum(np.bincount(family[first == c]).max() for c in np.unique(first)) / len(first)
     assert purity >= 0.8
 
@@ -350,16 +404,36 @@ def test_embeddings_from_a_file_equal_the_encoder_they_came_from(data, tiny_enco
     dataset, splits = data
     path = tmp_path / "items.npy"
     np.save(path, item_embeddings(dataset.catalog, "encoder", encoder_path=tiny_encoder))
-    by_encoder = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **SMALL,
-                             embedding="encoder", encoder_path=tiny_encoder)
-    by_file = build_index("semantic_id", dataset.catalog, splits.train, seed=0, **SMALL,
-                          embedding="file", embeddings_path=str(path))
+    by_encoder = build_index(
+        "semantic_id",
+        dataset.catalog,
+        splits.train,
+        seed=0,
+        **SMALL,
+        embedding="encoder",
+        encoder_path=tiny_encoder,
+    )
+    by_file = build_index(
+        "semantic_id",
+        dataset.catalog,
+        splits.train,
+        seed=0,
+        **SMALL,
+        embedding="file",
+        embeddings_path=str(path),
+    )
     assert np.array_equal(by_file.codes, by_encoder.codes)
     assert by_file.options["embeddings_path"] == str(path)
 
     np.save(path, np.zeros((dataset.num_items - 1, 8), np.float32))
     with pytest.raises(DataError, match=r"items\.npy.*one row per catalog item"):
-        build_index("semantic_id", dataset.catalog, splits.train, **SMALL, embedding="file",
-                    embeddings_path=str(path))
+        build_index(
+            "semantic_id",
+            dataset.catalog,
+            splits.train,
+            **SMALL,
+            embedding="file",
+            embeddings_path=str(path),
+        )
     with pytest.raises(ValueError, match="needs embeddings_path"):
         build_index("semantic_id", dataset.catalog, splits.train, embedding="file")

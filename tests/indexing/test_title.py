@@ -1,7 +1,8 @@
 import collections
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys_jax.data.schema import Catalog, UnknownItemError
 from recsys_jax.indexing import build_index
@@ -76,14 +77,15 @@ def test_beauty_duplicate_titles():
     assert len(duplicated) == 27
     changed = [i for i, t in enumerate(index.spell_all()) if t != plain[i]]
     assert len(changed) == sum(counts[t] - 1 for t in duplicated)
-    suffixes = sorted(index.spell(i)[len(plain[i]):] for i in changed)
+    suffixes = sorted(index.spell(i)[len(plain[i]) :] for i in changed)
     assert suffixes == [" (2)"] * 27 + [" (3)"]  # 26 pairs and one triple
 
 
 def test_long_titles_are_cut_before_deduplication():
     words = " ".join(f"w{k}" for k in range(30))
-    index = build_index("title", catalog([words + " red", words + " blue", "short"]), [],
-                        max_words=24)
+    index = build_index(
+        "title", catalog([words + " red", words + " blue", "short"]), [], max_words=24
+    )
     cut = " ".join(words.split()[:24])
     assert index.spell_all() == [cut, cut + " (2)", "short"]
     assert index.item_of(cut + " (2)") == 1

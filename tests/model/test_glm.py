@@ -8,12 +8,26 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recsys_jax.model import (GLM, MODEL_PRESETS, ModelConfig, attention_mask,
-                              fold_item_features, param_count)
+from recsys_jax.model import (
+    GLM,
+    MODEL_PRESETS,
+    ModelConfig,
+    attention_mask,
+    fold_item_features,
+    param_count,
+)
 
-CFG = ModelConfig(vocab_size=96, num_layers=2, num_heads=4, hidden_size=32, mlp_dim=64,
-                  max_positions=32, max_block_positions=16, dropout_rate=0.1,
-                  attention_dropout_rate=0.1)
+CFG = ModelConfig(
+    vocab_size=96,
+    num_layers=2,
+    num_heads=4,
+    hidden_size=32,
+    mlp_dim=64,
+    max_positions=32,
+    max_block_positions=16,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+)
 
 
 def make_model(cfg=CFG, seed=0):
@@ -26,11 +40,13 @@ def glm_example(prompt, answer):
     Every Part B token takes the mask's position; block positions count 1.. in the span.
     """
     n, k = len(prompt), len(answer)
-    return dict(tokens=np.array(prompt + answer, np.int32),
-                positions=np.array(list(range(n)) + [n - 1] * k, np.int32),
-                block_positions=np.array([0] * n + list(range(1, k + 1)), np.int32),
-                segment_ids=np.ones(n + k, np.int32),
-                part_a=np.array([1] * n + [0] * k, np.int32))
+    return dict(
+        tokens=np.array(prompt + answer, np.int32),
+        positions=np.array(list(range(n)) + [n - 1] * k, np.int32),
+        block_positions=np.array([0] * n + list(range(1, k + 1)), np.int32),
+        segment_ids=np.ones(n + k, np.int32),
+        part_a=np.array([1] * n + [0] * k, np.int32),
+    )
 
 
 def stack(rows, length, left_pad=()):
@@ -64,16 +80,19 @@ def test_attention_mask_on_packed_row():
     # Example 1: Part A = slots 0-1, Part B = 2-3. Example 2: Part A = 4, Part B = 5-6. Slot 7 pads.
     segment_ids = jnp.array([[1, 1, 1, 1, 2, 2, 2, 0]])
     part_a = jnp.array([[1, 1, 0, 0, 1, 0, 0, 0]])
-    expected = np.array([
-        [1, 1, 0, 0, 0, 0, 0, 0],  # Part A sees all of its Part A, nothing of Part B
-        [1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0, 0, 0],  # Part B: all of Part A, causal in Part B
-        [1, 1, 1, 1, 0, 0, 0, 0],
-        [0, 0, 0, 0, 1, 0, 0, 0],  # example 2 never sees example 1
-        [0, 0, 0, 0, 1, 1, 0, 0],
-        [0, 0, 0, 0, 1, 1, 1, 0],
-        [0, 0, 0, 0, 0, 0, 0, 0],  # padding attends nothing
-    ], bool)
+    expected = np.array(
+        [
+            [1, 1, 0, 0, 0, 0, 0, 0],  # Part A sees all of its Part A, nothing of Part B
+            [1, 1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0, 0, 0],  # Part B: all of Part A, causal in Part B
+            [1, 1, 1, 1, 0, 0, 0, 0],
+            [0, 0, 0, 0, 1, 0, 0, 0],  # example 2 never sees example 1
+            [0, 0, 0, 0, 1, 1, 0, 0],
+            [0, 0, 0, 0, 1, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0, 0, 0],  # padding attends nothing
+        ],
+        bool,
+    )
     np.testing.assert_array_equal(attention_mask(segment_ids, part_a)[0], expected)
 
 
@@ -91,8 +110,7 @@ def test_attention_mask_is_glm_prefix_lm():
 def test_forward_shapes_finite_and_packing_equals_separate_rows():
     model = make_model()
     ex1, ex2 = glm_example([5, 6, 7, 8], [9, 10, 11]), glm_example([12, 13, 14], [15, 16])
-    packed = {k: np.concatenate([ex1[k], ex2[k] * (2 if k == "segment_ids" else 1)])
-              for k in ex1}
+    packed = {k: np.concatenate([ex1[k], ex2[k] * (2 if k == "segment_ids" else 1)]) for k in ex1}
     packed = stack([packed], 16)  # 12 real tokens + 4 padding slots
     logits = model(**packed)
     assert logits.shape == (1, 16, CFG.vocab_size) and logits.dtype == jnp.float32
@@ -104,9 +122,13 @@ def test_forward_shapes_finite_and_packing_equals_separate_rows():
 def test_output_layer_is_tied_to_word_embeddings():
     model = make_model()
     params = jax.tree_util.tree_leaves_with_path(
-        nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
-    vocab_params = [tuple(k.key for k in path) for path, v in params
-                    if "vocab" in v.get_metadata()["out_sharding"]]
+        nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+    vocab_params = [
+        tuple(k.key for k in path)
+        for path, v in params
+        if "vocab" in v.get_metadata()["out_sharding"]
+    ]
     assert vocab_params == [("word_embeddings", "embedding")]  # no separate output kernel
     batch = stack([glm_example([1, 2, 3], [4, 5])], 5)
     before = model(**batch)
@@ -117,8 +139,9 @@ def test_output_layer_is_tied_to_word_embeddings():
     table[...] = table[...].at[unused].add(shift)
     after = model(**batch)
     assert float(jnp.abs(after[..., unused] - before[..., unused]).min()) > 1e-3
-    np.testing.assert_allclose(np.delete(after, unused, -1), np.delete(before, unused, -1),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.delete(after, unused, -1), np.delete(before, unused, -1), atol=1e-6
+    )
 
 
 def test_dropout_needs_rngs_and_is_off_when_deterministic():
@@ -155,9 +178,9 @@ def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
     answers = [[1, 20, 21, 22], [1, 23, 24, 25], [1, 26, 27, 28]]  # 1 plays [sop]
     examples = [glm_example(p, a) for p, a in zip(prompts, answers)]
     prompt_len, steps = 6, 4
-    prompt_rows = [{k: v[:len(p)] for k, v in ex.items()} for ex, p in zip(examples, prompts)]
+    prompt_rows = [{k: v[: len(p)] for k, v in ex.items()} for ex, p in zip(examples, prompts)]
     prompt = stack(prompt_rows, prompt_len, left_pad=(1,))
-    parts_b = [{k: v[len(p):] for k, v in ex.items()} for ex, p in zip(examples, prompts)]
+    parts_b = [{k: v[len(p) :] for k, v in ex.items()} for ex, p in zip(examples, prompts)]
 
     @jax.jit
     def prefill_and_decode(state, prompt, tokens, positions, block_positions):
@@ -167,9 +190,13 @@ def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
 
         def step(t, carry):  # traced slot index, as in a while_loop beam search
             cache, out = carry
-            logits, cache = model.decode_step(tokens[:, t, None], positions[:, t, None],
-                                              block_positions[:, t, None], cache,
-                                              prompt_len + t)
+            logits, cache = model.decode_step(
+                tokens[:, t, None],
+                positions[:, t, None],
+                block_positions[:, t, None],
+                cache,
+                prompt_len + t,
+            )
             return cache, out.at[:, t].set(logits[:, 0])
 
         out = jnp.zeros((len(prompts), steps, CFG.vocab_size))
@@ -177,15 +204,19 @@ def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
         return prompt_logits, out
 
     part_b = {k: jnp.asarray(np.stack([b[k] for b in parts_b])) for k in parts_b[0]}
-    prompt_logits, decoded = prefill_and_decode(state, prompt, part_b["tokens"],
-                                                part_b["positions"], part_b["block_positions"])
+    prompt_logits, decoded = prefill_and_decode(
+        state, prompt, part_b["tokens"], part_b["positions"], part_b["block_positions"]
+    )
     for i, (ex, p) in enumerate(zip(examples, prompts)):
         full = model(**stack([ex], len(ex["tokens"])))[0]
         start = prompt_len - len(p) if i == 1 else 0
-        np.testing.assert_allclose(prompt_logits[i, start:start + len(p)], full[:len(p)],
-                                   atol=1e-5, err_msg=f"prefill row {i}")
-        np.testing.assert_allclose(decoded[i], full[len(p):], atol=1e-5,
-                                   err_msg=f"decode row {i}")
+        np.testing.assert_allclose(
+            prompt_logits[i, start : start + len(p)],
+            full[: len(p)],
+            atol=1e-5,
+            err_msg=f"prefill row {i}",
+        )
+        np.testing.assert_allclose(decoded[i], full[len(p) :], atol=1e-5, err_msg=f"decode row {i}")
 
 
 def test_shared_prompt_decoding_equals_a_copied_cache():
@@ -194,7 +225,7 @@ def test_shared_prompt_decoding_equals_a_copied_cache():
     model = make_model()
     graphdef, state = nnx.split(model)
     prompts, k, steps, prompt_len = [[3, 4, 5, 6, 7], [8, 9, 10]], 3, 3, 6
-    rows = [{key: v[:len(p)] for key, v in glm_example(p, [1]).items()} for p in prompts]
+    rows = [{key: v[: len(p)] for key, v in glm_example(p, [1]).items()} for p in prompts]
     prompt = stack(rows, prompt_len, left_pad=(1,))
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(2, CFG.vocab_size, (len(prompts) * k, steps)), jnp.int32)
@@ -246,8 +277,7 @@ def test_remat_gives_the_same_train_step():
 
     from recsys_jax.training.step import init_train_state, make_train_step, split_model
 
-    batch = stack([glm_example([5, 6, 7, 8], [9, 10]),
-                   glm_example([11, 12, 13], [14, 15, 16])], 10)
+    batch = stack([glm_example([5, 6, 7, 8], [9, 10]), glm_example([11, 12, 13], [14, 15, 16])], 10)
     batch["targets"] = jnp.roll(batch["tokens"], -1, axis=1)
     batch["loss_mask"] = (1 - batch["part_a"]).astype(jnp.float32) * (batch["segment_ids"] > 0)
     tx = optax.sgd(0.1)
@@ -262,8 +292,11 @@ def test_remat_gives_the_same_train_step():
     (plain, m_plain), (remat, m_remat) = one_step(**no_dropout), one_step(remat=True, **no_dropout)
     np.testing.assert_allclose(m_remat["loss"], m_plain["loss"], rtol=1e-6)
     np.testing.assert_allclose(m_remat["grad_norm"], m_plain["grad_norm"], rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 plain["params"], remat["params"])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        plain["params"],
+        remat["params"],
+    )
     _, with_dropout = one_step(remat=True)
     assert np.isfinite(with_dropout["loss"]) and with_dropout["loss"] != m_plain["loss"]
 

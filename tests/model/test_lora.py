@@ -10,20 +10,30 @@ from flax import nnx
 
 from recsys_jax.model import BASE_PARAMS, GLM, LoRAParam, ModelConfig, merge_lora
 
-BASE_CFG = ModelConfig(vocab_size=96, num_layers=2, num_heads=4, hidden_size=32, mlp_dim=64,
-                       max_positions=32, max_block_positions=16, dropout_rate=0.0,
-                       attention_dropout_rate=0.0)
+BASE_CFG = ModelConfig(
+    vocab_size=96,
+    num_layers=2,
+    num_heads=4,
+    hidden_size=32,
+    mlp_dim=64,
+    max_positions=32,
+    max_block_positions=16,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 CFG = dataclasses.replace(BASE_CFG, lora_rank=4, lora_alpha=8.0, lora_dropout=0.1)
 
 
 def batch(seed=0, rows=2, length=8):
     rng = np.random.default_rng(seed)
     n_a = length // 2
-    return dict(tokens=jnp.asarray(rng.integers(2, 96, (rows, length)), jnp.int32),
-                positions=jnp.tile(jnp.minimum(jnp.arange(length), n_a - 1), (rows, 1)),
-                block_positions=jnp.tile(jnp.maximum(jnp.arange(length) - n_a + 1, 0), (rows, 1)),
-                segment_ids=jnp.ones((rows, length), jnp.int32),
-                part_a=jnp.tile((jnp.arange(length) < n_a).astype(jnp.int32), (rows, 1)))
+    return dict(
+        tokens=jnp.asarray(rng.integers(2, 96, (rows, length)), jnp.int32),
+        positions=jnp.tile(jnp.minimum(jnp.arange(length), n_a - 1), (rows, 1)),
+        block_positions=jnp.tile(jnp.maximum(jnp.arange(length) - n_a + 1, 0), (rows, 1)),
+        segment_ids=jnp.ones((rows, length), jnp.int32),
+        part_a=jnp.tile((jnp.arange(length) < n_a).astype(jnp.int32), (rows, 1)),
+    )
 
 
 def paths(state):
@@ -70,10 +80,14 @@ def test_training_adapters_leaves_base_weights_bit_identical():
     lora_before = jax.tree.map(np.array, nnx.state(model, LoRAParam))
     losses = train_adapters(model, steps=4)
     print("LoRA losses", losses)
-    jax.tree.map(np.testing.assert_array_equal, base_before,
-                 jax.tree.map(np.array, nnx.state(model, BASE_PARAMS)))
-    changed = jax.tree.map(lambda a, b: bool((a != np.asarray(b)).any()), lora_before,
-                           nnx.state(model, LoRAParam))
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        base_before,
+        jax.tree.map(np.array, nnx.state(model, BASE_PARAMS)),
+    )
+    changed = jax.tree.map(
+        lambda a, b: bool((a != np.asarray(b)).any()), lora_before, nnx.state(model, LoRAParam)
+    )
     assert all(jax.tree.leaves(changed)), changed  # both A and B of every adapter moved
     assert losses[-1] < losses[0]
 
@@ -92,6 +106,9 @@ def test_merged_model_equals_adapted_model_and_has_the_base_layout():
     kernel = ("layers", 0, "attention", "query_key_value", "kernel")
     before, after = model, merged
     for key in kernel:
-        before, after = (before[key], after[key]) if isinstance(key, int) else (
-            getattr(before, key), getattr(after, key))
+        before, after = (
+            (before[key], after[key])
+            if isinstance(key, int)
+            else (getattr(before, key), getattr(after, key))
+        )
     assert not np.array_equal(before[...], after[...])

@@ -27,7 +27,7 @@ def test_yes_no_and_candidate_prompts(toy):
         assert p.answer in ("yes", "no")
     assert answers == {"yes", "no"}
     p = factory.sequence_prompt(TEMPLATES["5-5"], 3, list(splits.train[3]), 7, rng)
-    cands = p.items[len(splits.train[3]):-1]
+    cands = p.items[len(splits.train[3]) : -1]
     assert 7 in cands and len(cands) == factory.train_candidates == len(set(cands))
     assert not (set(cands) - {7}) & factory.known_items[3]  # negatives are never user items
 
@@ -50,10 +50,11 @@ def test_fit_history_keeps_most_recent_items_within_budget(toy):
     rng = np.random.default_rng(0)
     long_history = list(range(40))
     ex = factory.fit_history(
-        lambda h, n: factory.sequence_prompt(TEMPLATES["2-3"], 0, h, 45, rng), long_history)
+        lambda h, n: factory.sequence_prompt(TEMPLATES["2-3"], 0, h, 45, rng), long_history
+    )
     assert masked_length_bound(ex) <= factory.cfg.max_length
     shown = [index.item_of(tok.decode(ex.ids[s:e])) for s, e in ex.entity_spans[:-1]]
-    assert shown == long_history[-len(shown):] and len(shown) < 40
+    assert shown == long_history[-len(shown) :] and len(shown) < 40
 
 
 def test_row_families(toy):
@@ -61,8 +62,14 @@ def test_row_families(toy):
     rng = np.random.default_rng(0)
     inter = ds.interactions
     row = 0
-    args = (int(inter.user[row]), int(inter.item[row]), float(inter.rating[row]),
-            inter.review[row], inter.summary[row], rng)
+    args = (
+        int(inter.user[row]),
+        int(inter.item[row]),
+        float(inter.rating[row]),
+        inter.review[row],
+        inter.summary[row],
+        rng,
+    )
     star = factory.row_prompt(TEMPLATES["1-6"], *args)
     assert star.answer == str(int(inter.rating[row]))
     expl = factory.row_prompt(TEMPLATES["3-9"], *args)

@@ -6,8 +6,14 @@ import pytest
 from recsys_jax.prompts.builders import PromptFactory
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 
-ALL = {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5, "rating": 1.0,
-       "explanation": 1.0, "review": 1.0}
+ALL = {
+    "sequential": 1.0,
+    "direct": 1.0,
+    "sequence_text": 0.5,
+    "rating": 1.0,
+    "explanation": 1.0,
+    "review": 1.0,
+}
 
 
 def test_families_without_data_are_skipped_with_a_message():
@@ -31,8 +37,9 @@ def test_no_training_example_contains_a_validation_or_test_item(toy):
     candidates, yes/no probes — comes from the user's training part or is a negative the user
     never touched."""
     ds, splits, index, tok, factory = toy
-    mix = TrainingMixture(factory, {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5,
-                                    "item_sequence": 0.5})
+    mix = TrainingMixture(
+        factory, {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5, "item_sequence": 0.5}
+    )
     rng = np.random.default_rng(0)
     for k, user in enumerate(splits.users):
         held_out = {int(splits.valid_target[k]), int(splits.test_target[k])}
@@ -51,16 +58,29 @@ def test_mixture_draws_every_family_with_seeded_determinism(toy):
     tasks = []
     for seed in (0, 0):
         rng = np.random.default_rng(seed)
-        tasks.append([mix.from_sequence(int(u), list(t), rng).task
-                      for u, t in zip(splits.users, splits.train) if len(t) >= 2])
+        tasks.append(
+            [
+                mix.from_sequence(int(u), list(t), rng).task
+                for u, t in zip(splits.users, splits.train)
+                if len(t) >= 2
+            ]
+        )
     assert tasks[0] == tasks[1]
     assert {t.split("-")[0] for t in tasks[0] if t != "sequence_text"} == {"2", "5"}
     assert "sequence_text" in tasks[0]
     inter = ds.interactions
     rng = np.random.default_rng(0)
-    row_tasks = {mix.from_row(int(inter.user[r]), int(inter.item[r]), float(inter.rating[r]),
-                              inter.review[r], inter.summary[r], rng).task.split("-")[0]
-                 for r in range(60)}
+    row_tasks = {
+        mix.from_row(
+            int(inter.user[r]),
+            int(inter.item[r]),
+            float(inter.rating[r]),
+            inter.review[r],
+            inter.summary[r],
+            rng,
+        ).task.split("-")[0]
+        for r in range(60)
+    }
     assert row_tasks == {"1", "3", "4"}
 
 
@@ -78,19 +98,26 @@ def test_item_sequence_is_the_items_alone_with_its_objectives_targets(toy, objec
     (max_history inputs + 1 target); causal makes the whole open-ended sequence one target,
     infill only the last item."""
     ds, splits, index, tok, factory = toy
-    factory = PromptFactory(tok, index, ds.num_items, factory.known_items, dataclasses.replace(
-        factory.cfg, sequence_objective=objective, max_history=4))
+    factory = PromptFactory(
+        tok,
+        index,
+        ds.num_items,
+        factory.known_items,
+        dataclasses.replace(factory.cfg, sequence_objective=objective, max_history=4),
+    )
     mix = TrainingMixture(factory, {"item_sequence": 1.0})
     train = [int(i) for i in splits.train[0]] + [3, 5, 7]
     ex = mix.from_sequence(0, train, np.random.default_rng(0))
     items = _item_spans_as_items(tok, index, ex)
-    assert len(items) == 5 and items == train[train.index(items[0]):][:5]
+    assert len(items) == 5 and items == train[train.index(items[0]) :][:5]
     assert np.array_equal(ex.ids, np.concatenate([tok.encode(index.spell(i)) for i in items]))
     if objective == "causal":
         assert ex.target_spans == [(0, len(ex.ids))] and ex.open_end
     else:
         assert ex.target_spans == [tuple(ex.entity_spans[-1])] and not ex.open_end
     # Longer than the window: every window end is drawn at some point, the last most often.
-    ends = {tuple(_item_spans_as_items(tok, index, mix.from_sequence(0, train, r)))[-1]
-            for r in map(np.random.default_rng, range(40))}
+    ends = {
+        tuple(_item_spans_as_items(tok, index, mix.from_sequence(0, train, r)))[-1]
+        for r in map(np.random.default_rng, range(40))
+    }
     assert ends == set(train[4:])

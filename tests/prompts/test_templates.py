@@ -1,7 +1,13 @@
 import pytest
 
-from recsys_jax.prompts.templates import (EVALUATED_SEEN, FAMILIES, TEMPLATES, UNSEEN,
-                                          family_templates, get_template)
+from recsys_jax.prompts.families import TEMPLATE_GROUPS as FAMILIES
+from recsys_jax.prompts.templates import (
+    EVALUATED_SEEN,
+    TEMPLATES,
+    UNSEEN,
+    family_templates,
+    get_template,
+)
 
 COUNTS = {"rating": 10, "sequential": 13, "explanation": 12, "review": 4, "direct": 8}
 
@@ -9,8 +15,10 @@ COUNTS = {"rating": 10, "sequential": 13, "explanation": 12, "review": 4, "direc
 def test_template_ids_and_counts_follow_p5_structure():
     for family, n in COUNTS.items():
         prefix = [k for k, v in FAMILIES.items() if v == family][0]
-        ids = sorted((t.id for t in TEMPLATES.values() if t.family == family),
-                     key=lambda s: int(s.split("-")[1]))
+        ids = sorted(
+            (t.id for t in TEMPLATES.values() if t.family == family),
+            key=lambda s: int(s.split("-")[1]),
+        )
         assert ids == [f"{prefix}-{k}" for k in range(1, n + 1)]
 
 

@@ -3,21 +3,29 @@
 import numpy as np
 
 from recsys_jax.config import DataConfig
-from recsys_jax.tokenizer import entity_token_ids
 from recsys_jax.run.assets import RunAssets, fit_assets, open_prepared, tokenizer_corpus
+from recsys_jax.tokenizer import entity_token_ids
 
 
 def _prepared(toy_p5, tmp_path):
-    cfg = DataConfig(dataset="toy", format="p5", path=str(toy_p5), data_dir=str(tmp_path),
-                     vocab_size=400, seq_len=96)
+    cfg = DataConfig(
+        dataset="toy",
+        format="p5",
+        path=str(toy_p5),
+        data_dir=str(tmp_path),
+        vocab_size=400,
+        seq_len=96,
+    )
     return cfg, open_prepared(cfg, log=lambda m: None)
 
 
 def test_tokenizer_corpus_holds_no_text_of_held_out_only_items(toy_p5, tmp_path):
     cfg, prepared = _prepared(toy_p5, tmp_path)
     train_items = set(np.concatenate(prepared.train_sequences()).tolist())
-    held_out = (set(prepared.validation_cases().targets.tolist())
-                | set(prepared.test_cases().targets.tolist())) - train_items
+    held_out = (
+        set(prepared.validation_cases().targets.tolist())
+        | set(prepared.test_cases().targets.tolist())
+    ) - train_items
     assert held_out, "the toy data should have items seen only in validation/test"
     corpus = set(tokenizer_corpus(prepared, prepared.train_sequences()))
     for item in held_out:

@@ -53,8 +53,9 @@ def test_a_failing_batch_reaches_every_caller_and_the_batcher_survives():
 
 def test_a_full_queue_refuses_work():
     gate = threading.Event()
-    batcher = MicroBatcher(lambda items: (gate.wait(10), items)[1], max_batch=1,
-                           max_wait_ms=0, max_queue=2)
+    batcher = MicroBatcher(
+        lambda items: (gate.wait(10), items)[1], max_batch=1, max_wait_ms=0, max_queue=2
+    )
     first = batcher.submit(0)
     time.sleep(0.05)  # the worker holds item 0; the queue is empty again
     batcher.submit(1), batcher.submit(2)

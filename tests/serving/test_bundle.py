@@ -37,8 +37,11 @@ def test_a_truncated_file_is_reported_with_its_sizes(bundle_copy, name):
     path = bundle_copy / name
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(BundleError, match=rf"{name} is truncated or altered: {len(data) // 3} "
-                                          rf"bytes, the manifest says {len(data)}"):
+    with pytest.raises(
+        BundleError,
+        match=rf"{name} is truncated or altered: {len(data) // 3} "
+        rf"bytes, the manifest says {len(data)}",
+    ):
         load_bundle(bundle_copy)
 
 
@@ -62,8 +65,10 @@ def test_arrays_round_trip_including_bfloat16_without_pickle(tmp_path):
     import ml_dtypes
     import numpy as np
 
-    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16),
-              "b": np.arange(4, dtype=np.int32)}
+    arrays = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16),
+        "b": np.arange(4, dtype=np.int32),
+    }
     save_arrays(tmp_path / "x.npz", arrays)
     raw = np.load(tmp_path / "x.npz", allow_pickle=False)
     assert raw["a"].dtype == np.uint16

@@ -26,13 +26,16 @@ def test_ids_titles_k_and_batch_padding_agree(rec):
     assert len(kept) == 8 and [r[2] for r in kept] == sorted((r[2] for r in kept), reverse=True)
 
 
-@pytest.mark.parametrize("history, k, error, message", [
-    (["nope"], 3, UnknownItemError, "unknown item 'nope'"),
-    ([], 3, ValueError, "empty history"),
-    (["1"], 9, ValueError, "between 1 and 8"),
-    (["1"], 0, ValueError, "between 1 and 8"),
-    (["1"], 2.5, ValueError, "must be an integer"),
-])
+@pytest.mark.parametrize(
+    "history, k, error, message",
+    [
+        (["nope"], 3, UnknownItemError, "unknown item 'nope'"),
+        ([], 3, ValueError, "empty history"),
+        (["1"], 9, ValueError, "between 1 and 8"),
+        (["1"], 0, ValueError, "between 1 and 8"),
+        (["1"], 2.5, ValueError, "must be an integer"),
+    ],
+)
 def test_bad_inputs_fail_clearly(rec, history, k, error, message):
     with pytest.raises(error, match=message):
         rec.recommend(history, k=k)

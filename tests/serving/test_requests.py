@@ -22,32 +22,37 @@ def ask(service, body):
 def test_single_and_batch_requests(service):
     status, single = ask(service, {"history": ["1", "3"], "k": 3})
     assert status == 200 and [set(x) for x in single["items"]] == [{"id", "title", "score"}] * 3
-    status, batch = ask(service, {"requests": [{"history": ["1", "3"], "k": 3},
-                                               {"history": ["5"]}]})
+    status, batch = ask(
+        service, {"requests": [{"history": ["1", "3"], "k": 3}, {"history": ["5"]}]}
+    )
     assert status == 200
     first = batch["results"][0]["items"]  # batch size 2, not 1: float sums may differ slightly
     assert [x["id"] for x in first] == [x["id"] for x in single["items"]]
-    assert [x["score"] for x in first] == pytest.approx([x["score"] for x in single["items"]],
-                                                        abs=1e-4)
+    assert [x["score"] for x in first] == pytest.approx(
+        [x["score"] for x in single["items"]], abs=1e-4
+    )
     assert len(batch["results"][1]["items"]) == 8  # default k = min(10, beam)
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b"{not json", 400, "malformed JSON"),
-    (b"\xff\xfe", 400, "malformed JSON"),
-    ([1, 2], 400, "must be a JSON object"),
-    ({"history": "1"}, 400, "must be a list of item ids"),
-    ({"history": ["1"], "k": "3"}, 400, '"k" must be an integer'),
-    ({"history": ["1"], "colour": 1}, 400, "unknown field"),
-    ({"history": ["1"], "exclude_history": "no"}, 400, "true or false"),
-    ({"requests": []}, 400, "non-empty list"),
-    ({"history": []}, 422, "empty history"),
-    ({"history": ["nope"]}, 422, "unknown item 'nope'"),
-    ({"history": ["1"], "k": 50}, 422, "between 1 and 8"),
-    ({"requests": [{"history": ["1"]}, {"history": ["zz"]}]}, 422, r"requests\[1\]: unknown"),
-    ({"requests": [{"history": ["1"]}] * 4}, 413, "4 requests in one body; at most 3"),
-    ({"history": ["1"] * 600}, 413, "at most 512"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (b"\xff\xfe", 400, "malformed JSON"),
+        ([1, 2], 400, "must be a JSON object"),
+        ({"history": "1"}, 400, "must be a list of item ids"),
+        ({"history": ["1"], "k": "3"}, 400, '"k" must be an integer'),
+        ({"history": ["1"], "colour": 1}, 400, "unknown field"),
+        ({"history": ["1"], "exclude_history": "no"}, 400, "true or false"),
+        ({"requests": []}, 400, "non-empty list"),
+        ({"history": []}, 422, "empty history"),
+        ({"history": ["nope"]}, 422, "unknown item 'nope'"),
+        ({"history": ["1"], "k": 50}, 422, "between 1 and 8"),
+        ({"requests": [{"history": ["1"]}, {"history": ["zz"]}]}, 422, r"requests\[1\]: unknown"),
+        ({"requests": [{"history": ["1"]}] * 4}, 413, "4 requests in one body; at most 3"),
+        ({"history": ["1"] * 600}, 413, "at most 512"),
+    ],
+)
 def test_bad_requests_get_a_status_and_a_message(service, body, status, message):
     import re
 

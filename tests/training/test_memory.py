@@ -14,8 +14,15 @@ from recsys_jax.model import ModelConfig, param_count
 from recsys_jax.training.memory import activation_bytes, estimate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODEL = ModelConfig(vocab_size=64, num_layers=2, num_heads=4, hidden_size=32, mlp_dim=128,
-                    max_positions=32, max_block_positions=32)
+MODEL = ModelConfig(
+    vocab_size=64,
+    num_layers=2,
+    num_heads=4,
+    hidden_size=32,
+    mlp_dim=128,
+    max_positions=32,
+    max_block_positions=32,
+)
 
 
 def _config(**model):
@@ -75,8 +82,15 @@ def test_fsdp_splits_parameters_over_devices():
         assert four["micro_batch_rows_per_device"] == 2
         print("ok")
     """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

@@ -10,7 +10,8 @@ from recsys_jax.training.report import final_report, popularity_validation
 
 
 def test_report_compares_the_best_checkpoint_with_popularity_and_its_commands_run(
-        toy_items_run, capsys):
+    toy_items_run, capsys
+):
     run, data_dir = toy_items_run
     summary = json.loads((run / "summary.json").read_text())
     prepared = load_prepared(data_dir, "toy")

@@ -65,8 +65,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_eight_device_step_equals_one_device_step():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["n_devices"] == 8 and out["devices_used"] > 1  # really sharded
@@ -86,20 +87,43 @@ def _free_port():
 
 def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
     port = _free_port()
-    args = overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=4,
-                     **{"train.eval_every": 4, "train.checkpoint_every": 4})
+    args = overrides(
+        toy_p5,
+        tmp_path / "data",
+        tmp_path / "run",
+        steps=4,
+        **{"train.eval_every": 4, "train.checkpoint_every": 4},
+    )
     # Prepare once up front so the two processes do not race to write the dataset.
     from recsys_jax.data.prepare import prepare
-    prepare("p5", str(toy_p5), name="toy", data_dir=str(tmp_path / "data"), progress=False,
-            log=lambda m: None)
+
+    prepare(
+        "p5",
+        str(toy_p5),
+        name="toy",
+        data_dir=str(tmp_path / "data"),
+        progress=False,
+        log=lambda m: None,
+    )
     procs = []
     for pid in range(2):
-        env = {**os.environ, "RECSYS_JAX_COORDINATOR": f"127.0.0.1:{port}",
-               "RECSYS_JAX_NUM_PROCESSES": "2", "RECSYS_JAX_PROCESS_ID": str(pid),
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "recsys_jax.train", *args],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        env = {
+            **os.environ,
+            "RECSYS_JAX_COORDINATOR": f"127.0.0.1:{port}",
+            "RECSYS_JAX_NUM_PROCESSES": "2",
+            "RECSYS_JAX_PROCESS_ID": str(pid),
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "JAX_PLATFORMS": "cpu",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "recsys_jax.train", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]

@@ -27,8 +27,9 @@ def _dense(hidden, table, targets, mask):
     return token_loss_sums(tied_logits(hidden, table), targets, mask)
 
 
-@pytest.mark.parametrize("targets_per_row", [(3, 0, 9), (3, 9, 4)],
-                         ids=["under_cap", "over_cap_falls_back"])
+@pytest.mark.parametrize(
+    "targets_per_row", [(3, 0, 9), (3, 9, 4)], ids=["under_cap", "over_cap_falls_back"]
+)
 def test_target_positions_only_match_logits_everywhere(targets_per_row):
     hidden, table, targets, mask = _case(targets_per_row)
     fraction = 0.25  # cap = 12 of the 48 positions

@@ -20,13 +20,23 @@ def _target_tokens(run_dir):
 
 def _losses(run_dir):
     recs = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return ([(r["step"], r["loss"]) for r in recs if "loss" in r],
-            [(r["step"], r["valid_loss"]) for r in recs if "valid_loss" in r])
+    return (
+        [(r["step"], r["loss"]) for r in recs if "loss" in r],
+        [(r["step"], r["valid_loss"]) for r in recs if "valid_loss" in r],
+    )
 
 
 def test_training_writes_a_run_directory_and_learns(toy_p5, tmp_path, overrides):
-    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=30,
-                                           **{"train.eval_every": 15, "train.plot": True}))
+    cfg = load_config(
+        None,
+        overrides(
+            toy_p5,
+            tmp_path / "data",
+            tmp_path / "run",
+            steps=30,
+            **{"train.eval_every": 15, "train.plot": True},
+        ),
+    )
     summary = Trainer(cfg, log=lambda m: None).run()
     run = tmp_path / "run"
     assert (run / "config.yaml").exists() and (run / "loss.png").stat().st_size > 0
@@ -41,10 +51,20 @@ def test_training_writes_a_run_directory_and_learns(toy_p5, tmp_path, overrides)
 def test_grad_accumulation_gives_the_same_first_step(toy_p5, tmp_path, overrides):
     first = {}
     for accum in (1, 4):
-        cfg = load_config(None, overrides(
-            toy_p5, tmp_path / "data", tmp_path / f"run{accum}", steps=2,
-            **{"train.grad_accum": accum, "model.dropout_rate": 0.0,
-               "model.attention_dropout_rate": 0.0}))
+        cfg = load_config(
+            None,
+            overrides(
+                toy_p5,
+                tmp_path / "data",
+                tmp_path / f"run{accum}",
+                steps=2,
+                **{
+                    "train.grad_accum": accum,
+                    "model.dropout_rate": 0.0,
+                    "model.attention_dropout_rate": 0.0,
+                },
+            ),
+        )
         Trainer(cfg, log=lambda m: None).run()
         first[accum] = _losses(tmp_path / f"run{accum}")[0]
     for (s1, l1), (s4, l4) in zip(first[1], first[4]):
@@ -56,8 +76,9 @@ def test_killed_run_resumes_with_the_identical_loss_sequence(toy_p5, tmp_path, o
     checkpoint, restart it: the logged losses of both runs are identical."""
     data_dir = tmp_path / "data"
     straight = tmp_path / "straight"
-    cfg = load_config(None, overrides(toy_p5, data_dir, straight, steps=9,
-                                           **{"train.async_checkpoint": False}))
+    cfg = load_config(
+        None, overrides(toy_p5, data_dir, straight, steps=9, **{"train.async_checkpoint": False})
+    )
     Trainer(cfg, log=lambda m: None).run()
     expected_train, expected_valid = _losses(straight)
 
@@ -69,8 +90,11 @@ def test_killed_run_resumes_with_the_identical_loss_sequence(toy_p5, tmp_path, o
     deadline = time.time() + 300
     metrics = killed / "metrics.jsonl"
     while time.time() < deadline:
-        if (killed / "checkpoints" / "6").exists() and metrics.exists() and \
-                any(json.loads(l).get("step") == 7 for l in metrics.read_text().splitlines() if l):
+        if (
+            (killed / "checkpoints" / "6").exists()
+            and metrics.exists()
+            and any(json.loads(l).get("step") == 7 for l in metrics.read_text().splitlines() if l)
+        ):
             break
         if proc.poll() is not None:
             pytest.fail("the run ended before it could be killed")
@@ -90,8 +114,12 @@ def test_killed_run_resumes_with_the_identical_loss_sequence(toy_p5, tmp_path, o
 
 
 def test_bad_config_on_the_command_line_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "recsys_jax.train", "train.stepz=3"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys_jax.train", "train.stepz=3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "unknown config key 'train.stepz'" in result.stderr
 
 
@@ -103,12 +131,21 @@ def test_lora_run_from_a_checkpoint_trains_only_adapters(toy_p5, tmp_path, overr
     from recsys_jax.run.checkpoints import read_params
 
     base_run = tmp_path / "base"
-    Trainer(load_config(None, overrides(toy_p5, tmp_path / "data", base_run, steps=3)),
-            log=lambda m: None).run()
+    Trainer(
+        load_config(None, overrides(toy_p5, tmp_path / "data", base_run, steps=3)),
+        log=lambda m: None,
+    ).run()
     lora_run = tmp_path / "lora"
-    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", lora_run, steps=3,
-                                      **{"train.init_from": str(base_run),
-                                         "train.lora_only": True, "model.lora_rank": 4}))
+    cfg = load_config(
+        None,
+        overrides(
+            toy_p5,
+            tmp_path / "data",
+            lora_run,
+            steps=3,
+            **{"train.init_from": str(base_run), "train.lora_only": True, "model.lora_rank": 4},
+        ),
+    )
     trainer = Trainer(cfg, log=lambda m: None)
     trainer.run()
     base = read_params(base_run, 3)
@@ -131,10 +168,16 @@ def test_lora_run_from_a_checkpoint_trains_only_adapters(toy_p5, tmp_path, overr
 
 
 def test_time_limit_stops_with_a_checkpoint_that_resumes(toy_p5, tmp_path, overrides):
-    base = overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=1000,
-                     **{"train.log_every": 2, "train.eval_every": 1000})
-    summary = Trainer(load_config(None, base + ["train.time_limit_minutes=0.0001"]),
-                      log=lambda m: None).run()
+    base = overrides(
+        toy_p5,
+        tmp_path / "data",
+        tmp_path / "run",
+        steps=1000,
+        **{"train.log_every": 2, "train.eval_every": 1000},
+    )
+    summary = Trainer(
+        load_config(None, base + ["train.time_limit_minutes=0.0001"]), log=lambda m: None
+    ).run()
     assert summary["stopped_by_time_limit"] and summary["steps"] == 2
     train, valid = _losses(tmp_path / "run")
     assert [s for s, _ in train] == [1, 2] and valid[-1][0] == 2  # validated at the stop
@@ -161,11 +204,19 @@ class _SlowBatches:
 
 
 def test_speed_diagnostics_report_a_low_logits_fraction_and_an_input_bound_loop(
-        toy_p5, tmp_path, overrides):
+    toy_p5, tmp_path, overrides
+):
     said = []
-    cfg = load_config(None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", steps=4,
-                                      **{"train.logits_fraction": 0.01, "train.log_every": 2,
-                                         "train.eval_every": 100}))
+    cfg = load_config(
+        None,
+        overrides(
+            toy_p5,
+            tmp_path / "data",
+            tmp_path / "run",
+            steps=4,
+            **{"train.logits_fraction": 0.01, "train.log_every": 2, "train.eval_every": 100},
+        ),
+    )
     trainer = Trainer(cfg, log=said.append)
     trainer.train_iter = _SlowBatches(trainer.train_iter, delay=0.5)
     trainer.run()
@@ -181,8 +232,9 @@ def test_speed_diagnostics_report_a_low_logits_fraction_and_an_input_bound_loop(
     assert 0.5 < windows[1][1] <= 1.0
 
 
-def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5, tmp_path,
-                                                                          overrides):
+def test_item_features_initialise_item_rows_through_a_learned_projection(
+    toy_p5, tmp_path, overrides
+):
     """data.item_features: frozen pretrained vectors sit on the item-token rows, item rows start
     as their projection alone, training moves the projection but never the vectors, and the
     checkpoint carries them (evaluation needs no encoder)."""
@@ -197,8 +249,9 @@ def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5,
     catalog = load_prepared(tmp_path / "data", probe.cfg.data.dataset).catalog
     vectors = np.random.default_rng(0).normal(size=(len(catalog), 12)).astype(np.float32)
     np.save(tmp_path / "items.npy", vectors)
-    cfg = load_config(None, base + ["data.index=item_token",
-                                    f"data.item_features={tmp_path / 'items.npy'}"])
+    cfg = load_config(
+        None, base + ["data.index=item_token", f"data.item_features={tmp_path / 'items.npy'}"]
+    )
     trainer = Trainer(cfg, log=lambda m: None)
     row = trainer.assets.tokenizer.encode(trainer.assets.index.spell(5))[0]
     features = trainer.frozen["word_embeddings"]["features"][...]
@@ -218,8 +271,9 @@ def test_item_features_initialise_item_rows_through_a_learned_projection(toy_p5,
     served = nnx.merge(recommender.decoder.graphdef, recommender.decoder.state)
     assert not hasattr(served.word_embeddings, "features")
     expected = value(saved["embedding"])[row] + vectors[5] @ value(saved["projection"])
-    np.testing.assert_allclose(np.asarray(served.word_embeddings.embedding[...][row]), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(served.word_embeddings.embedding[...][row]), expected, rtol=1e-5, atol=1e-6
+    )
     assert len(recommender.recommend(catalog.item_ids[:2], k=3)) == 3
 
     with pytest.raises(Exception, match="item_features needs data.index=item_token"):
