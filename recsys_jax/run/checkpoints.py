@@ -39,8 +39,13 @@ def _manager(directory: Path, keep: int, async_save: bool) -> ocp.CheckpointMana
             ),
         ]
     )
+    # best_fn is what best_step() ranks by; without it Orbax reports the latest step.
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, enable_async_checkpointing=async_save, create=True
+        preservation_policy=policy,
+        best_fn=selection_metric,
+        best_mode="max",
+        enable_async_checkpointing=async_save,
+        create=True,
     )
     return ocp.CheckpointManager(directory.resolve(), options=options, item_names=ITEMS)
 
