@@ -7,6 +7,7 @@ masking); this file adds the data, training and mesh sections and assembles the 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from recsys_jax import configlib
 from recsys_jax.masking import MaskingConfig
@@ -67,6 +68,24 @@ class DataConfig:
         unknown = set(self.family_weights) - set(TRAINING_FAMILIES)
         if unknown:
             raise configlib.ConfigError(f"data.family_weights: unknown families {sorted(unknown)}")
+        weights = self.family_weights
+        bad = {
+            k: w
+            for k, w in weights.items()
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
+        }
+        if bad:
+            raise configlib.ConfigError(f"data.family_weights: weights must be numbers, got {bad}")
+        negative = {k: w for k, w in weights.items() if w < 0}
+        if negative:
+            raise configlib.ConfigError(
+                f"data.family_weights: negative weights {negative}; use 0 to leave a family out"
+            )
+        if not any(w > 0 for w in weights.values()):
+            raise configlib.ConfigError(
+                f"data.family_weights={weights}: give at least one family a positive weight, "
+                "e.g. data.family_weights={item_sequence: 1.0}"
+            )
         if self.seq_len < 32:
             raise configlib.ConfigError("data.seq_len must be at least 32")
         if self.item_features is not None and self.index != "item_token":
@@ -116,8 +135,33 @@ class TrainConfig:
     # ranking, history excluded; -1 = all, 0 = off): logs valid HR/NDCG@10 and keeps the best
     # checkpoint by validation NDCG@10 instead of by validation loss.
     valid_ranking_users: int = -1
+    # Stop (exit code 2) after this many consecutive training steps with a non-finite loss or
+    # gradient norm, naming the last good checkpoint. Checked when metrics are fetched (every
+    # log_every steps) and before each validation and checkpoint; a checkpoint is never saved
+    # from a non-finite step or with non-finite validation metrics.
+    divergence_patience: int = 1
 
     def validate(self):
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise configlib.ConfigError(
+                f"train.learning_rate={self.learning_rate} must be a positive finite number "
+                "(e.g. train.learning_rate=1e-3)"
+            )
+        for key in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "divergence_patience",
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise configlib.ConfigError(
+                    f"train.{key}={value!r} must be a whole number of at least 1"
+                )
         if not 0 < self.logits_fraction <= 1:
             raise configlib.ConfigError(
                 f"train.logits_fraction={self.logits_fraction} must be "
@@ -129,10 +173,6 @@ class TrainConfig:
             )
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise configlib.ConfigError("train.time_limit_minutes must be positive (or unset)")
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise configlib.ConfigError(
-                "train.steps, train.batch_size and train.grad_accum must be positive"
-            )
         if self.batch_size % self.grad_accum:
             raise configlib.ConfigError(
                 f"train.batch_size={self.batch_size} must be divisible by "

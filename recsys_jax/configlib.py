@@ -45,6 +45,9 @@ def _coerce(value: Any, tp, where: str):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
     origin = typing.get_origin(tp)
+    if tp in (int, float) and isinstance(value, bool):
+        # int(True) == 1: `train.steps=true` would silently train one step.
+        raise ConfigError(f"{where}: expected a number, got {value!r}; write a number")
     try:
         if tp is bool:
             if isinstance(value, str):

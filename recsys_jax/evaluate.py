@@ -1,6 +1,7 @@
 """Evaluate a checkpoint: `python -m recsys_jax.evaluate --checkpoint DIR [--split test]`.
 
-Protocol (docs/design.md: leakage rules, evaluation); every case of the split counts, none is dropped:
+Protocol (docs/design.md: leakage rules, evaluation); every case of the split counts, none is
+dropped:
 - sequential: next item by trie-constrained beam search over the whole catalog (full ranking).
   Headline = the user's history excluded inside the beam; `--unfiltered` adds a second pass.
 - direct: target + the 99 fixed test negatives, ranked by generation over the candidate trie

@@ -1,8 +1,10 @@
 """Train RecSysLLM: `python -m recsys_jax.train [configs/X.yaml] [section.key=value ...]`.
 
-With no arguments it trains the `tiny` model on the embedded Amazon Beauty data with the
-multitask mixture, writing runs/default/. Re-running with the same run_dir resumes from the
-latest checkpoint there.
+With no arguments it trains the default recipe (configs/beauty.yaml: the users' item
+sequences under a next-item loss, a 2-layer d=64 GLM, ~30 minutes on a 2-core CPU) on the
+embedded Amazon Beauty data, writing runs/default/, and ends by printing the saved model's
+validation HR@10 / NDCG@10 beside most-popular's. Re-running with the same run_dir resumes
+from the latest checkpoint there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from recsys_jax import configlib
 from recsys_jax.config import Config, load_config
 from recsys_jax.data.schema import DataError
+from recsys_jax.training import TrainingDiverged
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,17 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         trainer = Trainer(cfg)
         summary = trainer.run()
-    except (configlib.ConfigError, DataError) as e:
+    except (configlib.ConfigError, DataError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if trainer.is_main:
+    stopped_by_signal = summary.get("stopped_by_signal")
+    if trainer.is_main and not stopped_by_signal:  # a stopped run is left to finish, not graded
         print(
             final_report(
                 cfg.train.run_dir, summary, trainer.prepared, cfg.train.valid_ranking_users
             )
         )
     print(json.dumps(summary))  # last, one line: what scripts read
-    return 0
+    return 130 if stopped_by_signal == "SIGINT" else 0  # 130: the shell's code for Ctrl-C
 
 
 if __name__ == "__main__":

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_jax.training.run_log import read_records
+
 
 def glm_curve(run: Path) -> list[dict]:
     points, examples = [], 0
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        examples += int(r.get("examples", 0))
-        if "valid_NDCG@10" in r:
+    # read_records drops a torn last line (a run killed while writing it).
+    for r in read_records(run / "metrics.jsonl"):
+        examples += int(r.get("examples") or 0)
+        if r.get("valid_NDCG@10") is not None:  # null: a non-finite value
             points.append(
                 {
                     "minutes": r["train_seconds"] / 60,

@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "scripts" / "colab_quickstart.ipynb"
 
 
@@ -42,6 +44,8 @@ def test_every_shell_line_converts():
     assert code == "x = 1\nif x:\n    _shell(f'echo {x} \"a b\"')"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_notebook_runs_top_to_bottom(toy_p5, overrides, tmp_path, monkeypatch, capsys):
     cells = code_cells()
     install = [c for c in cells if "pip install" in c]

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sentencepiece as spm
 
 from recsys_jax.config import load_config
@@ -55,6 +56,7 @@ def _pretrained_glm(folder, toy_p5):
     return weights, vocab
 
 
+@pytest.mark.slow
 def test_convert_then_lora_fine_tune_from_it(toy_p5, tmp_path, overrides, capsys):
     weights, vocab = _pretrained_glm(tmp_path / "glm", toy_p5)
     out = tmp_path / "imported"
@@ -131,6 +133,7 @@ def test_convert_errors_name_the_problem(toy_p5, tmp_path, capsys):
     assert "config.json: not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_english_glm_layout_reuses_its_trained_special_rows(
     toy_p5, tmp_path, overrides, gpt2_tokenizer_files, capsys
 ):

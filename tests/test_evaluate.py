@@ -15,6 +15,7 @@ def read_rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_sequential_and_direct_cover_every_case(toy_run, tmp_path):
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=10)
@@ -58,6 +59,7 @@ def test_sequential_and_direct_cover_every_case(toy_run, tmp_path):
             assert set(row["ranked"]) <= allowed and len(set(row["ranked"])) == 10
 
 
+@pytest.mark.slow
 def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
     """Batched, padded scoring gives each case the order of its own exact candidate scores."""
     run_dir, _ = toy_run
@@ -86,6 +88,7 @@ def test_direct_score_ranks_by_exact_candidate_likelihood(toy_run, tmp_path):
         assert row["ranked"] == [rec.catalog.item_ids[i] for i in expected]
 
 
+@pytest.mark.slow
 def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
     """A second call for another family keeps the first call's entries; an evaluation of
     something else (here the validation split) replaces the file and says so."""
@@ -123,6 +126,7 @@ def test_a_later_evaluation_adds_to_metrics_json(toy_run, tmp_path, capsys):
     assert "it is replaced" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=10)
@@ -148,6 +152,7 @@ def test_direct_yes_no_ranks_the_candidates(toy_run, tmp_path):
         assert len(set(row["ranked"])) == 10 and set(row["ranked"]) <= allowed
 
 
+@pytest.mark.slow
 def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
     run_dir, _ = toy_review_run
     rec = Decoder.from_checkpoint(run_dir, beam=5)
@@ -194,6 +199,7 @@ def test_rating_explanation_review_on_review_data(toy_review_run, tmp_path):
     assert [(r["user"], r["item"]) for r in expected] == [(r["user"], r["item"]) for r in ratings]
 
 
+@pytest.mark.slow
 def test_families_the_data_lacks_are_skipped(toy_run, tmp_path, capsys):
     run_dir, _ = toy_run
     rec = Decoder.from_checkpoint(run_dir, beam=5)
@@ -221,6 +227,7 @@ def test_cli_errors(argv, needle, tmp_path, capsys, monkeypatch):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_item_sequence_model_is_evaluated_with_the_bare_sequence(toy_items_run, tmp_path):
     """A model trained only on the bare item sequence is asked with it ("items"), not with
     worded templates it never saw; direct ranks the 100 candidates over their trie, and the

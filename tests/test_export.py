@@ -12,6 +12,8 @@ from recsys_jax.recommend import Recommender
 from recsys_jax.serving import BundleRecommender
 from recsys_jax.serving.bundle import FILES, FORMAT_VERSION, MANIFEST
 
+pytestmark = pytest.mark.slow
+
 HISTORIES = [[0, 1, 2], [9], [30, 4], [17, 40, 41, 42]]
 
 # Runs in a fresh interpreter: loads the bundle, recommends, and also calls the raw serialized
@@ -81,6 +83,7 @@ def run_and_bundle(request, toy_run, toy_bundle, toy_items_run, tmp_path_factory
     )
 
 
+@pytest.mark.subprocess
 def test_fresh_process_recommends_what_the_checkpoint_does(run_and_bundle):
     run_dir, toy_bundle = run_and_bundle
     ref = Recommender.from_checkpoint(run_dir, beam=8)
@@ -102,6 +105,7 @@ def test_fresh_process_recommends_what_the_checkpoint_does(run_and_bundle):
     assert all(0 <= i < len(ref.catalog) for row in got["raw_items"] for i in row)
 
 
+@pytest.mark.subprocess
 def test_bf16_export_from_the_cli_halves_the_weights(toy_run, toy_bundle, tmp_path):
     run_dir, _ = toy_run
     out = tmp_path / "bf16"

@@ -1,4 +1,5 @@
-"""RecSysLLM masking: hand-worked layouts (docs/design.md, RecSysLLM's three changes) and property tests."""
+"""RecSysLLM masking: hand-worked layouts (docs/design.md, RecSysLLM's three changes) and property
+tests."""
 
 from __future__ import annotations
 

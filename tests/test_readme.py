@@ -34,6 +34,7 @@ MAX_LINES = 200
 PROCESS_WORDS = re.compile(r"session|slot|issue #|subagent|helper|WORKSPACE", re.IGNORECASE)
 SETUP = ['pip install -e ".[test]"', "python -m recsys_jax.train"]
 TEST_COMMANDS = {"python -m pytest", 'python -m pytest -m "not slow"'}
+LINT = "ruff check . && ruff format --check ."
 ASIN = re.compile(r"\bB0[0-9A-Z]{8}\b")
 EVAL_LIMIT = "8"  # evaluate commands run on the first few test cases only
 SERVER_START_S = 120
@@ -76,7 +77,8 @@ def test_setup_is_exactly_the_two_documented_commands():
     first = commands(code_blocks(readme(), ("bash", "sh"))[0])
     assert first == SETUP
     ci = (REPO / ".ci" / "run").read_text()
-    assert f"{SETUP[0]} && python -m pytest" in ci  # CI runs what the README tells users
+    # CI runs what the README tells users, with the lint step between install and tests.
+    assert f"{SETUP[0]} && {LINT} && python -m pytest" in ci
 
 
 def test_results_tables_have_one_best_row_and_reproducible_rows():
@@ -240,6 +242,8 @@ def curl(words: list[str]) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_readme_commands_run(toy_items_run, tmp_path):
     run_dir, data_dir = toy_items_run
     ws = Workspace(run_dir, data_dir, tmp_path)

@@ -9,6 +9,8 @@ from recsys_jax.data.schema import UnknownItemError
 from recsys_jax.recommend import Recommender
 from recsys_jax.recommend import main as recommend_main
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def rec(toy_run):
@@ -80,6 +82,7 @@ def test_bad_requests_fail_clearly(rec, kwargs, error, message):
         rec.recommend(**kwargs)
 
 
+@pytest.mark.subprocess
 def test_cli_prints_a_table_and_json_and_fails_cleanly(toy_run, capsys):
     run_dir, _ = toy_run
     # One real `python -m` process; the other cases call the same `main` in-process (faster).

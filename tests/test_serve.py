@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 
 @pytest.fixture(scope="module")
 def server(toy_bundle):

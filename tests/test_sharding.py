@@ -56,6 +56,8 @@ def test_make_mesh_errors_when_devices_do_not_divide():
         make_mesh(data=-1, fsdp=-1)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sharded_forward_on_8_devices_equals_single_device():
     run_with_8_devices("""
         import jax, jax.numpy as jnp, numpy as np
@@ -115,6 +117,8 @@ def test_sharded_forward_on_8_devices_equals_single_device():
     """)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_glm_10b_shapes_and_shardings_without_allocating():
     run_with_8_devices("""
         import math, jax

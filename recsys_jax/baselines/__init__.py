@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable, Sequence
-from typing import Optional
 
 import numpy as np
 

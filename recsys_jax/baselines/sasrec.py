@@ -3,9 +3,9 @@
     python -m recsys_jax.baselines.sasrec --data-dir DIR --dataset amazon_beauty --epochs 30 \
         [--out DIR] [--seed 0]
 
-Model (`sasrec_model.py`, RecBole's layout): item embedding (id 0 = padding, item i -> i + 1) + learned absolute
-positions (0 = oldest item of the window) -> LayerNorm -> dropout -> `num_layers` post-LN
-Transformer blocks (causal multi-head self-attention, GELU feed-forward), and the score of
+Model (`sasrec_model.py`, RecBole's layout): item embedding (id 0 = padding, item i -> i + 1) +
+learned absolute positions (0 = oldest item of the window) -> LayerNorm -> dropout -> `num_layers`
+post-LN Transformer blocks (causal multi-head self-attention, GELU feed-forward), and the score of
 item i at a position is the dot product of the hidden state with item i's (tied) embedding.
 
 Loss, stated: at every position t of a training window, softmax cross-entropy over the full
@@ -17,10 +17,10 @@ every target is used once per epoch (targets early in a later window see a short
 This is the same set of (prefix -> next item) examples RecBole's CE SASRec trains on, with one
 batch row per window instead of per prefix. Adam, no weight decay.
 
-Protocol (docs/design.md: leakage rules, evaluation): the epoch is chosen by validation NDCG@10 (history = training
-part, target = validation item, full ranking with the history excluded); test uses history =
-training part + validation item and reports full ranking with the history excluded (headline)
-and unfiltered, plus direct 1 + 99 over the fixed negatives.
+Protocol (docs/design.md: leakage rules, evaluation): the epoch is chosen by validation NDCG@10
+(history = training part, target = validation item, full ranking with the history excluded); test
+uses history = training part + validation item and reports full ranking with the history excluded
+(headline) and unfiltered, plus direct 1 + 99 over the fixed negatives.
 
 Static shapes: training windows are grouped into a few length buckets (`length_buckets` plus
 `max_len`) and every batch is padded to `batch_size` rows, so the jitted step compiles once per

@@ -358,7 +358,7 @@ def read_csv(
     catalog_rows = {}
     if items_path is not None:
         items_path = Path(items_path)
-        for line_no, row in _csv_rows(items_path, required=("item", "title")):
+        for _line_no, row in _csv_rows(items_path, required=("item", "title")):
             attrs = [a.strip() for a in row.get("attributes", "").split("|") if a.strip()]
             catalog_rows[row["item"]] = (row["title"].strip(), attrs)
     events = []

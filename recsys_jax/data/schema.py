@@ -2,9 +2,9 @@
 
 Dataset ids (user and item strings as the source wrote them) are kept only for output; inside
 the project users and items are dense integer indices 0..n-1 in the order the reader met them.
-Those indices are never written as text (docs/design.md, leakage rules): item indices choose the text.
-Some sources number their items themselves (P5's "1", "2", ...); the catalog then also keeps each
-item's original id (the Amazon ASIN) so people can name items by the id they know.
+Those indices are never written as text (docs/design.md, leakage rules): item indices choose the
+text. Some sources number their items themselves (P5's "1", "2", ...); the catalog then also keeps
+each item's original id (the Amazon ASIN) so people can name items by the id they know.
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ def build_dataset(
     source="input",
     source_ids: dict[str, str] | None = None,
 ) -> Dataset:
-    """Assemble a Dataset from raw events `(user_id, item_id, timestamp[, rating[, review, summary]])`.
+    """Assemble a Dataset from raw events
+    `(user_id, item_id, timestamp[, rating[, review, summary]])`.
 
     Users and items are numbered by first appearance. Items without catalog text get their id as
     title so every item can still be spelled; the caller decides whether that is acceptable.

@@ -69,7 +69,8 @@ def leave_one_out(dataset: Dataset) -> SequenceSplits:
     dropped = 0
     for u, seq in enumerate(dataset.sequences()):
         # A repeated item (raw reviews, users' CSV) would put the validation or test item into
-        # the training part (docs/design.md, leakage rules): keep each user's first interaction with an item.
+        # the training part (docs/design.md, leakage rules): keep each user's first
+        # interaction with an item.
         _, first = np.unique(seq, return_index=True)
         if len(first) < len(seq):
             seq = seq[np.sort(first)]

@@ -1,7 +1,7 @@
 """Prepared splits on disk: a tensorflow-datasets builder writing `array_record` files.
 
-`make_splits` computes the evaluation splits of docs/design.md, leakage rules in memory; `write_prepared`
-writes them, with the catalog and user ids, into one folder per dataset:
+`make_splits` computes the evaluation splits of docs/design.md, leakage rules in memory;
+`write_prepared` writes them, with the catalog and user ids, into one folder per dataset:
 
     <data_dir>/<dataset>/
       meta.json                  counts, seeds, source, prepare options, format_version

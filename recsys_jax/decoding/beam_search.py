@@ -2,13 +2,13 @@
 
 Each row's prompt is prefilled once into a KV cache that all its beams read
 (`GLM.decode_step_shared`: never copied per beam), then every step feeds one token per beam;
-reordering beams moves only their own generated tokens' keys/values. Beams carry their trie node, so tokens that do not continue a
-real item are set to -inf before top-k: every finished beam is a catalog item (or a candidate,
-with a restricted trie) and dead ends cannot occur. A beam finishes when it picks `<eop>` at a
-node that completes an item; its score is the summed log-probability of the item's tokens and
-`<eop>`, divided by `length ** length_penalty`. Part B positions are dynamic: every generated
-token takes the mask's position and an intra id from `trie.next_intra` (1 for `<sop>`, +1 per
-token of the item).
+reordering beams moves only their own generated tokens' keys/values. Beams carry their trie node, so
+tokens that do not continue a real item are set to -inf before top-k: every finished beam is a
+catalog item (or a candidate, with a restricted trie) and dead ends cannot occur. A beam finishes
+when it picks `<eop>` at a node that completes an item; its score is the summed log-probability of
+the item's tokens and `<eop>`, divided by `length ** length_penalty`. Part B positions are dynamic:
+every generated token takes the mask's position and an intra id from `trie.next_intra` (1 for
+`<sop>`, +1 per token of the item).
 """
 
 from __future__ import annotations

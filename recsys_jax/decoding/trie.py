@@ -156,8 +156,9 @@ def excluded_leaf(trie: Trie, nodes: jax.Array, banned: jax.Array) -> jax.Array:
 
 
 def next_intra(intra: jax.Array, starts_item: jax.Array) -> jax.Array:
-    """Dynamic positions (docs/design.md, RecSysLLM's three changes): +1 while the token continues the current entity,
-    restart at 1 when it begins a new one. Same rule as `masking.part_b_intra_ids`."""
+    """Dynamic positions (docs/design.md, RecSysLLM's three changes): +1 while the token continues
+    the current entity, restart at 1 when it begins a new one. Same rule as
+    `masking.part_b_intra_ids`."""
     return jnp.where(starts_item, 1, intra + 1)
 
 

@@ -1,13 +1,13 @@
 """One vector per catalog item from its text (title + categories): TF-IDF or a pretrained encoder.
 
-    x = item_embeddings(catalog, "tfidf", fit_items=train_items)        # sparse [n, vocabulary]
-    x = item_embeddings(catalog, "encoder")                             # dense [n, 384], bundled MiniLM
+    x = item_embeddings(catalog, "tfidf", fit_items=train_items)  # sparse [n, vocabulary]
+    x = item_embeddings(catalog, "encoder")                       # dense [n, 384], bundled MiniLM
     x = item_embeddings(catalog, "encoder", encoder_path="my/bert/folder")
 
 Every catalog item is embedded, held-out ones included (an index must spell every item), but
-nothing is FIT on held-out items (docs/design.md, leakage rules): the TF-IDF vocabulary and idf come from the
-text of `fit_items` (the training items) only, and the encoder is pretrained elsewhere and not
-fit on our data at all, so an item's encoder vector depends on its own text alone.
+nothing is FIT on held-out items (docs/design.md, leakage rules): the TF-IDF vocabulary and idf come
+from the text of `fit_items` (the training items) only, and the encoder is pretrained elsewhere and
+not fit on our data at all, so an item's encoder vector depends on its own text alone.
 """
 
 from __future__ import annotations

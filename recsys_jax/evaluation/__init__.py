@@ -1,4 +1,5 @@
-"""Evaluation: the exact metrics of docs/design.md, evaluation and the files every evaluation writes."""
+"""Evaluation: the exact metrics of docs/design.md, evaluation and the files every evaluation
+writes."""
 
 from recsys_jax.evaluation.metrics import (
     METRICS_FILE,

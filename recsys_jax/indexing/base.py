@@ -4,10 +4,10 @@ An item index decides how an item is written in a prompt: its title, a random nu
 token, or a short code of new tokens. Every index maps both ways without collisions:
 `item_of(spell(i)) == i` for every catalog item `i`, and `spell` is injective.
 
-Indices are fit on training data only (docs/design.md, leakage rules): `train_sequences` are the training parts
-of the leave-one-out split and never contain a user's validation or test item. Nothing about an
-index may depend on the dataset's own ids or on the internal item numbering (which follows first
-appearance in the data and so carries an ordering signal).
+Indices are fit on training data only (docs/design.md, leakage rules): `train_sequences` are the
+training parts of the leave-one-out split and never contain a user's validation or test item.
+Nothing about an index may depend on the dataset's own ids or on the internal item numbering (which
+follows first appearance in the data and so carries an ordering signal).
 """
 
 from __future__ import annotations

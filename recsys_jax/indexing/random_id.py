@@ -2,8 +2,8 @@
 1..n, written as digits ("4821").
 
 P5 numbered items by first appearance along user sequences, test items included, so the number
-leaked the answer (docs/design.md, leakage rules). Here the number is drawn at random: it is independent of the
-dataset's ids, of the internal item order and of the interactions.
+leaked the answer (docs/design.md, leakage rules). Here the number is drawn at random: it is
+independent of the dataset's ids, of the internal item order and of the interactions.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ _TOKEN = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
 def cooccurrence_counts(
     train_sequences: Sequence[np.ndarray], num_items: int, window: int
 ) -> sp.csr_matrix:
-    """Symmetric [num_items, num_items] counts of item pairs at most `window` apart in a sequence."""
+    """Symmetric [num_items, num_items] counts of item pairs at most `window` apart in a
+    sequence."""
     lengths = np.array([len(s) for s in train_sequences], np.int64)
     if lengths.sum() == 0:
         return sp.csr_matrix((num_items, num_items), dtype=np.float64)

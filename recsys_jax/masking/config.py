@@ -1,4 +1,5 @@
-"""How an example is corrupted for GLM blank infilling (docs/design.md: GLM, RecSysLLM's three changes).
+"""How an example is corrupted for GLM blank infilling (docs/design.md: GLM, RecSysLLM's three
+changes).
 
 The three booleans switch RecSysLLM's designs off one at a time, for ablations against GLM.
 """

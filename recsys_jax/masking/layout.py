@@ -1,7 +1,7 @@
 """The deterministic core: given the spans, lay out Part A / Part B and the 2D positions.
 
-Worked example (the paper's, docs/design.md, RecSysLLM's three changes): x1..x7, entity e1 = x1 x2 x3 and x5 masked,
-x6 x7 an unmasked entity:
+Worked example (the paper's, docs/design.md, RecSysLLM's three changes): x1..x7, entity
+e1 = x1 x2 x3 and x5 masked, x6 x7 an unmasked entity:
 
     tokens           [M] x4 [M] x6 x7 | <sop> x1 x2 x3 | <sop> x5
     positions         0  1   2   3  4 |   0    0  0  0 |   2    2
@@ -142,8 +142,8 @@ def part_b_intra_ids(length: int, entity_starts: Sequence[int]) -> np.ndarray:
 
     `<sop>` is 1 and each token counts on from the one before, except that a token starting
     a *new* entity (not the first after `<sop>`) restarts at 1 — the rule the decoder's
-    dynamic positions follow token by token (docs/design.md, RecSysLLM's three changes). A span holding one entity is
-    simply 1..k+1.
+    dynamic positions follow token by token (docs/design.md, RecSysLLM's three changes). A span
+    holding one entity is simply 1..k+1.
     """
     ids = np.empty(length + 1, dtype=np.int32)
     ids[0] = 1

@@ -10,7 +10,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
-# The four matrices LoRA may adapt, named as in the public GLM checkpoints (docs/design.md, RecSysLLM's three changes).
+# The four matrices LoRA may adapt, named as in the public GLM checkpoints (docs/design.md,
+# RecSysLLM's three changes).
 LORA_TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

@@ -3,22 +3,20 @@ commands that evaluate it and recommend with it."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
 from recsys_jax.baselines import evaluate_sequential
 from recsys_jax.baselines.popularity import item_counts, popularity_scorer
 from recsys_jax.data.item_refs import ItemResolver
+from recsys_jax.training.run_log import read_records
 
 
 def best_validation(run_dir: Path, best_step: int | None) -> dict | None:
     """The validation record (with ranking metrics) of `best_step`, else the last one."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    ranked = [r for r in records if "valid_NDCG@10" in r]
+    records = read_records(Path(run_dir) / "metrics.jsonl")
+    # null: a non-finite value (a diverged run), never a model to report.
+    ranked = [r for r in records if r.get("valid_NDCG@10") is not None]
     if not ranked:
         return None
     chosen = [r for r in ranked if r["step"] == best_step]

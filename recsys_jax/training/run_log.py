@@ -1,35 +1,77 @@
-"""Run metrics: one JSON object per line in `metrics.jsonl`, and a PNG of the loss curves."""
+"""Run metrics: one JSON object per line in `metrics.jsonl`, and a PNG of the loss curves.
+
+Lines are standard JSON: a non-finite value (a diverged loss) is written as null, so any JSON
+reader can load the file. A run killed mid-write can leave a torn last line; readers drop it.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 
+def _finite(value):
+    """`value` with NaN and +-inf floats replaced by None (JSON null), at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def read_records(path: str | Path, warn=None) -> list[dict]:
+    """The records of a metrics.jsonl. A last line that does not parse (the process was killed
+    while writing it) is dropped with a one-line warning; a bad line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+            warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
+            warn(f"[log] warning: dropped a torn last line of {path} ({line[:40]!r}...)")
+    return records
+
+
 class RunLog:
-    def __init__(self, run_dir: str | Path, resume_step: int = 0):
+    def __init__(self, run_dir: str | Path, resume_step: int = 0, warn=None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step and self.path.exists():
             # A resumed run rewrites what came after its checkpoint, so the log has no repeats.
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(k + "\n" for k in kept))
+            kept = [r for r in read_records(self.path, warn) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(self._line(r) for r in kept))
         elif not resume_step:
             self.path.write_text("")
 
+    @staticmethod
+    def _line(record: dict) -> str:
+        return json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
+
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(self._line(record))
 
     def records(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_records(self.path)
+
+
+def _points(records: list[dict], key: str) -> list[tuple]:
+    """(step, value) of the records that carry a finite `key` (null: a non-finite value)."""
+    return [
+        (r["step"], r[key])
+        for r in records
+        if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+    ]
 
 
 def plot_losses(records: list[dict], out_path: str | Path) -> None:
@@ -39,8 +81,8 @@ def plot_losses(records: list[dict], out_path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
-    valid = [(r["step"], r["valid_loss"]) for r in records if "valid_loss" in r]
+    train = _points(records, "loss")
+    valid = _points(records, "valid_loss")
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train), label="train loss", linewidth=1)

@@ -25,7 +25,9 @@ from recsys_jax.model.lora import BASE_PARAMS
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.run.assets import RunAssets, fit_assets, item_feature_table, open_prepared
 from recsys_jax.run.checkpoints import RunCheckpoints, assign_params, find_checkpoint, read_params
+from recsys_jax.training import TrainingDiverged
 from recsys_jax.training import batches as batches_lib
+from recsys_jax.training.guards import DivergenceGuard, StopRequest
 from recsys_jax.training.run_log import RunLog, plot_losses
 from recsys_jax.training.step import (
     count_params,
@@ -306,8 +308,46 @@ class Trainer:
                 f"train.logits_fraction={suggest:g} would avoid that"
             )
 
+    def _check_pending(self, pending: list) -> tuple[int, str] | None:
+        """The divergence guard over the steps dispatched but not fetched yet (two scalars
+        each)."""
+        fetched = jax.device_get([(m["loss"], m["grad_norm"]) for _, m, _ in pending])
+        return self.guard.check(
+            [(s, float(a), float(b)) for (s, _, _), (a, b) in zip(pending, fetched)]
+        )
+
+    @staticmethod
+    @jax.jit
+    def _params_finite(params) -> jax.Array:
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+
+    def _diverged(self, bar, step: int, reason: str) -> TrainingDiverged:
+        """Stop the run's workers and pending saves; the error to raise."""
+        bar.close()
+        self.train_iter.close()
+        self.checkpoints.wait()
+        last = self.checkpoints.latest_step()
+        self.checkpoints.close()
+        if last is None:
+            where = "no checkpoint was saved; lower train.learning_rate (or set train.grad_clip)"
+        else:
+            where = (
+                f"last good checkpoint: {self.run_dir / 'checkpoints' / str(last)} (step "
+                f"{last}); lower train.learning_rate (or set train.grad_clip) and rerun to "
+                "resume from it"
+            )
+        return TrainingDiverged(
+            f"training diverged at step {step}: {reason} "
+            f"(train.divergence_patience={self.guard.patience}); {where}"
+        )
+
     def run(self) -> dict:
+        with StopRequest() as self.stop:
+            return self._run()
+
+    def _run(self) -> dict:
         cfg = self.cfg.train
+        self.guard = DivergenceGuard(cfg.divergence_patience, self.start_step)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.resolved_config()))
         runlog = RunLog(self.run_dir, self.start_step) if self.is_main else None
@@ -327,6 +367,7 @@ class Trainer:
         window_tokens, window_input, window_start = 0, 0.0, time.perf_counter()
         pending = []
         loop_start, stopped_at, valid_seconds = time.perf_counter(), None, 0.0
+        stopped_by = None  # "time_limit", "SIGTERM" or "SIGINT"
         for step in range(self.start_step + 1, cfg.steps + 1):
             fetch_start = time.perf_counter()
             batch = next(self.train_iter)
@@ -340,7 +381,8 @@ class Trainer:
             pending.append((step, metrics, int(batch["num_examples"])))
             window_tokens += tokens * jax.process_count()
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            stopping = self.stop.signal  # read once: a signal may arrive at any time
+            if step % cfg.log_every == 0 or step == cfg.steps or stopping:
                 fetched = jax.device_get([m for _, m, _ in pending])  # waits for the steps
                 elapsed = time.perf_counter() - window_start
                 for (s, _, n), m in zip(pending, fetched):
@@ -351,6 +393,14 @@ class Trainer:
                         # Share of the window spent waiting for batches: near 1 = input-bound.
                         record["input_share"] = min(1.0, window_input / max(elapsed, 1e-9))
                     write(record)
+                bad = self.guard.check(
+                    [
+                        (s, float(m["loss"]), float(m["grad_norm"]))
+                        for (s, _, _), m in zip(pending, fetched)
+                    ]
+                )
+                if bad:
+                    raise self._diverged(bar, *bad)
                 bar.set_postfix(
                     loss=f"{record['loss']:.3f}",
                     tok_s=f"{record['tokens_per_s']:.0f}",
@@ -362,9 +412,18 @@ class Trainer:
                 window_start = time.perf_counter()
             out_of_time = step % cfg.log_every == 0 and self._out_of_time(loop_start)
             valid = None
-            if self.valid_batches and (
+            do_valid = self.valid_batches and (
                 step % cfg.eval_every == 0 or step == cfg.steps or out_of_time
-            ):
+            )
+            do_save = (
+                step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or stopping
+            )
+            if (do_valid or do_save) and pending:
+                # Never validate or save a diverged model: check the steps not logged yet.
+                bad = self._check_pending(pending)
+                if bad:
+                    raise self._diverged(bar, *bad)
+            if do_valid:
                 valid_start = time.perf_counter()
                 valid = last_valid = self.validate()
                 valid_seconds += time.perf_counter() - valid_start
@@ -379,10 +438,29 @@ class Trainer:
                 bar.write(f"[valid] step {step}: {_valid_text(valid)}") if self.is_main else None
                 if cfg.plot and runlog:
                     plot_losses(runlog.records(), self.run_dir / "loss.png")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+                bad_valid = {k: v for k, v in valid.items() if not math.isfinite(v)}
+                if bad_valid:
+                    # Not saved: a non-finite metric must never become the best checkpoint.
+                    raise self._diverged(bar, step, f"validation {bad_valid}")
+            if do_save and self.guard.bad_steps:
+                # Within train.divergence_patience: a non-finite step's weights are not kept.
+                self.log(f"[diverge] step {step} is not finite; its checkpoint is skipped")
+            elif do_save:
+                # A finite loss is computed before the step's update, which can still overflow.
+                if not self._params_finite(self.state["params"]):
+                    raise self._diverged(bar, step, "non-finite weights after the update")
                 self.save(step, valid)
+            if stopping:
+                stopped_at, stopped_by = step, stopping
+                saved = (
+                    "checkpoint not saved (non-finite step)"
+                    if self.guard.bad_steps
+                    else "checkpoint saved"
+                )
+                self.log(f"stopped at step {step}; {saved}; run the same command to resume")
+                break
             if out_of_time:
-                stopped_at = step
+                stopped_at, stopped_by = step, "time_limit"
                 if self.is_main:
                     bar.write(
                         f"[time] train.time_limit_minutes={cfg.time_limit_minutes} "
@@ -403,7 +481,8 @@ class Trainer:
         summary = {
             "run_dir": str(self.run_dir),
             "steps": stopped_at or cfg.steps,
-            "stopped_by_time_limit": stopped_at is not None,
+            "stopped_by_time_limit": stopped_by == "time_limit",
+            "stopped_by_signal": stopped_by if stopped_by in ("SIGTERM", "SIGINT") else None,
             "valid_loss": None if last_valid is None else last_valid["valid_loss"],
             "valid": last_valid,
             "best_step": self.checkpoints.best_step(),

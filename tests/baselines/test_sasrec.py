@@ -92,6 +92,7 @@ def test_training_windows_use_every_target_once():
     assert last.tolist() == [2, 4, 0]
 
 
+@pytest.mark.slow
 def test_learns_successor_pattern_well_above_popularity(successor, tmp_path):
     data = successor
     cfg = small_config(data.num_items)

@@ -174,6 +174,8 @@ def test_prepared_tfds_source_through_the_loader(tmp_path):
     assert expected[0]["items"].shape == (4, 8)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_worker_processes_give_the_same_batches_and_resume():
     """`data.workers` moves batch building to processes without changing a single batch, and
     a checkpointed position restores into an iterator with workers."""

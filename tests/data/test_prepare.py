@@ -47,6 +47,8 @@ def run_cli(*args, env_extra=None):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_end_to_end_on_tiny_p5(tmp_path):
     src = write_tiny_p5(tmp_path / "tiny_p5")
     out = tmp_path / "prepared"
@@ -77,6 +79,8 @@ def test_cli_end_to_end_on_tiny_p5(tmp_path):
     assert cat.source_ids[cat.index_of("7")] == "A7"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_data_error_exits_2_without_traceback(tmp_path):
     proc = run_cli(
         "--path", str(tmp_path / "nowhere"), "--format", "p5", "--data-dir", str(tmp_path / "out")
@@ -86,6 +90,8 @@ def test_cli_data_error_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_default_data_dir_from_environment_and_reproducible(tmp_path):
     src = write_tiny_p5(tmp_path / "envp5")
     proc = run_cli(

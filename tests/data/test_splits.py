@@ -1,4 +1,5 @@
-"""k-core, leave-one-out, the 80/10/10 split and the fixed test negatives (docs/design.md, leakage rules)."""
+"""k-core, leave-one-out, the 80/10/10 split and the fixed test negatives (docs/design.md,
+leakage rules)."""
 
 import warnings
 

@@ -88,6 +88,7 @@ def _pool(rng, n_items):
     return sorted(pool)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("penalty", [0.0, 1.0])
 def test_full_beam_equals_exhaustive_top_k(model, penalty):
     rng = np.random.default_rng(1)
@@ -115,6 +116,7 @@ def test_full_beam_equals_exhaustive_top_k(model, penalty):
         np.testing.assert_allclose(np.asarray(scores[b]), ref[b, order], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_candidate_scoring_equals_reference(model):
     rng = np.random.default_rng(2)
     pool = _pool(rng, 8)
@@ -133,6 +135,7 @@ def test_candidate_scoring_equals_reference(model):
                 assert got[b, j] == pytest.approx(ref[b, item], rel=1e-4, abs=1e-4)
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None)
 @given(st.integers(0, 10_000), st.booleans())
 def test_results_are_always_catalog_or_candidate_items(model, seed, restricted):
@@ -172,6 +175,7 @@ def test_results_are_always_catalog_or_candidate_items(model, seed, restricted):
     assert 0 not in items[0]  # excluded history item
 
 
+@pytest.mark.slow
 def test_repeated_calls_do_not_recompile(model):
     rng = np.random.default_rng(3)
     pool = _pool(rng, 12)
@@ -204,6 +208,7 @@ def test_repeated_calls_do_not_recompile(model):
     assert beam_search._cache_size() == before
 
 
+@pytest.mark.slow
 def test_candidate_tries_have_fixed_shapes_and_search_like_unpadded_ones(model):
     """Padding a candidate trie (one compile per evaluation, not per batch) changes nothing
     the search returns."""
@@ -241,6 +246,7 @@ def test_candidate_tries_have_fixed_shapes_and_search_like_unpadded_ones(model):
     assert len(shapes) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entity_positions", [False, True])
 def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, entity_positions):
     """A causal item-sequence model is decoded by continuing the history's own Part B span:
@@ -299,7 +305,7 @@ def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, e
         np.testing.assert_allclose(np.asarray(scores[b]), ref[order], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("tokens_per_item", [1, 2])
+@pytest.mark.parametrize("tokens_per_item", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_excluded_history_does_not_use_up_the_beam(model, tokens_per_item):
     """The user's history is excluded before it can take a beam: even when the model's
     favourite items are all in the history (more of them than the beam holds), the search

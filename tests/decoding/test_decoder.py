@@ -42,6 +42,7 @@ def _calls(rec):
     return calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["title_multitask", "items_causal"])
 def test_fixed_checkpoint_predictions_unchanged(run, golden_data):
     """Item lists and scores of recorded checkpoints (a worded multitask model and a causal
@@ -59,6 +60,7 @@ def test_fixed_checkpoint_predictions_unchanged(run, golden_data):
             )
 
 
+@pytest.mark.slow
 def test_decoder_beam_excludes_and_scores_agree(golden_data):
     """beam over one-token candidates gives the same order and scores as exact scoring."""
     dec = Decoder.from_checkpoint(GOLDEN / "title_multitask", data_dir=str(golden_data), beam=8)

@@ -4,6 +4,7 @@ forward pass; sampling is seeded; banned tokens never appear."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from recsys_jax.decoding.generate import generate_text
@@ -40,6 +41,7 @@ def _setup():
     return model, stacked, np.array([m for _, m in prompts], np.int32)
 
 
+@pytest.mark.slow
 def test_greedy_equals_full_forward_argmax():
     model, prompt, mask_pos = _setup()
     graphdef, state = nnx.split(model)
@@ -59,7 +61,7 @@ def test_greedy_equals_full_forward_argmax():
         n = int(prompt["segment_ids"][b].sum())
         part_b = [SP.sop]
         expected = []
-        for step in range(6):
+        for _step in range(6):
             k = len(part_b)
             toks = np.concatenate([prompt["tokens"][b, :n], part_b])[None]
             pos = np.concatenate([prompt["positions"][b, :n], [mask_pos[b]] * k])[None]
@@ -86,6 +88,7 @@ def test_greedy_equals_full_forward_argmax():
         assert not set(out[b].tolist()) & set(BANNED)
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded():
     model, prompt, mask_pos = _setup()
     graphdef, state = nnx.split(model)

@@ -11,7 +11,9 @@ EOP = 1
 
 
 # Reference walks over the trie arrays (the beam search inlines the same logic).
-def allowed_tokens_mask(trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array, eop: int) -> jax.Array:
+def allowed_tokens_mask(
+    trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array, eop: int
+) -> jax.Array:
     """bool [..., V]: tokens that continue some item from `nodes` (plus `<eop>` where the node
     completes an item). `roots` gives each entry's root (its trie)."""
     vocab = trie.root_next.shape[1]
@@ -28,7 +30,9 @@ def allowed_tokens_mask(trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array,
     return mask.at[..., eop].set(ends)
 
 
-def next_node(trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array) -> jax.Array:
+def next_node(
+    trie: trie_lib.Trie, nodes: jax.Array, roots: jax.Array, tokens: jax.Array
+) -> jax.Array:
     """The node reached from `nodes` by `tokens` (-1 if the token leaves the trie)."""
     at_root = nodes < trie.num_roots
     from_root = trie.root_next[roots, tokens]
@@ -53,6 +57,7 @@ pools = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(pools)
 def test_every_item_is_a_path_and_only_items_end(pool):

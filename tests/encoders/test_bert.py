@@ -30,6 +30,7 @@ def beauty_titles(n=200, seed=0):
     return [titles[longest]] + [titles[i] for i in rest]
 
 
+@pytest.mark.slow
 def test_minilm_matches_sentence_transformers_on_200_beauty_titles(monkeypatch):
     """Encoder parity (issue #7): same weights, cosine > 0.999 for every title."""
     try:

@@ -34,6 +34,7 @@ def encoder(folder):
     return TextEncoder(folder)
 
 
+@pytest.mark.slow
 def test_mean_pooling_ignores_padding(encoder):
     ids = encoder.token_ids(["rose soap"])[0]  # 4 pieces; encode pads them to 16
 
@@ -50,6 +51,7 @@ def test_mean_pooling_ignores_padding(encoder):
     np.testing.assert_allclose(encoder.encode(TEXTS[::-1], batch_size=4)[::-1], in_batch, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_embeddings_are_unit_length_when_the_folder_normalises(encoder, folder, tmp_path):
     assert encoder.normalize and encoder.dim == 32
     np.testing.assert_allclose(np.linalg.norm(encoder.encode(TEXTS), axis=1), 1.0, atol=1e-5)

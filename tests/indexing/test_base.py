@@ -135,6 +135,7 @@ def beauty():
     return dataset, leave_one_out(dataset)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_beauty_round_trip_all_items(beauty, kind):
     dataset, splits = beauty

@@ -107,6 +107,7 @@ def test_attention_mask_is_glm_prefix_lm():
     np.testing.assert_array_equal(attention_mask(segment_ids, part_a)[0], expected)
 
 
+@pytest.mark.slow
 def test_forward_shapes_finite_and_packing_equals_separate_rows():
     model = make_model()
     ex1, ex2 = glm_example([5, 6, 7, 8], [9, 10, 11]), glm_example([12, 13, 14], [15, 16])
@@ -155,6 +156,7 @@ def test_dropout_needs_rngs_and_is_off_when_deterministic():
         model(**batch, deterministic=False)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_close_to_float32():
     model32 = make_model()
     model16 = make_model(dataclasses.replace(CFG, dtype="bfloat16"))
@@ -170,6 +172,7 @@ def test_bfloat16_compute_is_close_to_float32():
     assert err < 0.05 * scale, (err, scale)
 
 
+@pytest.mark.slow
 def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
     model = make_model()
     graphdef, state = nnx.split(model)
@@ -219,6 +222,7 @@ def test_kv_cache_decoding_equals_full_forward_with_padded_prompts():
         np.testing.assert_allclose(decoded[i], full[len(p) :], atol=1e-5, err_msg=f"decode row {i}")
 
 
+@pytest.mark.slow
 def test_shared_prompt_decoding_equals_a_copied_cache():
     """K continuations per prompt row reading one prefilled prompt (`decode_step_shared`) give
     the logits of `decode_step` on the prompt cache copied K times."""
@@ -270,6 +274,7 @@ def test_preset_parameter_counts():
     assert 200e6 < counts["base"] < 240e6  # P5-base: ~220M
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_train_step():
     """`remat=True` recomputes blocks in the backward pass: the compiled train step (model
     merged inside the trace) gives the same loss and update; with dropout it runs too."""
@@ -301,6 +306,7 @@ def test_remat_gives_the_same_train_step():
     assert np.isfinite(with_dropout["loss"]) and with_dropout["loss"] != m_plain["loss"]
 
 
+@pytest.mark.slow
 def test_folding_item_features_keeps_the_logits_and_drops_the_product():
     cfg = dataclasses.replace(CFG, item_feature_dim=8)
     model = make_model(cfg)

@@ -50,6 +50,7 @@ def _checkpoint(tmp_path, **kw):
     return weights, ref.write_glm_checkpoint(tmp_path / "glm", weights, config)
 
 
+@pytest.mark.slow
 def test_converted_model_equals_the_numpy_glm(tmp_path):
     weights, path = _checkpoint(tmp_path)
     cfg, params = load_glm_checkpoint(path)
@@ -144,7 +145,10 @@ def test_sharded_unprefixed_half_precision_checkpoints_read_the_same(tmp_path):
             lambda w: w.update(
                 {"glm.transformer.layers.0.input_layernorm.weight": np.ones(32, np.int32)}
             ),
-            "glm.transformer.layers.0.input_layernorm.weight: dtype int32, expected a floating type",
+            (
+                "glm.transformer.layers.0.input_layernorm.weight: "
+                "dtype int32, expected a floating type"
+            ),
         ),
     ],
 )

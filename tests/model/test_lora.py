@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from recsys_jax.model import BASE_PARAMS, GLM, LoRAParam, ModelConfig, merge_lora
@@ -74,6 +75,7 @@ def train_adapters(model, steps=3):
     return [float(step(model, optimizer, batch(), jax.random.key(i))) for i in range(steps)]
 
 
+@pytest.mark.slow
 def test_training_adapters_leaves_base_weights_bit_identical():
     model = GLM(CFG, rngs=nnx.Rngs(0))
     base_before = jax.tree.map(np.array, nnx.state(model, BASE_PARAMS))
@@ -92,6 +94,7 @@ def test_training_adapters_leaves_base_weights_bit_identical():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_merged_model_equals_adapted_model_and_has_the_base_layout():
     model = GLM(CFG, rngs=nnx.Rngs(0))
     train_adapters(model, steps=2)  # B != 0, so the merge really changes the kernels

@@ -33,9 +33,9 @@ def _item_spans_as_items(tok, index, ex):
 
 
 def test_no_training_example_contains_a_validation_or_test_item(toy):
-    """Leakage (docs/design.md, leakage rules): every item any training example mentions — history, target,
-    candidates, yes/no probes — comes from the user's training part or is a negative the user
-    never touched."""
+    """Leakage (docs/design.md, leakage rules): every item any training example mentions — history,
+    target, candidates, yes/no probes — comes from the user's training part or is a negative the
+    user never touched."""
     ds, splits, index, tok, factory = toy
     mix = TrainingMixture(
         factory, {"sequential": 1.0, "direct": 1.0, "sequence_text": 0.5, "item_sequence": 0.5}

@@ -15,6 +15,7 @@ def bundle_copy(toy_bundle, tmp_path):
     return shutil.copytree(toy_bundle, tmp_path / "bundle")
 
 
+@pytest.mark.slow
 def test_a_good_bundle_verifies_and_loads(toy_bundle):
     manifest = verify_bundle(toy_bundle)
     bundle = load_bundle(toy_bundle)
@@ -22,6 +23,7 @@ def test_a_good_bundle_verifies_and_loads(toy_bundle):
     assert bundle.exported.in_avals[0].shape  # the program deserialized
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["weights.npz", "recommend.stablehlo", "catalog.json"])
 def test_a_flipped_byte_is_reported_as_corruption_of_that_file(bundle_copy, name):
     path = bundle_copy / name
@@ -32,6 +34,7 @@ def test_a_flipped_byte_is_reported_as_corruption_of_that_file(bundle_copy, name
         load_bundle(bundle_copy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["weights.npz", "recommend.stablehlo", "tokenizer.json"])
 def test_a_truncated_file_is_reported_with_its_sizes(bundle_copy, name):
     path = bundle_copy / name
@@ -45,6 +48,7 @@ def test_a_truncated_file_is_reported_with_its_sizes(bundle_copy, name):
         load_bundle(bundle_copy)
 
 
+@pytest.mark.slow
 def test_missing_files_and_broken_manifests_fail_clearly(bundle_copy, tmp_path):
     (bundle_copy / "trie.npz").unlink()
     with pytest.raises(BundleError, match="trie.npz is missing"):

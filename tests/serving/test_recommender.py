@@ -6,6 +6,8 @@ import pytest
 from recsys_jax.data.schema import UnknownItemError
 from recsys_jax.serving import BundleRecommender
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def rec(toy_bundle):

@@ -7,6 +7,8 @@ import pytest
 from recsys_jax.serving import BundleRecommender
 from recsys_jax.serving.requests import RecommendService
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def service(toy_bundle):

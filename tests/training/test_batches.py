@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 
 from recsys_jax.config import load_config
 from recsys_jax.training.trainer import Trainer
+
+pytestmark = pytest.mark.slow
 
 
 def test_extra_entity_masks_change_training_batches_but_not_validation(toy_p5, tmp_path, overrides):

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import jax
+import pytest
 
 from recsys_jax import sharding
 from recsys_jax.config import Config
@@ -63,6 +64,8 @@ def test_lora_freezes_the_base_and_remat_shrinks_activations():
     assert activation_bytes(cfg.model, 16, 32, 1, remat=False) == 2 * plain  # linear in rows
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_fsdp_splits_parameters_over_devices():
     code = """
         import dataclasses, jax

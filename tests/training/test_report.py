@@ -4,9 +4,13 @@ the same users, and commands that work on the run."""
 import json
 import re
 
+import pytest
+
 from recsys_jax.data.prepared import load_prepared
 from recsys_jax.recommend import main as recommend_main
 from recsys_jax.training.report import final_report, popularity_validation
+
+pytestmark = pytest.mark.slow
 
 
 def test_report_compares_the_best_checkpoint_with_popularity_and_its_commands_run(

@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 SCRIPT = textwrap.dedent("""
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
@@ -33,13 +35,15 @@ SCRIPT = textwrap.dedent("""
              "part_a": (np.arange(L) < 10).astype(int)[None].repeat(B, 0),
              "targets": rng.integers(0, 64, (B, L)),
              "loss_mask": (np.arange(L) >= 10).astype(np.float32)[None].repeat(B, 0)}
-    batch = {k: np.asarray(v, np.float32 if k == "loss_mask" else np.int32) for k, v in batch.items()}
+    batch = {k: np.asarray(v, np.float32 if k == "loss_mask" else np.int32)
+             for k, v in batch.items()}
 
     def run(mesh):
         model = sharding.init_sharded(lambda: GLM(cfg, rngs=nnx.Rngs(0)), mesh)
         graphdef, params, frozen = split_model(model, False)
         tx = make_optimizer(tcfg)
-        state_sh = sharding.state_shardings(jax.eval_shape(lambda p: init_train_state(p, tx, 0), params), mesh)
+        state_sh = sharding.state_shardings(
+            jax.eval_shape(lambda p: init_train_state(p, tx, 0), params), mesh)
         frozen_sh = sharding.state_shardings(frozen, mesh)
         start = [np.asarray(x) for x in jax.tree.leaves(params)]
         state = jax.jit(lambda p: init_train_state(p, tx, 0), out_shardings=state_sh)(params)
@@ -125,7 +129,7 @@ def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
             )
         )
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert summaries[0]["process_count"] == summaries[1]["process_count"] == 2

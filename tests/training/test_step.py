@@ -27,6 +27,7 @@ def _dense(hidden, table, targets, mask):
     return token_loss_sums(tied_logits(hidden, table), targets, mask)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "targets_per_row", [(3, 0, 9), (3, 9, 4)], ids=["under_cap", "over_cap_falls_back"]
 )

@@ -12,6 +12,8 @@ import pytest
 from recsys_jax.config import load_config
 from recsys_jax.training.trainer import Trainer
 
+pytestmark = pytest.mark.slow
+
 
 def _target_tokens(run_dir):
     recs = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -71,6 +73,7 @@ def test_grad_accumulation_gives_the_same_first_step(toy_p5, tmp_path, overrides
         assert s1 == s4 and l1 == pytest.approx(l4, rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.subprocess
 def test_killed_run_resumes_with_the_identical_loss_sequence(toy_p5, tmp_path, overrides):
     """Train 9 steps uninterrupted; separately start the same run, SIGKILL it after its step-6
     checkpoint, restart it: the logged losses of both runs are identical."""
@@ -113,6 +116,7 @@ def test_killed_run_resumes_with_the_identical_loss_sequence(toy_p5, tmp_path, o
         assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
+@pytest.mark.subprocess
 def test_bad_config_on_the_command_line_is_a_clear_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "recsys_jax.train", "train.stepz=3"],
@@ -296,3 +300,100 @@ def test_item_sequence_run_ranks_validation_users_and_keeps_the_best_by_ndcg(toy
     best = max(valid[1:], key=lambda r: r["valid_NDCG@10"])["step"]
     assert summary["best_step"] == best
     assert summary["valid"]["valid_NDCG@10"] == pytest.approx(valid[-1]["valid_NDCG@10"])
+
+
+def test_divergence_stops_with_the_last_good_checkpoint_and_saves_nothing_after(
+    toy_p5, tmp_path, overrides, capsys
+):
+    """A huge learning rate blows the weights up within a few steps: the run stops (exit code
+    2) naming the step and the last good checkpoint, with no checkpoint from that step on."""
+    from recsys_jax import train
+
+    run = tmp_path / "run"
+    args = overrides(
+        toy_p5,
+        tmp_path / "data",
+        run,
+        steps=8,
+        **{
+            "train.learning_rate": 1e30,
+            "train.grad_clip": "null",
+            "train.log_every": 4,  # the non-finite step is caught before a save, not at a log
+            "train.checkpoint_every": 1,
+            "train.eval_every": 1000,
+            "train.async_checkpoint": False,
+        },
+    )
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert train.main(args) == 2
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+    err = capsys.readouterr().err
+    match = re.search(
+        r"training diverged at step (\d+): training loss .*last good checkpoint: "
+        r"\S+ \(step (\d+)\)",
+        err,
+    )
+    assert match, err
+    bad, good = int(match[1]), int(match[2])
+    assert good == bad - 1
+    saved = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] == good
+    assert not (run / "summary.json").exists()
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["step"] <= bad for r in records)
+
+
+def _wait_for(predicate, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended first: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("timed out waiting for the run")
+
+
+def _logged_steps(run_dir, running=True):
+    """Steps with a training record; while the run is going its last line may be torn."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [json.loads(l) for l in (lines[:-1] if running else lines)]
+    return [r["step"] for r in records if "loss" in r]
+
+
+@pytest.mark.subprocess
+def test_sigterm_and_sigint_stop_with_a_checkpoint_that_the_same_command_resumes(
+    toy_p5, tmp_path, overrides
+):
+    """SIGTERM: the run finishes its step, saves, says so in one line and exits 0; the same
+    command resumes from there, and a Ctrl-C (SIGINT) stops that one the same way, exit 130."""
+    run = tmp_path / "run"
+    args = overrides(
+        toy_p5,
+        tmp_path / "data",
+        run,
+        steps=100_000,
+        **{"train.eval_every": 100_000, "train.checkpoint_every": 100_000},
+    )
+    cmd = [sys.executable, "-m", "recsys_jax.train", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pattern = r"stopped at step (\d+); checkpoint saved; run the same command to resume"
+    stops = []
+    for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        before = max(stops, default=0)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        _wait_for(lambda: any(s > before for s in _logged_steps(run)), proc)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == code, err[-2000:]
+        lines = re.findall(pattern, out)
+        assert len(lines) == 1, out
+        stops.append(int(lines[0]))
+        assert stops[-1] > before and (run / "checkpoints" / lines[0]).is_dir()
+        # Every step up to the stop is logged once, so a resumed run continues the log.
+        assert _logged_steps(run, running=False) == list(range(1, stops[-1] + 1))
+    assert f"[resume] found checkpoint at step {stops[0]}" in out

@@ -1,0 +1,71 @@
+"""What stops a training loop early and safely: divergence (non-finite loss or gradient norm)
+and a stop request by signal (SIGTERM from a preempting scheduler, Ctrl-C)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+
+import jax
+
+
+class DivergenceGuard:
+    """Counts consecutive non-finite steps; `check` names the step once `patience` of them
+    run in a row (`train.divergence_patience`)."""
+
+    def __init__(self, patience: int, start_step: int):
+        self.patience = patience
+        self.checked_step = start_step
+        self.bad_steps = 0
+
+    def check(self, steps: list[tuple[int, float, float]]) -> tuple[int, str] | None:
+        """(step, loss, grad_norm) records, each counted once -> (step, reason) or None."""
+        for step, loss, grad_norm in steps:
+            if step <= self.checked_step:
+                continue
+            self.checked_step = step
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                self.bad_steps = 0
+                continue
+            self.bad_steps += 1
+            if self.bad_steps >= self.patience:
+                return step, f"training loss {loss}, gradient norm {grad_norm}"
+        return None
+
+
+class StopRequest:
+    """A context in which SIGTERM and a first SIGINT only set `signal` (their name): the loop
+    stops after the current step with a checkpoint. A second SIGINT acts as before (abort at
+    once). Single-process runs in the main thread only: the hosts of a multi-host run must
+    stop at one agreed step. The previous handlers come back on exit."""
+
+    NAMES = ("SIGTERM", "SIGINT")
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+            return self
+        # None: a handler set outside Python, which cannot be put back; the default then.
+        self._previous = {
+            name: signal.getsignal(getattr(signal, name)) or signal.SIG_DFL for name in self.NAMES
+        }
+        for name, previous in self._previous.items():
+            if previous != signal.SIG_IGN:  # e.g. SIGINT of a `nohup ... &` job
+                signal.signal(getattr(signal, name), self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        # Only a flag: printing here could re-enter a print the main thread is in.
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = name
+        if name == "SIGINT":
+            signal.signal(signal.SIGINT, self._previous["SIGINT"])
+
+    def __exit__(self, *exc) -> None:
+        for name, previous in self._previous.items():
+            signal.signal(getattr(signal, name), previous)

@@ -1,0 +1,42 @@
+"""DivergenceGuard counts consecutive non-finite steps; StopRequest turns signals into a flag."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from recsys_jax.training.guards import DivergenceGuard, StopRequest
+
+
+def test_divergence_patience_counts_consecutive_non_finite_steps():
+    nan, inf = float("nan"), float("inf")
+    steps = [(1, 1.0, 1.0), (2, nan, 1.0), (3, 1.0, 1.0), (4, 2.0, inf), (5, nan, nan)]
+    assert DivergenceGuard(1, 0).check(steps) == (2, "training loss nan, gradient norm 1.0")
+    two = DivergenceGuard(2, 0)
+    assert two.check(steps[:4]) is None and two.bad_steps == 1
+    assert two.check(steps[:4]) is None  # steps already seen are not recounted
+    assert two.check(steps)[0] == 5
+    assert DivergenceGuard(1, 3).check(steps[:3]) is None  # a resumed run skips old steps
+
+
+def test_a_second_sigint_aborts_at_once_and_handlers_come_back():
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # the handler runs between bytecodes of the main thread
+            assert stop.signal == "SIGINT"
+            os.kill(os.getpid(), signal.SIGINT)  # the handler from before: KeyboardInterrupt
+            time.sleep(1)
+            pytest.fail("a second SIGINT did not abort")
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_sigterm_sets_the_flag_and_is_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert stop.signal == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before
