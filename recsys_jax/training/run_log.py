@@ -65,6 +65,15 @@ class RunLog:
         return read_records(self.path)
 
 
+def train_seconds_so_far(records: list[dict]) -> float:
+    """Training time an earlier (resumed) part of the run logged, so a resumed run's
+    `train_seconds` go on counting from there instead of restarting at 0."""
+    return max(
+        (float(r["train_seconds"]) for r in records if r.get("train_seconds") is not None),
+        default=0.0,
+    )
+
+
 def _points(records: list[dict], key: str) -> list[tuple]:
     """(step, value) of the records that carry a finite `key` (null: a non-finite value)."""
     return [

@@ -28,7 +28,7 @@ from recsys_jax.run.checkpoints import RunCheckpoints, assign_params, find_check
 from recsys_jax.training import TrainingDiverged
 from recsys_jax.training import batches as batches_lib
 from recsys_jax.training.guards import DivergenceGuard, StopRequest
-from recsys_jax.training.run_log import RunLog, plot_losses
+from recsys_jax.training.run_log import RunLog, plot_losses, train_seconds_so_far
 from recsys_jax.training.step import (
     count_params,
     init_train_state,
@@ -352,6 +352,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.resolved_config()))
         runlog = RunLog(self.run_dir, self.start_step) if self.is_main else None
         write = runlog.write if runlog else (lambda r: None)
+        earlier_seconds = train_seconds_so_far(runlog.records()) if runlog else 0.0
         last_valid = None
         if self.start_step == 0 and self.valid_batches:
             last_valid = self.validate()
@@ -432,7 +433,9 @@ class Trainer:
                     {
                         "step": step,
                         **valid,
-                        "train_seconds": round(time.perf_counter() - loop_start - valid_seconds, 1),
+                        "train_seconds": round(
+                            earlier_seconds + time.perf_counter() - loop_start - valid_seconds, 1
+                        ),
                     }
                 )
                 bar.write(f"[valid] step {step}: {_valid_text(valid)}") if self.is_main else None

@@ -20,7 +20,25 @@ def test_divergence_patience_counts_consecutive_non_finite_steps():
     assert DivergenceGuard(1, 3).check(steps[:3]) is None  # a resumed run skips old steps
 
 
-def test_a_second_sigint_aborts_at_once_and_handlers_come_back():
+@pytest.fixture()
+def terminal_sigint():
+    """A terminal's Ctrl-C handler, even when the tests run as a background job (which
+    inherits SIGINT ignored; StopRequest leaves an ignored SIGINT ignored by design)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_sigint_aborts_at_once_and_handlers_come_back(terminal_sigint):
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         with StopRequest() as stop:

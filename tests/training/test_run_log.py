@@ -41,3 +41,16 @@ def test_non_finite_values_are_written_as_null(tmp_path):
     assert second["valid_loss"] is None
     plot_losses(log.records(), tmp_path / "loss.png")  # nulls are skipped, not plotted
     assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_a_resumed_run_counts_training_time_on_from_the_earlier_part():
+    from recsys_jax.training.run_log import train_seconds_so_far
+
+    records = [
+        {"step": 0, "train_seconds": 0.0},
+        {"step": 5, "loss": 1.0},
+        {"step": 10, "train_seconds": 42.5},
+        {"step": 12, "train_seconds": None},
+    ]
+    assert train_seconds_so_far(records) == 42.5
+    assert train_seconds_so_far([]) == 0.0

@@ -383,12 +383,23 @@ def test_sigterm_and_sigint_stop_with_a_checkpoint_that_the_same_command_resumes
     stops = []
     for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
         before = max(stops, default=0)
+        # A terminal's default SIGINT, even when the tests run as a background job (which
+        # inherits SIGINT ignored, and an ignored SIGINT is left ignored by design).
         proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         _wait_for(lambda: any(s > before for s in _logged_steps(run)), proc)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=300)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
         assert proc.returncode == code, err[-2000:]
         lines = re.findall(pattern, out)
         assert len(lines) == 1, out
