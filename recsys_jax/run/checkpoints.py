@@ -3,11 +3,16 @@ resolved config and the tokenizer/index assets, so one checkpoint directory is s
 
 Kept: the `keep` most recent steps plus the best by validation loss. Saving is asynchronous;
 `wait()` before reading a checkpoint back or exiting.
+
+Each finished step gets `<step>/checksums.json` (sha256 and size of every file in the step);
+`verify_checkpoint` checks it before a step is used. Steps written before checksums existed
+have none and are used unverified.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_policy
 
+from recsys_jax.data.schema import DataError
+from recsys_jax.run.checksums import sha256_file
+
 ITEMS = ("state", "data_iter", "config", "assets", "meta")
+CHECKSUMS = "checksums.json"
+
+
+class CheckpointError(DataError):
+    """A checkpoint step is incomplete or damaged; the message names the file."""
 
 
 def selection_metric(metrics: dict) -> float:
@@ -54,9 +68,14 @@ class RunCheckpoints:
     def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True):
         self.directory = Path(run_dir) / "checkpoints"
         self.manager = _manager(self.directory, keep, async_save)
+        self.async_save = async_save
+        self._unsummed: list[int] = []  # saved steps still without checksums.json
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def best_step(self) -> int | None:
         return self.manager.best_step()
@@ -74,7 +93,10 @@ class RunCheckpoints:
         """`valid`: the step's validation metrics ({"valid_loss", optionally
         "valid_NDCG@10"}), or None when the step was not validated."""
         metrics = None if valid is None else {k: float(v) for k, v in valid.items()}
-        self.manager.save(
+        # Orbax waits for the previous save here anyway; finishing it first lets its checksums
+        # be written while nothing else touches the checkpoint directory.
+        self._finish()
+        saved = self.manager.save(
             step,
             metrics=metrics,
             args=ocp.args.Composite(
@@ -85,40 +107,169 @@ class RunCheckpoints:
                 meta=ocp.args.JsonSave(meta),
             ),
         )
+        if saved:
+            self._unsummed.append(step)
+        if not self.async_save:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Wait for the pending save, then write checksums for every finished step lacking one."""
+        self.manager.wait_until_finished()
+        for step in self._unsummed:
+            step_dir = self.directory / str(step)
+            # A step already dropped by the keep policy has nothing left to checksum.
+            if jax.process_index() == 0 and step_dir.is_dir():
+                write_checksums(step_dir)
+        self._unsummed = []
 
     def restore(self, step: int, abstract_state: Any) -> dict:
-        """`abstract_state`: a pytree of jax.ShapeDtypeStruct with shardings (the target layout)."""
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data_iter=ocp.args.JsonRestore(),
-                config=ocp.args.JsonRestore(),
-                assets=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+        """`abstract_state`: a pytree of jax.ShapeDtypeStruct with shardings (the target layout).
+        Raises CheckpointError when an item is missing or Orbax cannot read it."""
+        step_dir = _items_present(self.directory.parent, step, ITEMS)
+        with _unreadable_as_error(step_dir):
+            out = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data_iter=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                    assets=ocp.args.JsonRestore(),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
         return {name: out[name] for name in ITEMS}
 
     def restore_json(self, step: int, name: str) -> Any:
-        return self.manager.restore(
-            step, args=ocp.args.Composite(**{name: ocp.args.JsonRestore()})
-        )[name]
+        step_dir = _items_present(self.directory.parent, step, (name,))
+        with _unreadable_as_error(step_dir / name):
+            return self.manager.restore(
+                step, args=ocp.args.Composite(**{name: ocp.args.JsonRestore()})
+            )[name]
+
+    def set_aside(self, step: int) -> Path:
+        """Rename a damaged step to `<step>.damaged` (kept for inspection, invisible to Orbax),
+        so that training can save that step number again; -> the new path."""
+        step_dir = self.directory / str(step)
+        dest = self.directory / f"{step}.damaged"
+        if jax.process_index() == 0:
+            n = 1
+            while dest.exists():
+                n += 1
+                dest = self.directory / f"{step}.damaged{n}"
+            step_dir.rename(dest)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"recsys_jax set aside checkpoint {step}")
+        self.manager.reload()
+        return dest
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._finish()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self._finish()
         self.manager.close()
+
+
+def write_checksums(step_dir: Path) -> None:
+    """`step_dir/checksums.json`: relative path -> sha256 and size of every file in the step."""
+    files = {}
+    for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(step_dir).as_posix()
+        if not rel.startswith(CHECKSUMS):
+            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    # Written under another name and renamed: a half-written listing is never read as one.
+    tmp = step_dir / f"{CHECKSUMS}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True))
+    tmp.replace(step_dir / CHECKSUMS)
+
+
+def verify_checkpoint(run_dir: str | Path, step: int) -> None:
+    """Check every file of a checkpoint step against its checksums.json; raises CheckpointError
+    naming the first file (or item folder) that is missing, truncated or altered. A step
+    without checksums.json (older versions) passes unchecked."""
+    step_dir = Path(run_dir) / "checkpoints" / str(step)
+    if not step_dir.is_dir():
+        raise CheckpointError(f"{step_dir}: no such checkpoint step")
+    listing = step_dir / CHECKSUMS
+    if not listing.is_file():
+        return
+    try:
+        files = json.loads(listing.read_text())["files"]
+        wanted = {rel: (int(f["bytes"]), str(f["sha256"])) for rel, f in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{listing} is corrupted ({e}); cannot verify the step") from None
+    for rel, (size, digest) in wanted.items():
+        path = step_dir / rel
+        if not path.is_file():
+            top = step_dir / rel.split("/")[0]
+            raise CheckpointError(
+                f"{top if not top.exists() else path} is missing from checkpoint step {step}"
+            )
+        if path.stat().st_size != size:
+            raise CheckpointError(
+                f"{path} is truncated or altered: {path.stat().st_size} bytes, "
+                f"{CHECKSUMS} says {size} (checkpoint step {step})"
+            )
+        if sha256_file(path) != digest:
+            raise CheckpointError(
+                f"{path} is corrupted: its sha256 differs from {CHECKSUMS} (checkpoint step {step})"
+            )
+
+
+def newest_intact_step(ckpt: RunCheckpoints, warn=print, check=None) -> int | None:
+    """The newest step that passes `verify_checkpoint` (and `check(step)`, which raises
+    CheckpointError for what it cannot read), or None. Each damaged newer step gets one
+    warning line naming the file and is set aside, so the run can save those steps again."""
+    for step in reversed(ckpt.all_steps()):
+        try:
+            verify_checkpoint(ckpt.directory.parent, step)
+            if check is not None:
+                check(step)
+            return step
+        except CheckpointError as e:
+            dest = ckpt.set_aside(step)
+            warn(f"[resume] warning: checkpoint step {step} is damaged ({e}); moved to {dest.name}")
+    return None
+
+
+def _items_present(run_dir: Path, step: int, names) -> Path:
+    """-> the step dir, after checking each item folder exists (a checkpoint without checksums
+    otherwise fails deep inside Orbax)."""
+    step_dir = Path(run_dir) / "checkpoints" / str(step)
+    for name in names:
+        if not (step_dir / name).is_dir():
+            raise CheckpointError(f"{step_dir / name} is missing from checkpoint step {step}")
+    return step_dir
+
+
+class _unreadable_as_error:
+    """Orbax / TensorStore failures while reading `where` -> one-line CheckpointError."""
+
+    def __init__(self, where: Path):
+        self.where = where
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is None or isinstance(error, CheckpointError) or not _is_read_failure(error):
+            return False
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(
+            f"{self.where} cannot be read ({type(error).__name__}: {first})"
+        ) from error
 
 
 def read_params(run_dir: str | Path, step: int) -> dict:
     """Every saved parameter of a checkpoint (trained and frozen) as one nested dict of host
     arrays, read without a target structure."""
+    step_dir = _items_present(Path(run_dir), step, ("state",))
     manager = ocp.CheckpointManager(Path(run_dir, "checkpoints").resolve(), item_names=("state",))
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    manager.close()
+    try:
+        with _unreadable_as_error(step_dir / "state"):
+            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    finally:
+        manager.close()
     return _merge_trees(state["state"]["frozen"], state["state"]["train"]["params"])
 
 
@@ -199,3 +350,14 @@ def _recorded_best(run_dir: Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return best if isinstance(best, int) else None
+
+
+# TensorStore reports unreadable data as a ValueError carrying a status code; a target that
+# does not fit (another shape or tree) is a plain ValueError too, and is not damage.
+_DAMAGE_MARKS = re.compile(r"DATA_LOSS|NOT_FOUND|OUT_OF_RANGE|FAILED_PRECONDITION|Error reading")
+
+
+def _is_read_failure(error: BaseException) -> bool:
+    if isinstance(error, (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError)):
+        return True
+    return isinstance(error, ValueError) and bool(_DAMAGE_MARKS.search(str(error)))

@@ -20,7 +20,6 @@ the prompt builders are all a bundle needs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import ml_dtypes
 import numpy as np
 import yaml
 
+from recsys_jax.run.checksums import sha256_file
 from recsys_jax.tokenizer import Tokenizer
 
 FORMAT_VERSION = 2  # 2: tokenizer.json holds the whole tokenizer (no tokenizer.model)
@@ -49,14 +49,6 @@ _BIT_VIEWS = {"bfloat16": (ml_dtypes.bfloat16, np.uint16)}
 
 class BundleError(RuntimeError):
     """The bundle is missing, corrupted, truncated or from an incompatible version."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path, info: dict) -> dict:

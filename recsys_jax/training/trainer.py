@@ -24,7 +24,15 @@ from recsys_jax.model.glm_import import resize_vocabulary
 from recsys_jax.model.lora import BASE_PARAMS
 from recsys_jax.prompts.mixture import TrainingMixture, active_families
 from recsys_jax.run.assets import RunAssets, fit_assets, item_feature_table, open_prepared
-from recsys_jax.run.checkpoints import RunCheckpoints, assign_params, find_checkpoint, read_params
+from recsys_jax.run.checkpoints import (
+    CheckpointError,
+    RunCheckpoints,
+    assign_params,
+    find_checkpoint,
+    newest_intact_step,
+    read_params,
+    verify_checkpoint,
+)
 from recsys_jax.training import TrainingDiverged
 from recsys_jax.training import batches as batches_lib
 from recsys_jax.training.guards import DivergenceGuard, StopRequest
@@ -70,12 +78,14 @@ class Trainer:
         self.checkpoints = RunCheckpoints(
             self.run_dir, cfg.train.keep_checkpoints, cfg.train.async_checkpoint
         )
-        self.start_step = self.checkpoints.latest_step() or 0
+        self._resume_json: dict = {}
+        self.start_step = self._newest_intact_step()
         saved_assets = None
         self.init_from = None
         self.pretrained_import = False
         if cfg.train.init_from and not self.start_step:
             self.init_from = find_checkpoint(cfg.train.init_from)
+            verify_checkpoint(*self.init_from)
             self.log(
                 f"[init] parameters from {self.init_from[0]} step {self.init_from[1]}; "
                 "its tokenizer and item index are reused"
@@ -88,8 +98,8 @@ class Trainer:
             self.pretrained_import = "index" not in saved_assets
         if self.start_step:
             self.log(f"[resume] found checkpoint at step {self.start_step} in {self.run_dir}")
-            self._check_same_config(self.checkpoints.restore_json(self.start_step, "config"))
-            saved_assets = self.checkpoints.restore_json(self.start_step, "assets")
+            self._check_same_config(self._resume_json["config"])
+            saved_assets = self._resume_json["assets"]
 
         prepared = self.prepared = open_prepared(cfg.data, self.log)
         self.assets: RunAssets = fit_assets(prepared, cfg.data, saved_assets, self.log)
@@ -109,6 +119,17 @@ class Trainer:
         self._build_model()
 
     # -- setup ---------------------------------------------------------------------------------
+
+    def _newest_intact_step(self) -> int:
+        """The newest checkpoint that verifies and whose config and assets read back (kept in
+        `_resume_json`); damaged newer ones are reported and set aside. 0: start fresh."""
+
+        def read_json(step: int) -> None:
+            self._resume_json = {
+                name: self.checkpoints.restore_json(step, name) for name in ("config", "assets")
+            }
+
+        return newest_intact_step(self.checkpoints, self.log, read_json) or 0
 
     def resolved_config(self) -> dict:
         out = configlib.to_dict(self.cfg)
@@ -185,8 +206,9 @@ class Trainer:
             if self.pretrained_import:
                 saved = resize_vocabulary(saved, self.model_cfg.vocab_size, cfg.train.seed)
             assign_params(model, saved, BASE_PARAMS)
-        if self.item_features is not None and not self.start_step:
-            # Item rows start as the projection of their pretrained vectors alone.
+        if self.item_features is not None:
+            # Item rows start as the projection of their pretrained vectors alone (a resumed
+            # run overwrites them; set anyway in case every checkpoint proves unreadable).
             emb = model.word_embeddings
             emb.features[...] = jnp.asarray(self.item_features, jnp.float32)
             is_item = jnp.asarray(self.item_features.any(axis=1))[:, None]
@@ -209,8 +231,20 @@ class Trainer:
             f"{count_params(params) + count_params(self.frozen):,} parameters; mesh "
             f"{dict(self.mesh.shape)}"
         )
-        if self.start_step:
-            self._restore(self.start_step)
+        while self.start_step:
+            try:
+                self._restore(self.start_step)
+                break
+            except CheckpointError as e:
+                # Unreadable despite its checksums (or written without them): fall back too.
+                dest = self.checkpoints.set_aside(self.start_step)
+                self.log(
+                    f"[resume] warning: checkpoint step {self.start_step} is damaged ({e}); "
+                    f"moved to {dest.name}"
+                )
+                self.start_step = self._newest_intact_step()
+                if self.start_step:
+                    self.log(f"[resume] resuming from step {self.start_step} instead")
         batch_sh = sharding.batch_sharding(self.mesh)
         self.train_step = jax.jit(
             make_train_step(
