@@ -26,12 +26,24 @@ def golden_data(toy_p5, tmp_path_factory):
     return data
 
 
+@pytest.fixture(scope="module")
+def recommenders(golden_data):
+    """Each golden run loaded once for the module (loading and compiling dominate)."""
+    loaded = {}
+
+    def get(run):
+        if run not in loaded:
+            loaded[run] = Recommender.from_checkpoint(
+                GOLDEN / run, data_dir=str(golden_data), beam=8
+            )
+        return loaded[run]
+
+    return get
+
+
 def _calls(rec):
     calls = {
         "sequential": lambda: rec.recommend_batch(HISTORIES, k=5),
-        "sequential_keep_history": lambda: rec.recommend_batch(
-            HISTORIES, k=5, exclude_history=False
-        ),
         "direct_generate": lambda: rec.recommend_batch(
             HISTORIES, k=2, task="direct", candidates=CANDIDATES, method="generate"
         ),
@@ -44,11 +56,11 @@ def _calls(rec):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", ["title_multitask", "items_causal"])
-def test_fixed_checkpoint_predictions_unchanged(run, golden_data):
+def test_fixed_checkpoint_predictions_unchanged(run, recommenders):
     """Item lists and scores of recorded checkpoints (a worded multitask model and a causal
     item-sequence model) match what they were when recorded."""
     expected = json.loads((GOLDEN / "predictions.json").read_text())[run]
-    rec = Recommender.from_checkpoint(GOLDEN / run, data_dir=str(golden_data), beam=8)
+    rec = recommenders(run)
     for name, call in _calls(rec).items():
         if name not in expected:
             continue
@@ -61,9 +73,10 @@ def test_fixed_checkpoint_predictions_unchanged(run, golden_data):
 
 
 @pytest.mark.slow
-def test_decoder_beam_excludes_and_scores_agree(golden_data):
+def test_decoder_beam_excludes_and_scores_agree(recommenders):
     """beam over one-token candidates gives the same order and scores as exact scoring."""
-    dec = Decoder.from_checkpoint(GOLDEN / "title_multitask", data_dir=str(golden_data), beam=8)
+    dec = recommenders("title_multitask").decoder
+    assert isinstance(dec, Decoder)
     hist = [[0, 1, 2], [5]]
     inputs = dec.prompts(hist, dec.templates["sequential"])
     items, scores = dec.beam(inputs, 4, exclude=hist)

@@ -377,7 +377,13 @@ def test_sigterm_and_sigint_stop_with_a_checkpoint_that_the_same_command_resumes
         steps=100_000,
         **{"train.eval_every": 100_000, "train.checkpoint_every": 100_000},
     )
-    cmd = [sys.executable, "-m", "recsys_jax.train", *args]
+    # The child restores a terminal's SIGINT first (see below), then runs the CLI.
+    launcher = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['recsys_jax.train', *sys.argv[1:]]; "
+        "runpy.run_module('recsys_jax.train', run_name='__main__')"
+    )
+    cmd = [sys.executable, "-c", launcher, *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     pattern = r"stopped at step (\d+); checkpoint saved; run the same command to resume"
     stops = []
@@ -391,7 +397,6 @@ def test_sigterm_and_sigint_stop_with_a_checkpoint_that_the_same_command_resumes
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         _wait_for(lambda: any(s > before for s in _logged_steps(run)), proc)
         proc.send_signal(sig)
