@@ -1,37 +1,53 @@
-"""Training-step throughput and MFU of a model preset on synthetic GLM batches.
+"""Training-step speed of a config or model preset: where the time goes and how close it runs to
+the machine's peak.
 
-    python scripts/bench_train.py [--model small] [--dtype bfloat16] [--batch 64] [--seq-len 512]
+    python scripts/bench_train.py --config configs/beauty.yaml [key=value ...]
+    python scripts/bench_train.py --model small --batch 16 --seq-len 136 --dtype float32
 
-The compiled step is the one `recsys_jax.train` uses (AdamW, clipping, donated state), on a
-mesh over all local devices (data parallel). Batches are random tokens laid out like packed
-GLM examples (Part A then Part B, 25% of positions carry loss), so the data pipeline is not
-measured. Prints one JSON object: tokens/s (median of timed steps), model FLOPs per token
-(6 x matmul parameters + 12 x layers x seq_len x width for attention, plus 6 x vocab x width
-for the tied output projection at the positions it runs on: ceil(fraction x batch x seq_len)
-when the 25 % loss positions fit under `--logits-fraction`, else every position) and MFU
-against the device's dense bf16 peak where known.
+`--config` builds the trainer for that config (its dataset, vocabulary, model, optimizer and
+compiled step) in a temporary run folder and times real batches from its input pipeline.
+`--model` times a preset on synthetic batches laid out like packed GLM examples (Part A then
+Part B, the last quarter of each row carrying loss). `--batch` / `--seq-len` override either.
+
+Timed separately, each the median of `--steps` runs after a warm-up:
+  forward   — the loss (dropout on, as in training);
+  backward  — loss + gradients, minus forward;
+  optimizer — the whole compiled train step, minus loss + gradients;
+  input     — `next()` on the trainer's batch iterator, back to back (`--config` only; in
+              training it overlaps the step, so it costs time only when it is the slower).
+FLOPs per step come from XLA's cost analysis of the compiled train step (lowered with the loss
+in one chunk and no gradient accumulation, because the cost analysis counts a loop body once).
+The peak is measured here on the CPU (the best of several float32 GEMMs, printed) or looked up
+for GPUs/TPUs (dense bf16), so `peak_fraction` is FLOP utilisation against what this machine
+can do; on an accelerator it is the MFU. Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-import math
+import sys
+import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from recsys_jax import sharding
-from recsys_jax.config import TrainConfig
+from recsys_jax.config import TrainConfig, load_config
 from recsys_jax.model import GLM, MODEL_PRESETS
+from recsys_jax.training import loss as loss_lib
 from recsys_jax.training.step import (
+    dropout_key,
     init_train_state,
     learning_rate_schedule,
     make_optimizer,
     make_train_step,
+    model_loss,
     split_model,
 )
 
@@ -45,11 +61,35 @@ PEAK_BF16_TFLOPS = {
 }
 
 
-def peak_tflops(kind: str):
-    for name, peak in PEAK_BF16_TFLOPS.items():
+def measured_cpu_peak(size: int = 2048, repeats: int = 7) -> float:
+    """FLOP/s of the best of `repeats` float32 [size, size] x [size, size] products on the CPU."""
+    a = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(matmul(a, a))
+    best = min(_timed(lambda: matmul(a, a)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def device_peak() -> tuple[float | None, str]:
+    """(peak FLOP/s of all local devices, how it was obtained)."""
+    kind = jax.devices()[0].device_kind
+    if jax.default_backend() == "cpu":
+        return measured_cpu_peak(), "measured float32 GEMM, 2048^3"
+    for name, tflops in PEAK_BF16_TFLOPS.items():
         if name.lower() in kind.lower():
-            return peak
-    return None
+            return tflops * 1e12 * jax.local_device_count(), f"dense bf16 peak of {name}"
+    return None, f"unknown device kind {kind!r}"
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def _median_time(fn, steps: int) -> float:
+    jax.block_until_ready(fn())  # compile / warm up
+    return float(np.median([_timed(fn) for _ in range(steps)]))
 
 
 def synthetic_batch(batch, seq_len, vocab, rng):
@@ -67,89 +107,204 @@ def synthetic_batch(batch, seq_len, vocab, rng):
     }
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="small", choices=sorted(MODEL_PRESETS))
-    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument(
-        "--logits-fraction",
-        type=float,
-        default=TrainConfig.logits_fraction,
-        help="train.logits_fraction (1 = logits at every position)",
-    )
-    args = parser.parse_args()
+@dataclasses.dataclass
+class Setup:
+    """What the timings need: the compiled step and its inputs."""
+
+    name: str
+    graphdef: object
+    state: dict
+    frozen: object
+    tx: object
+    train_cfg: TrainConfig
+    batch: dict
+    next_batch: object  # () -> a fresh host batch, or None for synthetic batches
+    mesh: object
+    params: int
+
+
+@contextlib.contextmanager
+def _config_setup(args):
+    from recsys_jax.training import batches as batches_lib
+    from recsys_jax.training.trainer import Trainer
+
+    overrides = list(args.overrides)
+    if args.batch:
+        overrides.append(f"train.batch_size={args.batch}")
+    if args.seq_len:
+        overrides.append(f"data.seq_len={args.seq_len}")
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load_config(args.config, overrides + [f"train.run_dir={run_dir}"])
+        trainer = Trainer(cfg, log=lambda m: print(m, file=sys.stderr))
+        try:
+            host = next(trainer.train_iter)
+            yield Setup(
+                name=args.config,
+                graphdef=trainer.graphdef,
+                state=trainer.state,
+                frozen=trainer.frozen,
+                tx=trainer.tx,
+                train_cfg=cfg.train,
+                batch=sharding.shard_batch(batches_lib.model_batch(host), trainer.mesh),
+                next_batch=lambda: next(trainer.train_iter),
+                mesh=trainer.mesh,
+                params=sum(int(x.size) for x in jax.tree.leaves(trainer.state["params"])),
+            )
+        finally:
+            trainer.train_iter.close()
+
+
+@contextlib.contextmanager
+def _preset_setup(args):
+    batch, seq_len = args.batch or 64, args.seq_len or 512
     cfg = dataclasses.replace(
         MODEL_PRESETS[args.model],
         dtype=args.dtype,
         vocab_size=args.vocab,
-        max_positions=max(args.seq_len, 512),
-        max_block_positions=max(args.seq_len, 512),
+        max_positions=max(seq_len, 512),
+        max_block_positions=max(seq_len, 512),
     )
     mesh = sharding.make_mesh(-1, 1, 1)
     model = sharding.init_sharded(lambda: GLM(cfg, rngs=nnx.Rngs(0)), mesh)
     graphdef, params, frozen = split_model(model, False)
-    tcfg = TrainConfig(steps=1000, warmup_steps=10)
-    tx = make_optimizer(tcfg)
-    state_sh = sharding.state_shardings(
+    train_cfg = TrainConfig(steps=1000, warmup_steps=10, logits_fraction=args.logits_fraction)
+    tx = make_optimizer(train_cfg)
+    shardings = sharding.state_shardings(
         jax.eval_shape(lambda p: init_train_state(p, tx, 0), params), mesh
     )
-    frozen_sh = sharding.state_shardings(frozen, mesh)
-    state = jax.jit(lambda p: init_train_state(p, tx, 0), out_shardings=state_sh)(params)
+    state = jax.jit(lambda p: init_train_state(p, tx, 0), out_shardings=shardings)(params)
+    host = synthetic_batch(batch, seq_len, args.vocab, np.random.default_rng(0))
+    yield Setup(
+        name=args.model,
+        graphdef=graphdef,
+        state=state,
+        frozen=frozen,
+        tx=tx,
+        train_cfg=train_cfg,
+        batch=sharding.shard_batch(host, mesh),
+        next_batch=None,
+        mesh=mesh,
+        params=sum(int(x.size) for x in jax.tree.leaves(params)),
+    )
+
+
+def step_flops(s: Setup) -> float:
+    """XLA's FLOP count of one train step (loss in one chunk, no accumulation loop)."""
+    with loss_lib.single_chunk():
+        fn = make_train_step(
+            s.graphdef, s.tx, 1, learning_rate_schedule(s.train_cfg), s.train_cfg.logits_fraction
+        )
+        analysis = jax.jit(fn).lower(s.state, s.frozen, s.batch).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis.get("flops", 0.0))
+
+
+def measure(s: Setup, steps: int) -> dict:
+    tc = s.train_cfg
+    fraction = tc.logits_fraction
+    key = dropout_key(s.state["rng"], s.state["step"])
+
+    def loss(params):
+        return model_loss(s.graphdef, params, s.frozen, s.batch, key, fraction)[0]
+
+    forward = jax.jit(loss)
+    backward = jax.jit(jax.value_and_grad(loss))
+    params = s.state["params"]
+    forward_s = _median_time(lambda: forward(params), steps)
+    grad_s = _median_time(lambda: backward(params), steps)
+
     step = jax.jit(
-        make_train_step(graphdef, tx, 1, learning_rate_schedule(tcfg), args.logits_fraction),
-        in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh)),
-        out_shardings=(state_sh, None),
+        make_train_step(s.graphdef, s.tx, tc.grad_accum, learning_rate_schedule(tc), fraction),
         donate_argnums=(0,),
     )
-    batch = sharding.shard_batch(
-        synthetic_batch(args.batch, args.seq_len, args.vocab, np.random.default_rng(0)), mesh
-    )
-    t0 = time.perf_counter()
-    state, m = step(state, frozen, batch)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0
+    state = jax.tree.map(jnp.copy, s.state)
+    start = time.perf_counter()
+    state, metrics = step(state, s.frozen, s.batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
     times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        state, m = step(state, frozen, batch)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
-    sec = float(np.median(times))
-    tokens = args.batch * args.seq_len
-    d, layers = cfg.hidden_size, cfg.num_layers
-    matmul_params = layers * (4 * d * d + 2 * d * cfg.ffn_dim)
-    # Logits run at `cap` gathered positions when the batch's targets fit, else everywhere.
-    positions = args.batch * args.seq_len
-    cap = math.ceil(args.logits_fraction * positions - 1e-9)
-    targets = args.batch * (args.seq_len - int(args.seq_len * 0.75))
-    logit_share = cap / positions if targets <= cap < positions else 1.0
-    flops_per_token = (
-        6 * matmul_params + 12 * layers * args.seq_len * d + 6 * d * cfg.vocab_size * logit_share
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step(state, s.frozen, s.batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    step_s = float(np.median(times))
+
+    input_s = None
+    if s.next_batch is not None:  # back-to-back, so prefetched batches do not hide the cost
+        count = 4 * steps
+        start = time.perf_counter()
+        for _ in range(count):
+            s.next_batch()
+        input_s = (time.perf_counter() - start) / count
+    return {
+        "forward_s": forward_s,
+        "backward_s": max(grad_s - forward_s, 0.0),
+        "optimizer_s": max(step_s - grad_s, 0.0),
+        "input_s": input_s,
+        "step_s": step_s,
+        "compile_s": compile_s,
+        "loss": float(metrics["loss"]),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="a training config (YAML): real data and model")
+    source.add_argument("--model", choices=sorted(MODEL_PRESETS), help="a preset, synthetic data")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of --config")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--vocab", type=int, default=32000, help="--model vocabulary size")
+    parser.add_argument("--batch", type=int, help="batch rows (default: config's, or 64)")
+    parser.add_argument("--seq-len", type=int, help="row length (default: config's, or 512)")
+    parser.add_argument("--steps", type=int, default=5, help="timed runs per measurement")
+    parser.add_argument(
+        "--logits-fraction",
+        type=float,
+        default=TrainConfig.logits_fraction,
+        help="--model: train.logits_fraction (1 = logits at every position)",
     )
-    kind = jax.devices()[0].device_kind
-    peak = peak_tflops(kind)
-    achieved = flops_per_token * tokens / sec / 1e12
+    args = parser.parse_args()
+    if args.config is None and args.model is None:
+        args.model = "small"
+    if args.overrides and args.config is None:
+        parser.error("key=value overrides need --config")
+
+    setup = _config_setup(args) if args.config else _preset_setup(args)
+    with setup as s:
+        times = measure(s, args.steps)
+        flops = step_flops(s)
+        rows, length = s.batch["tokens"].shape
+        examples = int(np.sum(np.max(np.asarray(s.batch["segment_ids"]), axis=1)))
+    peak, peak_source = device_peak()
+    flops_per_s = flops / times["step_s"]
     print(
         json.dumps(
             {
-                "device": kind,
+                "setup": s.name,
+                "device": jax.devices()[0].device_kind,
                 "devices": jax.device_count(),
-                "model": args.model,
-                "dtype": args.dtype,
-                "params": int(sum(x.size for x in jax.tree.leaves(params))),
-                "batch": args.batch,
-                "seq_len": args.seq_len,
-                "logits_fraction": args.logits_fraction,
-                "compile_s": round(compile_s, 1),
-                "step_ms": round(1000 * sec, 2),
-                "tokens_per_s": round(tokens / sec),
-                "model_tflops_per_s": round(achieved, 2),
-                "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
-                "loss": float(m["loss"]),
+                "params": s.params,
+                "batch": rows,
+                "seq_len": length,
+                "examples_per_batch": examples,
+                "logits_fraction": s.train_cfg.logits_fraction,
+                "tokens_per_s": round(rows * length / times["step_s"], 1),
+                "examples_per_s": round(examples / times["step_s"], 1),
+                "step_s": round(times["step_s"], 4),
+                "forward_s": round(times["forward_s"], 4),
+                "backward_s": round(times["backward_s"], 4),
+                "optimizer_s": round(times["optimizer_s"], 4),
+                "input_s": None if times["input_s"] is None else round(times["input_s"], 4),
+                "backward_forward_ratio": round(times["backward_s"] / times["forward_s"], 2),
+                "compile_s": round(times["compile_s"], 2),
+                "flops_per_step": flops,
+                "flops_per_s": round(flops_per_s),
+                "peak_flops_per_s": None if peak is None else round(peak),
+                "peak_source": peak_source,
+                "peak_fraction": None if peak is None else round(flops_per_s / peak, 4),
+                "loss": times["loss"],
                 "jax": jax.__version__,
             }
         )

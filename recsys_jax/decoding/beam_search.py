@@ -25,7 +25,7 @@ NEG_INF = -1e30
 
 
 def _length_norm(length: jax.Array, penalty: float) -> jax.Array:
-    return jnp.power(length.astype(jnp.float32), penalty)
+    return jnp.power(jnp.asarray(length, jnp.float32), penalty)
 
 
 def _gather_beams(tree, flat_index: jax.Array):
@@ -118,9 +118,30 @@ def beam_search(
         "done_item": jnp.full((batch, top_k), -1, jnp.int32),
     }
 
+    def finish(done_score, done_item, node, fin_logp, live, length):
+        """Merge the beams whose node completes a (not excluded) item into the results."""
+        item = trie.end_item[node]
+        banned = jnp.any(item[..., None] == exclude[:, None, :], axis=-1)
+        ok = live & (item >= 0) & ~banned
+        fin = jnp.where(ok, fin_logp / _length_norm(length, length_penalty), NEG_INF)
+        scores = jnp.concatenate([done_score, fin], axis=1)
+        items = jnp.concatenate([done_item, jnp.where(ok, item, -1)], axis=1)
+        done_score, pick = jax.lax.top_k(scores, top_k)
+        return done_score, jnp.take_along_axis(items, pick, axis=1)
+
+    if not score_eop:
+        # An open span finishes an item where its node completes one, without scoring a token
+        # after it, so beams are finished as soon as they are extended and the next forward
+        # pass runs only while some beam can still continue (never, for one-token items).
+        init["done_score"], init["done_item"] = finish(
+            init["done_score"], init["done_item"], init["node"], logp0, logp0 > NEG_INF / 2, 1
+        )
+
     def cond(s):
-        alive = jnp.any(s["logp"] > NEG_INF / 2)
-        return (s["step"] < steps) & alive
+        live = s["logp"] > NEG_INF / 2
+        if not score_eop:
+            live = live & jnp.any(trie_lib.children(trie, s["node"])[0] >= 0, axis=-1)
+        return (s["step"] < steps) & jnp.any(live)
 
     def body(s):
         logits, cache = model.decode_step_shared(
@@ -135,17 +156,11 @@ def beam_search(
         logp = logp.reshape(batch, beam, -1)
         live = s["logp"] > NEG_INF / 2
 
-        # Finishing: <eop> where the node completes an item.
-        item = trie.end_item[s["node"]]
-        banned = jnp.any(item[..., None] == exclude[:, None, :], axis=-1)
-        length = s["step"] + (1 if score_eop else 0)  # item tokens (+ <eop>)
-        fin_logp = s["logp"] + logp[..., eop] if score_eop else s["logp"]
-        ok = live & (item >= 0) & ~banned
-        fin = jnp.where(ok, fin_logp / _length_norm(length, length_penalty), NEG_INF)
-        scores = jnp.concatenate([s["done_score"], fin], axis=1)
-        items = jnp.concatenate([s["done_item"], jnp.where(ok, item, -1)], axis=1)
-        done_score, pick = jax.lax.top_k(scores, top_k)
-        done_item = jnp.take_along_axis(items, pick, axis=1)
+        done_score, done_item = s["done_score"], s["done_item"]
+        if score_eop:  # finishing: <eop> where the node completes an item (item tokens + 1)
+            done_score, done_item = finish(
+                done_score, done_item, s["node"], s["logp"] + logp[..., eop], live, s["step"] + 1
+            )
 
         # Continuing: the best `beam` (beam, token) pairs that stay inside the trie; only the
         # (static-width) child window of each beam's node is scored.
@@ -162,6 +177,10 @@ def beam_search(
         intra = trie_lib.next_intra(
             jnp.take_along_axis(s["intra"], src, 1), jnp.zeros_like(token, bool)
         )
+        if not score_eop:
+            done_score, done_item = finish(
+                done_score, done_item, node, logp_new, logp_new > NEG_INF / 2, s["step"] + 1
+            )
         return {
             "step": s["step"] + 1,
             "cache": _gather_beams(cache, src_flat),

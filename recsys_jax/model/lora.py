@@ -17,6 +17,8 @@ import math
 import jax.numpy as jnp
 from flax import nnx
 
+from recsys_jax.model.dropout import Dropout
+
 
 class LoRAParam(nnx.Param):
     """A trainable low-rank adapter weight (the base weights are plain `nnx.Param`)."""
@@ -76,7 +78,7 @@ class LoRA(nnx.Module):
             (rank, *out_shape),
             ("lora_rank", *out_names),
         )
-        self.dropout = nnx.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def delta(self) -> jnp.ndarray:
         """The dense update (alpha / rank) * A B, shaped like the base kernel (float32)."""

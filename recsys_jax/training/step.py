@@ -7,7 +7,6 @@ only the LoRA adapters with `train.lora_only`. The train state is a plain dict p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +16,9 @@ import optax
 from flax import nnx
 
 from recsys_jax.masking.batching import MODEL_INPUTS
-from recsys_jax.model.glm import FrozenParam, tied_logits
+from recsys_jax.model.glm import FrozenParam
 from recsys_jax.model.lora import LoRAParam
+from recsys_jax.training.loss import target_loss_sums
 
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
@@ -58,44 +58,7 @@ def split_model(model, lora_only: bool):
     return graphdef, params, frozen
 
 
-def token_loss_sums(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array):
-    """(sum of masked cross-entropy, number of target tokens, number correct)."""
-    logits = logits.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-    return jnp.sum(ce * loss_mask), jnp.sum(loss_mask), jnp.sum(correct * loss_mask)
-
-
-def target_loss_sums(
-    hidden: jax.Array, table: jax.Array, targets: jax.Array, loss_mask: jax.Array, fraction: float
-):
-    """`token_loss_sums` of the tied logits `hidden @ table.T`, computing logits only at loss
-    positions when they are at most `fraction` of the batch's positions.
-
-    The output layer is a large share of a small model's FLOPs (vocabulary x hidden per
-    position) and only Part B positions carry loss (~10 % on Beauty). The batch's first
-    `ceil(fraction * rows * length)` loss positions (a static size) are gathered; a batch with
-    more falls back to logits everywhere inside a `lax.cond`, so the result is the same either
-    way. `fraction` >= 1: always everywhere.
-    """
-    rows, length = loss_mask.shape
-    cap = math.ceil(fraction * rows * length - 1e-9)
-    dense = lambda h: token_loss_sums(tied_logits(h, table), targets, loss_mask)
-    if not 0 < cap < rows * length:
-        return dense(hidden)
-    flat_mask = loss_mask.reshape(-1)
-    count = jnp.sum(flat_mask > 0)
-
-    def sparse(h):
-        (index,) = jnp.nonzero(flat_mask > 0, size=cap, fill_value=0)
-        weight = jnp.where(jnp.arange(cap) < count, flat_mask[index], 0.0)
-        picked = h.reshape(rows * length, -1)[index]
-        return token_loss_sums(tied_logits(picked, table), targets.reshape(-1)[index], weight)
-
-    return jax.lax.cond(count <= cap, sparse, dense, hidden)
-
-
-def _model_loss(graphdef, params, frozen, batch, dropout_key, logits_fraction: float = 1.0):
+def model_loss(graphdef, params, frozen, batch, dropout_key, logits_fraction: float = 1.0):
     model = nnx.merge(graphdef, params, frozen)
     deterministic = dropout_key is None
     hidden = model.hidden_states(
@@ -109,13 +72,10 @@ def _model_loss(graphdef, params, frozen, batch, dropout_key, logits_fraction: f
 
 
 def dropout_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
-    """This step's dropout key: an "rbg" key seeded from the run's threefry key and the step.
-
-    Dropout masks come from XLA's RngBitGenerator, as in the SASRec baseline (cheaper to
-    compile than threefry's counter hash; on the 2-core CPU the Beauty recipe's step time was
-    the same either way). Seeding stays threefry, so the saved `rng` is unchanged."""
-    seed = jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
-    return jax.random.wrap_key_data(jax.random.bits(seed, (4,), jnp.uint32), impl="rbg")
+    """This step's dropout key: the run's key folded with the step (so a resumed run draws the
+    same masks). Each dropout site derives its own key from it and hashes element indices with
+    it (`model/dropout.py`)."""
+    return jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
 
 
 def init_train_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
@@ -141,7 +101,7 @@ def make_train_step(
 
     def micro_grads(params, frozen, micro, key):
         def loss_sum(p):
-            total, count, correct = _model_loss(graphdef, p, frozen, micro, key, logits_fraction)
+            total, count, correct = model_loss(graphdef, p, frozen, micro, key, logits_fraction)
             return total, (count, correct)
 
         (total, (count, correct)), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
@@ -191,7 +151,7 @@ def make_eval_step(graphdef, logits_fraction: float = 1.0) -> Callable:
     """`eval_step(params, frozen, batch) -> (loss sum, target tokens, correct)`; no dropout."""
 
     def eval_step(params, frozen, batch):
-        return _model_loss(graphdef, params, frozen, batch, None, logits_fraction)
+        return model_loss(graphdef, params, frozen, batch, None, logits_fraction)
 
     return eval_step
 

@@ -1,0 +1,98 @@
+"""The chunked, gradient-fused cross-entropy of the tied output layer equals the plain
+formulation (logits everywhere, optax cross-entropy, argmax accuracy): values and gradients,
+over several chunks with padding, in float32 and bfloat16, and with logits taken only at
+target positions on both sides of the batch's cap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from recsys_jax.model.glm import tied_logits
+from recsys_jax.training import loss as loss_lib
+from recsys_jax.training.loss import target_loss_sums, tied_xent_sums
+
+ROWS, LENGTH, HIDDEN, VOCAB = 3, 16, 8, 50
+
+
+def _plain(hidden, table, targets, weights):
+    """(loss sum, target count, correct) the obvious way: the reference."""
+    logits = tied_logits(hidden, table)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return jnp.sum(ce * weights), jnp.sum(weights), jnp.sum(correct * weights)
+
+
+def _case(targets_per_row, seed=0):
+    rng = np.random.default_rng(seed)
+    hidden = jnp.asarray(rng.normal(size=(ROWS, LENGTH, HIDDEN)), jnp.float32)
+    table = jnp.asarray(rng.normal(size=(VOCAB, HIDDEN)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, VOCAB, (ROWS, LENGTH)), jnp.int32)
+    mask = np.zeros((ROWS, LENGTH), np.float32)
+    for r, n in enumerate(targets_per_row):
+        mask[r, rng.choice(LENGTH, n, replace=False)] = 1.0
+    return hidden, table, targets, jnp.asarray(mask)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 8 rows for these shapes, so 37 rows make 5 chunks, the last one padded."""
+    monkeypatch.setattr(loss_lib, "_CHUNK_BYTES", 4 * VOCAB * 8)
+    assert loss_lib.chunk_rows(37, VOCAB, HIDDEN) == 8
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_chunked_loss_and_gradients_equal_the_plain_formulation(small_chunks, dtype):
+    rng = np.random.default_rng(1)
+    rows = 37
+    hidden = jnp.asarray(rng.normal(size=(rows, HIDDEN)), dtype)
+    table = jnp.asarray(rng.normal(size=(VOCAB, HIDDEN)) * 0.5, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, VOCAB, rows), jnp.int32)
+    # Some rows' target is their argmax, so the correct count is not trivially 0.
+    logits = np.asarray(tied_logits(hidden, table))
+    targets = targets.at[::3].set(jnp.asarray(logits.argmax(-1)[::3], jnp.int32))
+    weights = jnp.asarray(rng.uniform(0.5, 2.0, rows) * (np.arange(rows) % 5 != 0), jnp.float32)
+
+    got_loss, got_correct = jax.jit(tied_xent_sums)(hidden, table, targets, weights)
+    want_loss, _, want_correct = _plain(hidden, table, targets, weights)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(got_loss, want_loss, rtol=tol)
+    assert float(got_correct) == pytest.approx(float(want_correct)) and float(want_correct) > 0
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda h, t: fn(h, t, targets, weights)[0], argnums=(0, 1)))(
+            hidden, table
+        )
+
+    for got, want in zip(grads(tied_xent_sums), grads(_plain)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(
+            np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol * 1e-1
+        )
+
+
+def test_the_loss_scales_its_gradient_by_the_incoming_cotangent():
+    hidden, table, targets, mask = _case((5, 5, 5))
+    h, t, w = hidden.reshape(-1, HIDDEN), targets.reshape(-1), mask.reshape(-1)
+    once = jax.grad(lambda h: tied_xent_sums(h, table, t, w)[0])(h)
+    thrice = jax.grad(lambda h: 3.0 * tied_xent_sums(h, table, t, w)[0])(h)
+    np.testing.assert_allclose(thrice, 3.0 * once, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "targets_per_row", [(3, 0, 9), (3, 9, 4)], ids=["under_cap", "over_cap_falls_back"]
+)
+def test_target_positions_only_match_logits_everywhere(targets_per_row):
+    hidden, table, targets, mask = _case(targets_per_row)
+    fraction = 0.25  # cap = 12 of the 48 positions
+    got = jax.jit(target_loss_sums, static_argnums=4)(hidden, table, targets, mask, fraction)
+    want = _plain(hidden, table, targets, mask)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert float(got[1]) == sum(targets_per_row)  # every target counted, none dropped
+
+    loss = lambda h, t, f: target_loss_sums(h, t, targets, mask, f)[0]
+    grads = jax.grad(loss, argnums=(0, 1))(hidden, table, fraction)
+    plain = jax.grad(lambda h, t: _plain(h, t, targets, mask)[0], argnums=(0, 1))(hidden, table)
+    for g, d in zip(grads, plain):
+        np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6)
