@@ -25,11 +25,16 @@ from recsys_jax.serving.recommender import BundleRecommender
 from recsys_jax.serving.requests import RecommendService
 
 MAX_BODY = 1 << 20
+# A body over MAX_BODY is read and dropped up to this size before the 413, so the client gets
+# the answer instead of a reset while it is still sending; beyond it the connection is cut.
+MAX_DRAIN = 64 << 20
+CONNECTION_TIMEOUT_S = 30.0  # an idle or half-open connection holds a thread only this long
 
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "recsys_jax"
     protocol_version = "HTTP/1.1"  # keep-alive: clients may reuse one connection
+    timeout = CONNECTION_TIMEOUT_S  # socket timeout per connection (StreamRequestHandler)
 
     def do_GET(self):
         if self.path.split("?")[0] == "/health":
@@ -49,11 +54,31 @@ class Handler(BaseHTTPRequestHandler):
                 411, {"error": "a valid Content-Length header is required"}, close=True
             )
         if length > MAX_BODY:
+            self._drain(length)
             return self._reply(
                 413, {"error": f"body of {length} bytes; at most {MAX_BODY}"}, close=True
             )
         status, payload = self.server.service.recommend(self.rfile.read(length))
         self._reply(status, payload)
+
+    def _not_allowed(self):
+        self._discard_body()
+        self._reply(
+            405,
+            {"error": f"method {self.command} not allowed; use GET /health or POST /recommend"},
+            close=True,
+        )
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own errors (bad request line, unknown method, header too
+        long) as JSON like every other answer, instead of its HTML page."""
+        try:
+            phrase = self.responses.get(code, ("error",))[0]
+            self._reply(code, {"error": message or phrase}, close=True)
+        except OSError:  # the client is gone
+            self.close_connection = True
 
     def _discard_body(self):
         try:
@@ -62,6 +87,14 @@ class Handler(BaseHTTPRequestHandler):
             length = 0
         if 0 < length <= MAX_BODY:
             self.rfile.read(length)
+
+    def _drain(self, length: int) -> None:
+        left = length if length <= MAX_DRAIN else 0
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def _reply(self, status: int, payload: dict, close: bool = False):
         data = json.dumps(payload).encode("utf-8")
@@ -72,7 +105,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, format, *args):
         if self.server.verbose:
@@ -87,9 +121,14 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(
-    service: RecommendService, host: str = "127.0.0.1", port: int = 0, verbose: bool = False
+    service: RecommendService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    verbose: bool = False,
+    timeout: float = CONNECTION_TIMEOUT_S,
 ) -> ThreadingHTTPServer:
-    server = Server((host, port), Handler)
+    handler = type("TimedHandler", (Handler,), {"timeout": timeout})
+    server = Server((host, port), handler)
     server.service = service
     server.verbose = verbose
     return server
@@ -123,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="compile batch sizes on first use instead of at start",
     )
+    parser.add_argument(
+        "--connection-timeout",
+        type=float,
+        default=CONNECTION_TIMEOUT_S,
+        help="seconds an idle or stalled connection may hold its thread",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every HTTP request")
     args = parser.parse_args(argv)
     start = time.time()
@@ -134,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_warmup:
         rec.warmup(log=lambda m: print(m, file=sys.stderr, flush=True))
     service = RecommendService(rec, max_wait_ms=args.max_wait_ms, max_requests=args.max_requests)
-    server = make_server(service, args.host, args.port, args.verbose)
+    server = make_server(service, args.host, args.port, args.verbose, args.connection_timeout)
     host, port = server.server_address[:2]
     # Tests and scripts read this line to learn the port.
     print(

@@ -5,6 +5,7 @@ import http.client
 import json
 import random
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +32,8 @@ def server(toy_bundle):
         "5",
         "--max-requests",
         "8",
+        "--connection-timeout",
+        "2",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # blocks until the server is ready (or has died)
@@ -87,6 +90,52 @@ def test_bad_requests_get_4xx_with_a_message(server, method, path, body, raw, st
     _, port = server
     got, payload = call(port, method, path, body, raw)
     assert got == status and message in payload["error"], payload
+
+
+def test_other_methods_and_garbage_get_json_errors(server):
+    _, port = server
+    for method in ("PUT", "DELETE", "PATCH"):
+        status, payload = call(port, method, "/recommend", {"history": ["1"]})
+        assert status == 405 and "not allowed" in payload["error"]
+    status, payload = call(port, "BREW", "/recommend")
+    assert status == 501 and "Unsupported method" in payload["error"]
+    for garbage in (b"complete garbage\r\n\r\n", b"GET / HTTP/9.x\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(garbage)
+            answer = _read_all(sock)
+        # A request line without a valid version gets HTTP/0.9's bare body: JSON, not HTML.
+        assert "Bad" in json.loads(answer[answer.index(b"{") :])["error"], answer
+
+
+def test_deeply_nested_json_is_a_400(server):
+    _, port = server
+    raw = b'{"history": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, payload = call(port, "POST", "/recommend", raw=raw)
+    assert status == 400 and "nested too deeply" in payload["error"]
+
+
+def test_an_oversized_body_gets_its_413_not_a_reset(server):
+    _, port = server
+    status, payload = call(port, "POST", "/recommend", raw=b"x" * (10 << 20))
+    assert status == 413 and "at most" in payload["error"]
+
+
+def test_a_stalled_connection_is_closed_after_the_timeout(server):
+    _, port = server
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /recommend HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        start = time.monotonic()
+        assert _read_all(sock) == b""  # closed by the server, no answer to half a request
+        assert time.monotonic() - start < 15  # --connection-timeout 2
+    status, _ = call(port, "GET", "/health")  # and the server still answers
+    assert status == 200
+
+
+def _read_all(sock) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def test_200_concurrent_requests_from_8_threads_all_answered_correctly(server, toy_bundle):

@@ -37,6 +37,8 @@ def parse(body: bytes, max_requests: int) -> tuple[list[dict], bool]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise RequestError(400, f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestError(400, 'the body must be a JSON object like {"history": [...], "k": 10}')
     if "requests" in data:
