@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 from recsys_jax import configlib
 from recsys_jax.masking import MaskingConfig
@@ -178,6 +179,13 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size} must be divisible by "
                 f"train.grad_accum={self.grad_accum}"
             )
+        run_dir = Path(self.run_dir)
+        existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise configlib.ConfigError(
+                f"train.run_dir={self.run_dir!r}: {existing} is a file; name a folder (a new "
+                "one, or a run to resume)"
+            )
 
 
 @dataclasses.dataclass
@@ -198,7 +206,10 @@ class Config:
     def validate(self):
         self.data.validate()
         self.train.validate()
-        self.model.validate()
+        try:
+            self.model.validate()
+        except ValueError as e:  # the model's own check names its fields ModelConfig.<key>
+            raise configlib.ConfigError(str(e).replace("ModelConfig.", "model.")) from None
         if self.data.seq_len > self.model.max_positions:
             raise configlib.ConfigError(
                 f"data.seq_len={self.data.seq_len} exceeds model.max_positions="
@@ -209,4 +220,10 @@ class Config:
 
 
 def load_config(path: str | None = None, overrides=()) -> Config:
-    return configlib.load(Config, path, overrides)
+    # Without a file, the built-in model and masking sections (not their class defaults) are
+    # what `model.num_layers=4` and the like modify.
+    builtin = {
+        "model": configlib.to_dict(DEFAULT_MODEL),
+        "masking": configlib.to_dict(DEFAULT_MASKING),
+    }
+    return configlib.load(Config, path, overrides, builtin=builtin)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -42,7 +43,7 @@ def _coerce(value: Any, tp, where: str):
             return None
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _not_a_section(where, value)
         return from_dict(tp, value, where)
     origin = typing.get_origin(tp)
     if tp in (int, float) and isinstance(value, bool):
@@ -74,11 +75,15 @@ def _coerce(value: Any, tp, where: str):
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         raise ConfigError(
             f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}"
         ) from None
     return value
+
+
+def _not_a_section(where: str, value) -> ConfigError:
+    return ConfigError(f"{where}: expected a mapping of its keys (a config section), got {value!r}")
 
 
 def from_dict(cls, data: dict, where: str = "config"):
@@ -87,17 +92,28 @@ def from_dict(cls, data: dict, where: str = "config"):
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(types_)}")
     kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a section's own checks (__post_init__)
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict, extra: dict, where: str = "config") -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        old = out.get(k)
+        if isinstance(v, dict) and old is not None and not isinstance(old, dict):
+            # `train: 5` then `train.steps=3`: replacing the 5 would hide the mistake.
+            raise _not_a_section(f"{where}.{k}", old)
+        out[k] = (
+            _merge(old, v, f"{where}.{k}") if isinstance(old, dict) and isinstance(v, dict) else v
+        )
     return out
 
 
@@ -115,7 +131,10 @@ def apply_override(data: dict, cls, assignment: str) -> dict:
         if k not in types_:
             raise ConfigError(f"unknown config key {dotted!r}; run with --help to list keys")
         node_cls = _strip_optional(types_[k])[0]
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {assignment!r}: cannot read the value ({e})") from None
     nested: Any = value
     for k in reversed(keys):
         nested = {k: nested}
@@ -128,9 +147,18 @@ def apply_override(data: dict, cls, assignment: str) -> dict:
     return merged
 
 
-def load(cls, path: str | Path | None = None, overrides: Sequence[str] = ()):
-    """Defaults <- YAML file (which may `base: other.yaml`) <- key=value overrides."""
-    data: dict = {}
+def load(
+    cls,
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    builtin: dict | None = None,
+):
+    """Defaults <- YAML file (which may `base: other.yaml`) <- key=value overrides.
+
+    `builtin`: section values that stand in for the file when there is none, so an override of
+    one key keeps the rest of a built-in section (sections left out of a YAML file take their
+    class defaults instead)."""
+    data: dict = dict(builtin or {}) if path is None else {}
     if path is not None:
         data = _read_yaml(Path(path))
     for assignment in overrides:
@@ -142,16 +170,37 @@ def load(cls, path: str | Path | None = None, overrides: Sequence[str] = ()):
     return cfg
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """One YAML file merged over its `base:` files; `chain`: the files that named this one."""
+    if path.resolve() in [p.resolve() for p in chain]:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"{path}: the base: chain loops ({cycle}); remove one of the bases")
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a YAML config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give a YAML config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of config sections (model:, data:, train:, ...) at "
+            f"the top level, got {reprlib.repr(data)}"
+        )
     base = data.pop("base", None)
     if base:
-        data = _merge(_read_yaml(path.parent / base), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: must name one YAML file, got {base!r}")
+        data = _merge(_read_yaml(path.parent / base, (*chain, path)), data)
     return data
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_jax.cli import positive_int
 from recsys_jax.data.schema import DataError
 from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.decoding.inputs import ITEM_SEQUENCE
@@ -280,14 +281,16 @@ def parser() -> argparse.ArgumentParser:
         help="yes_no costs 100 prompts per case; ask for it explicitly",
     )
     p.add_argument("--out", help="output folder (default: <checkpoint>/eval_<split>)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--beam", type=positive_int, default=20)
     p.add_argument(
         "--unfiltered",
         action="store_true",
         help="sequential: also rank without excluding history (a second pass)",
     )
-    p.add_argument("--limit", type=int, help="only the first N cases / rows (marked partial)")
+    p.add_argument(
+        "--limit", type=positive_int, help="only the first N cases / rows (marked partial)"
+    )
     p.add_argument("--data-dir", help="where the prepared dataset lives (default: as trained)")
     return p
 
@@ -301,9 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as e:
                 print(f"error: --prompts: {e}", file=sys.stderr)
                 return 2
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.split}"
+    if out.exists() and not out.is_dir():
+        print(
+            f"error: --out {out} is a file; give a folder (metrics.json and the predictions "
+            "are written into it)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         decoder = Decoder.from_checkpoint(args.checkpoint, args.data_dir, beam=args.beam)
-        out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.split}"
         evaluate(decoder, args, out, checkpoint=str(args.checkpoint))
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

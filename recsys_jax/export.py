@@ -34,6 +34,7 @@ import yaml
 from flax import nnx
 
 from recsys_jax import configlib
+from recsys_jax.cli import positive_int
 from recsys_jax.data.schema import DataError
 from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.decoding.inputs import PROMPT_KEYS, START_KEYS
@@ -43,6 +44,7 @@ from recsys_jax.serving.bundle import MANIFEST, save_arrays, write_manifest
 
 DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 ALL_PLATFORMS = ("cpu", "cuda", "tpu")
+EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # the platforms jax.export lowers for
 
 
 def _version(package: str) -> str:
@@ -225,6 +227,18 @@ def export_bundle(
     return out
 
 
+def _platforms(text: str) -> list[str]:
+    """argparse type of --platforms: checked before the checkpoint is loaded."""
+    names = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [p for p in names if p not in EXPORT_PLATFORMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown platform(s) {unknown or [text]}; choose from "
+            f"{', '.join(EXPORT_PLATFORMS)} (comma-separated)"
+        )
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m recsys_jax.export",
@@ -242,12 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--merge-lora", action="store_true", help="fold LoRA adapters into the base weights"
     )
-    parser.add_argument("--beam", type=int, default=20, help="beam width = largest k served")
+    parser.add_argument(
+        "--beam", type=positive_int, default=20, help="beam width = largest k served"
+    )
     parser.add_argument("--length-penalty", type=float, default=0.0)
     parser.add_argument(
         "--platforms",
+        type=_platforms,
         default=",".join(ALL_PLATFORMS),
-        help="comma-separated jax.export platforms to lower for",
+        help=f"comma-separated jax.export platforms to lower for ({', '.join(EXPORT_PLATFORMS)})",
     )
     parser.add_argument("--data-dir", help="where the prepared dataset lives (default: as trained)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
@@ -260,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             merge=args.merge_lora,
             beam=args.beam,
             length_penalty=args.length_penalty,
-            platforms=[p.strip() for p in args.platforms.split(",") if p.strip()],
+            platforms=args.platforms,
             data_dir=args.data_dir,
             overwrite=args.overwrite,
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_jax.cli import positive_int
 from recsys_jax.data.item_refs import ItemResolver
 from recsys_jax.data.schema import DataError, UnknownItemError
 from recsys_jax.decoding.decoder import DEFAULT_TEMPLATES, Decoder, id_matrix
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--history", nargs="+", required=True, help="item ids (e.g. ASINs) or exact titles"
     )
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--k", type=positive_int, default=10, help="items to recommend")
     parser.add_argument("--task", choices=["sequential", "direct"], default="sequential")
     parser.add_argument(
         "--candidates", nargs="+", help="direct task: candidate item ids (e.g. ASINs) or titles"

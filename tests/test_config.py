@@ -84,6 +84,79 @@ def test_yaml_base_inheritance_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize(
+    "text, shown", [("- train\n- model\n", "['train', 'model']"), ("5\n", "got 5")]
+)
+def test_yaml_whose_top_level_is_not_a_mapping(tmp_path, text, shown):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(configlib.ConfigError, match="expected a mapping of config sections") as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}:") and shown in str(e.value)
+
+
+def test_base_chains_that_loop_name_the_cycle(tmp_path):
+    (tmp_path / "self.yaml").write_text("base: self.yaml\n")
+    with pytest.raises(configlib.ConfigError, match="the base: chain loops"):
+        load_config(tmp_path / "self.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain: {steps: 3}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(configlib.ConfigError) as err:
+        load_config(tmp_path / "a.yaml")
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert f"({a} -> {b} -> {a})" in str(err.value)
+
+
+def test_config_path_that_is_a_folder_or_binary(tmp_path):
+    with pytest.raises(configlib.ConfigError, match="is a folder; give a YAML config file"):
+        load_config(tmp_path)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(configlib.ConfigError, match="not a text file") as err:
+        load_config(binary)
+    assert str(binary) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["model.hidden_size=64", "model.num_heads=3"],
+            "model.hidden_size=64 is not divisible by num_heads=3",
+        ),
+        (["model.dtype=bogus"], "model.dtype must be one of"),
+        (["model.dropout_rate=1.5"], "model.dropout_rate must be in [0, 1)"),
+        (["masking.mask_ratio=0"], "config.masking: mask_ratio must be in (0, 1]"),
+        (["data.path=[unclosed"], "override 'data.path=[unclosed': cannot read the value"),
+    ],
+)
+def test_section_checks_are_config_errors(overrides, message):
+    with pytest.raises(configlib.ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+
+
+def test_a_section_given_as_a_scalar(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: 5\n")
+    for overrides in ([], ["train.steps=3"]):
+        with pytest.raises(configlib.ConfigError, match=r"config\.train: expected a mapping"):
+            load_config(path, overrides)
+    (tmp_path / "child.yaml").write_text("base: c.yaml\ntrain: {steps: 3}\n")
+    with pytest.raises(configlib.ConfigError, match=r"config\.train: expected a mapping"):
+        load_config(tmp_path / "child.yaml")
+    with pytest.raises(configlib.ConfigError, match=r"config\.train: expected a mapping"):
+        load_config(None, ["train=5", "train.steps=3"])
+
+
+def test_run_dir_that_is_a_file(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    for run_dir in (notes, notes / "run"):
+        with pytest.raises(configlib.ConfigError, match="notes.txt is a file; name a folder"):
+            load_config(None, [f"train.run_dir={run_dir}"])
+
+
 def test_help_lists_every_key_with_its_default():
     text = configlib.help_text(Config)
     for key in (
@@ -151,3 +224,11 @@ def test_no_config_sets_an_empty_mapping(path):
                 yield from ([where + k] if not v else empty(v, f"{where}{k}."))
 
     assert not list(empty(yaml.safe_load(path.read_text()) or {}))
+
+
+def test_overriding_one_builtin_key_keeps_the_rest_of_the_builtin_section():
+    from recsys_jax.config import DEFAULT_MASKING, DEFAULT_MODEL
+
+    cfg = load_config(None, ["model.num_layers=4", "masking.mask_ratio=0.3"])
+    assert cfg.model == dataclasses.replace(DEFAULT_MODEL, num_layers=4)
+    assert cfg.masking == dataclasses.replace(DEFAULT_MASKING, mask_ratio=0.3)

@@ -227,6 +227,23 @@ def test_cli_errors(argv, needle, tmp_path, capsys, monkeypatch):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flag, value", [("--limit", "-3"), ("--limit", "0"), ("--beam", "0"), ("--batch-size", "0")]
+)
+def test_counts_below_one_are_usage_errors(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--checkpoint", "x", flag, value])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: must be at least 1, got {value}" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
+    out = tmp_path / "metrics.txt"
+    out.write_text("x")
+    assert main(["--checkpoint", str(tmp_path), "--out", str(out)]) == 2
+    assert f"error: --out {out} is a file; give a folder" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_item_sequence_model_is_evaluated_with_the_bare_sequence(toy_items_run, tmp_path):
     """A model trained only on the bare item sequence is asked with it ("items"), not with

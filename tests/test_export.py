@@ -185,3 +185,23 @@ def test_bad_options_fail_clearly(toy_run, tmp_path):
     (tmp_path / "notabundle").mkdir()
     with pytest.raises(FileExistsError, match="not a bundle"):
         export_bundle(toy_run[0], tmp_path / "notabundle", overwrite=True)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--platforms", "cpu,bogus"],
+            "argument --platforms: unknown platform(s) ['bogus']; choose from cpu, cuda, rocm, tpu",
+        ),
+        (["--platforms", ","], "argument --platforms: unknown platform(s) [',']"),
+        (["--beam", "0"], "argument --beam: must be at least 1, got 0"),
+    ],
+)
+def test_cli_rejects_bad_options_before_any_work(flags, message, tmp_path, capsys):
+    from recsys_jax.export import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "b"), *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

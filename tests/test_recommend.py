@@ -126,3 +126,10 @@ def test_item_sequence_model_recommends_and_ranks_candidates(toy_items_run):
     ranked = rec.recommend(history, k=4, task="direct", candidates=cands)
     assert sorted(r[0] for r in ranked) == sorted(cands)
     assert [r[2] for r in ranked] == sorted((r[2] for r in ranked), reverse=True)
+
+
+def test_k_below_one_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        recommend_main(["--checkpoint", "x", "--history", "1", "--k", "0"])
+    assert exit_.value.code == 2
+    assert "argument --k: must be at least 1, got 0" in capsys.readouterr().err

@@ -152,6 +152,8 @@ def prepare(
     target = tfds_builder.dataset_dir(data_dir, ds.name)
     if target.exists() and not overwrite:
         raise DataError(f"{target} already exists; pass --overwrite to prepare it again")
+    for stale in tfds_builder.remove_stale_work_dirs(target):
+        log(f"      removed {stale}, left by an interrupted preparation")
     read_counts = ds.summary_counts()
     log(f"      {_counts_line(read_counts)}")
 

@@ -9,12 +9,14 @@ Every parse error names the file and line.
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import gzip
 import json
 import lzma
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -46,14 +48,108 @@ ML100K_GENRES = [
 ]
 
 
-def _open_text(path: Path, encoding="utf-8"):
+_OPENERS: dict[str, Callable] = {".gz": gzip.open, ".xz": lzma.open}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# CSV delimiter -> (its name, how to make this reader split by it)
+_DELIMITERS = {
+    ",": ("comma", "give it a .csv suffix"),
+    "\t": ("tab", "give it a .tsv suffix"),
+    ";": ("semicolon", "re-save it comma-separated (.csv) or tab-separated (.tsv)"),
+}
+
+
+@contextlib.contextmanager
+def _open_text(path: Path, encoding="utf-8-sig"):
+    """A text file, decompressed by suffix. `utf-8-sig` drops the BOM spreadsheets put first;
+    bytes that are not UTF-8 and broken archives become a DataError naming the file."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding=encoding)
-    if path.suffix == ".xz":
-        return lzma.open(path, "rt", encoding=encoding)
-    return open(path, encoding=encoding)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give the file itself")
+    opener = _OPENERS.get(path.suffix, open)
+    try:
+        f = opener(path, "rt", encoding=encoding)
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror or e})") from None
+    with f:
+        try:
+            yield f
+        except UnicodeDecodeError:
+            raise _not_utf8(path, opener) from None
+        except (gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
+            raise DataError(
+                f"{path}: not a readable {path.suffix} archive ({e}); check the file is "
+                "complete, or drop the suffix if it is not compressed"
+            ) from None
+
+
+def _not_utf8(path: Path, opener: Callable) -> DataError:
+    """The error for a file that does not decode: found again in binary (the text layer
+    decodes in chunks, so its error carries no line number)."""
+    where, offset = f"{path}: not UTF-8 text", 0
+    with opener(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = (
+                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte "
+                    f"offset {offset + e.start})"
+                )
+                break
+            offset += len(raw)
+    magic = b""
+    if opener is open:  # a compressed file's own bytes are not text anyway
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        hint = "the file is gzip-compressed: give it a .gz suffix or decompress it"
+    elif magic.startswith(b"\xfd7zXZ\x00"):
+        hint = "the file is xz-compressed: give it a .xz suffix or decompress it"
+    elif magic.startswith((b"\xff\xfe", b"\xfe\xff")):
+        hint = "the file is UTF-16 text: re-save it as UTF-8"
+    else:
+        hint = "re-save it as UTF-8 (a spreadsheet's 'CSV UTF-8' format)"
+    return DataError(f"{where}; {hint}")
+
+
+def _timestamp(value, where: str) -> int:
+    """An int64 timestamp from text or a JSON number (`1700000000`, `1.7e9`)."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value)  # exact: float() would round timestamps beyond 2**53
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                raise DataError(f"{where}: timestamp {value!r} is not a number") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise DataError(f"{where}: timestamp {value!r} is not a number")
+    if isinstance(number, float):
+        number = int(number) if math.isfinite(number) else None
+    if number is None or not _INT64_MIN <= number <= _INT64_MAX:
+        raise DataError(
+            f"{where}: timestamp {value!r} is not a finite 64-bit number; write seconds "
+            "since 1970 (or any increasing integer)"
+        )
+    return number
+
+
+def _rating(value, where: str) -> float:
+    """A finite rating from text or a JSON number; NaN would make every mean over the ratings
+    NaN."""
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{where}: empty rating; give every row a rating")
+    try:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: rating {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise DataError(f"{where}: rating {value!r} is not a finite number; give every row one")
+    return number
 
 
 def _find(folder: Path, *names: str) -> Path | None:
@@ -90,6 +186,8 @@ def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Datase
     P5 numbers items itself; each item's ASIN comes from the `asin` column of `items.tsv`, or,
     for items that lack one there, from `datamaps.json` (`id2item`)."""
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"{folder}: is a file; --format p5 reads the dataset folder")
     if not folder.is_dir():
         raise DataError(f"{folder}: dataset folder not found")
     seq_path = _find(folder, "sequential_data.txt")
@@ -187,6 +285,8 @@ def read_embedded_beauty() -> Dataset:
 def read_movielens(folder: str | os.PathLike, name: str = "movielens_100k") -> Dataset:
     """Either layout: original (`u.data`, `u.item`) or RecBole atomic (`*.inter`, `*.item`)."""
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"{folder}: is a file; --format movielens reads the dataset folder")
     if not folder.is_dir():
         raise DataError(f"{folder}: MovieLens folder not found")
     if (folder / "u.data").exists():
@@ -223,14 +323,14 @@ def _read_movielens_original(folder: Path, name: str) -> Dataset:
             if not line.strip():
                 continue
             parts = line.split()
-            try:
-                user, item, rating, ts = parts[0], parts[1], float(parts[2]), int(parts[3])
-            except (ValueError, IndexError):
+            if len(parts) < 4:
                 raise DataError(
                     f"{data_path}:{line_no}: expected 'user item rating timestamp', "
                     f"got {line.strip()[:80]!r}"
-                ) from None
-            events.append((user, item, ts, rating))
+                )
+            where = f"{data_path}:{line_no}"
+            ts, rating = _timestamp(parts[3], where), _rating(parts[2], where)
+            events.append((parts[0], parts[1], ts, rating))
     return build_dataset(name, events, catalog_rows, with_rating=True, source=str(data_path))
 
 
@@ -260,15 +360,11 @@ def _read_movielens_atomic(inter_path: Path, name: str) -> Dataset:
             catalog_rows[row["item_id"]] = (title, genres)
     events = []
     for line_no, row in _atomic_rows(inter_path):
-        try:
-            events.append(
-                (row["user_id"], row["item_id"], int(float(row["timestamp"])), float(row["rating"]))
-            )
-        except (KeyError, ValueError):
-            raise DataError(
-                f"{inter_path}:{line_no}: needs numeric rating and timestamp "
-                "columns (user_id, item_id, rating, timestamp)"
-            ) from None
+        where = f"{inter_path}:{line_no}"
+        if not all(k in row for k in ("user_id", "item_id", "rating", "timestamp")):
+            raise DataError(f"{where}: needs the columns user_id, item_id, rating and timestamp")
+        ts, rating = _timestamp(row["timestamp"], where), _rating(row["rating"], where)
+        events.append((row["user_id"], row["item_id"], ts, rating))
     return build_dataset(name, events, catalog_rows, with_rating=True, source=str(inter_path))
 
 
@@ -316,21 +412,19 @@ def read_amazon_reviews(
             catalog_rows[str(rec["asin"])] = (str(rec.get("title", "")).strip(), cats)
     events = []
     for line_no, rec in _json_lines(reviews_path):
-        try:
-            events.append(
-                (
-                    rec["reviewerID"],
-                    rec["asin"],
-                    int(rec["unixReviewTime"]),
-                    float(rec["overall"]),
-                    str(rec.get("reviewText", "")),
-                    str(rec.get("summary", "")),
-                )
+        where = f"{reviews_path}:{line_no}"
+        if not all(k in rec for k in ("reviewerID", "asin", "overall", "unixReviewTime")):
+            raise DataError(f"{where}: needs reviewerID, asin, overall and unixReviewTime")
+        events.append(
+            (
+                rec["reviewerID"],
+                rec["asin"],
+                _timestamp(rec["unixReviewTime"], where),
+                _rating(rec["overall"], where),
+                str(rec.get("reviewText", "")),
+                str(rec.get("summary", "")),
             )
-        except (KeyError, ValueError, TypeError):
-            raise DataError(
-                f"{reviews_path}:{line_no}: needs reviewerID, asin, overall and unixReviewTime"
-            ) from None
+        )
     stem = reviews_path.name.split(".")[0]
     return build_dataset(
         name or stem,
@@ -366,18 +460,14 @@ def read_csv(
     for line_no, row in _csv_rows(interactions_path, required=("user", "item", "timestamp")):
         with_rating = "rating" in row
         with_review = "review" in row
-        try:
-            ev = [row["user"], row["item"], int(float(row["timestamp"]))]
-            if with_rating:
-                ev.append(float(row["rating"]))
-            elif with_review:
-                ev.append(float("nan"))
-            if with_review:
-                ev += [row["review"], row.get("summary", "")]
-        except ValueError:
-            raise DataError(
-                f"{interactions_path}:{line_no}: timestamp and rating must be numbers"
-            ) from None
+        where = f"{interactions_path}:{line_no}"
+        ev = [row["user"], row["item"], _timestamp(row["timestamp"], where)]
+        if with_rating:
+            ev.append(_rating(row["rating"], where))
+        elif with_review:
+            ev.append(float("nan"))
+        if with_review:
+            ev += [row["review"], row.get("summary", "")]
         events.append(tuple(ev))
     return build_dataset(
         name or interactions_path.stem,
@@ -402,6 +492,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             raise DataError(
                 f"{path}:1: header lacks column(s) {missing}; expected "
                 f"{', '.join(required)} (see README, 'Your own data')"
+                + _delimiter_hint(delimiter.join(header), delimiter, required)
             )
         for line_no, fields in enumerate(reader, 2):
             if not fields:
@@ -409,6 +500,15 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             if len(fields) != len(header):
                 raise DataError(f"{path}:{line_no}: {len(fields)} fields, header has {len(header)}")
             yield line_no, dict(zip(header, fields))
+
+
+def _delimiter_hint(header_line: str, delimiter: str, required: tuple[str, ...]) -> str:
+    """When another delimiter would find the required columns, say which one and what to do."""
+    for other, (name, fix) in _DELIMITERS.items():
+        names = [h.strip().strip('"') for h in header_line.split(other)]
+        if other != delimiter and all(r in names for r in required):
+            return f"; the file seems to be {name}-separated: {fix}"
+    return ""
 
 
 def read_dataset(fmt: str, path: str | None = None, **kwargs) -> Dataset:

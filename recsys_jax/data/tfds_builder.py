@@ -36,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,8 @@ CONFIG_SPLITS = {
 }
 SPLIT_CONFIG = {split: config for config, names in CONFIG_SPLITS.items() for split in names}
 
+WORK_TAG = "preparing"  # in the name of the temporary folder a preparation writes into
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -314,7 +317,9 @@ def write_prepared(
     if final.exists() and not overwrite:
         raise DataError(f"{final} already exists; pass --overwrite to prepare it again")
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{ds.name}.", dir=final.parent))
+    remove_stale_work_dirs(final)
+    prefix = f".{ds.name}.{WORK_TAG}-{_HOST}-{os.getpid()}-"
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     try:
         downloads = work / ".downloads"  # tfds wants one; nothing is ever downloaded
         configs = [c for c in CONFIG_SPLITS if c != "ratings" or prepared.ratings is not None]
@@ -347,6 +352,37 @@ def write_prepared(
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def remove_stale_work_dirs(final: Path) -> list[Path]:
+    """Delete the temporary folders that killed preparations of this dataset left beside
+    `final`. Kept: folders of a process still running on this machine, and of other machines
+    (a shared data_dir), which cannot be checked from here. -> the removed folders."""
+    # `.<name>.preparing-<host>-<pid>-<random>`, or `.<name>.<random>` as older versions
+    # named them; mkdtemp's random part has no dots, so another dataset's folders never match.
+    pattern = re.compile(
+        rf"^\.{re.escape(final.name)}\.(?:{WORK_TAG}-([0-9a-f]{{8}})-(\d+)-)?[a-z0-9_]+$"
+    )
+    removed = []
+    for path in final.parent.iterdir() if final.parent.is_dir() else ():
+        match = pattern.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        if match[1] and (match[1] != _HOST or _process_alive(int(match[2]))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to another user
+        return True
+    return True
 
 
 def catalog_json(catalog: Catalog) -> dict:

@@ -73,18 +73,30 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         self.log = log or (lambda msg: print(msg, flush=True) if self.is_main else None)
         self.cfg = cfg
+        # Settings that cannot work fail here, before anything is read or written.
+        self.mesh = _make_mesh(cfg)
         self.run_dir = Path(cfg.train.run_dir)
+        if cfg.train.init_from and not (self.run_dir / "checkpoints").is_dir():
+            _init_checkpoint(cfg.train.init_from)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = RunCheckpoints(
             self.run_dir, cfg.train.keep_checkpoints, cfg.train.async_checkpoint
         )
         self._resume_json: dict = {}
         self.start_step = self._newest_intact_step()
+        if self.start_step > cfg.train.steps:
+            # Resuming would train nothing and rewrite summary.json and config.yaml.
+            self.checkpoints.close()
+            raise configlib.ConfigError(
+                f"{self.run_dir} already holds step {self.start_step} > train.steps="
+                f"{cfg.train.steps}; nothing to do: raise train.steps to continue, or use a "
+                "new train.run_dir"
+            )
         saved_assets = None
         self.init_from = None
         self.pretrained_import = False
         if cfg.train.init_from and not self.start_step:
-            self.init_from = find_checkpoint(cfg.train.init_from)
+            self.init_from = _init_checkpoint(cfg.train.init_from)
             verify_checkpoint(*self.init_from)
             self.log(
                 f"[init] parameters from {self.init_from[0]} step {self.init_from[1]}; "
@@ -197,7 +209,6 @@ class Trainer:
 
     def _build_model(self) -> None:
         cfg = self.cfg
-        self.mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
         model = sharding.init_sharded(
             lambda: GLM(self.model_cfg, rngs=nnx.Rngs(cfg.train.seed)), self.mesh
         )
@@ -532,6 +543,23 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _make_mesh(cfg: Config):
+    try:
+        return sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    except ValueError as e:  # sizes the devices cannot fill; the message counts the devices
+        raise configlib.ConfigError(
+            f"{e} (config keys mesh.data, mesh.fsdp, mesh.tensor)"
+        ) from None
+
+
+def _init_checkpoint(path: str):
+    """`train.init_from` -> (run dir, step)."""
+    try:
+        return find_checkpoint(path)
+    except FileNotFoundError as e:
+        raise configlib.ConfigError(f"train.init_from: {e}") from None
 
 
 def _valid_text(valid: dict) -> str:

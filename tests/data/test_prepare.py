@@ -227,3 +227,38 @@ def test_prepare_csv_folder(tmp_path):
     assert s["dataset"] == "interactions" and "rating_test" in s["splits"]
     data = load_prepared(tmp_path / "out", "interactions")
     assert data.catalog.titles[0] == "Item 0" and not data.has_reviews
+
+
+def test_prepare_removes_folders_left_by_a_killed_preparation(tmp_path):
+    from recsys_jax.data import tfds_builder
+
+    src = write_tiny_p5(tmp_path / "p5")
+    out = tmp_path / "out"
+    host, dead = tfds_builder._HOST, 2**30 - 1  # beyond any pid_max: no such process
+    other_host = "0" * 8 if host != "0" * 8 else "1" * 8
+    stale = [out / f".p5.preparing-{host}-{dead}-k2j4x9q_", out / ".p5.k2j4x9q_"]  # + old name
+    kept = [
+        out / f".p5.preparing-{host}-{os.getpid()}-live1234",  # still running
+        out / f".p5.preparing-{other_host}-{dead}-elsewhere",  # another machine's
+        out / f".p5.x.preparing-{host}-{dead}-otherset",  # another dataset's
+    ]
+    for folder in stale + kept:
+        (folder / "train_sequences").mkdir(parents=True)
+    quiet("p5", str(src), data_dir=str(out), num_negatives=3)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+    assert (out / "p5" / "meta.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["p5", *(p.name for p in kept)])
+
+
+def test_cli_bad_input_files_exit_2_with_one_line(tmp_path, capsys):
+    inter = tmp_path / "i.csv"
+    inter.write_text("user,item,timestamp\na,x,1\n")
+    base = ["--format", "csv", "--data-dir", str(tmp_path / "out"), "--no-progress"]
+    assert prep.main(["--path", str(inter), "--items", str(tmp_path), *base]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"error: {tmp_path}: is a folder; give the file itself"
+    inter.write_bytes(b"user,item,timestamp\na,caf\xe9,1\n")
+    assert prep.main(["--path", str(inter), *base]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {inter}:2: not UTF-8 text") and "re-save it as UTF-8" in last

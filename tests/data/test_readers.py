@@ -335,6 +335,112 @@ def test_malformed_csv_line(tmp_path):
         readers.read_csv(inter)
 
 
+def test_excel_byte_order_mark_is_dropped(tmp_path):
+    inter, items = tmp_path / "excel.csv", tmp_path / "items.csv"
+    inter.write_bytes(b"\xef\xbb\xbfuser,item,timestamp\na,x,1\na,y,2\n")
+    items.write_bytes("\ufeffitem,title\nx,Café mug\n".encode())
+    ds = readers.read_csv(inter, items)
+    assert ds.user_ids == ["a"] and ds.catalog.titles == ["Café mug", "y"]
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+
+
+@pytest.mark.parametrize(
+    "content, line, detail",
+    [
+        ("user,item,timestamp\na,x,1\nb,café,2\n".encode("latin-1"), 3, "byte 0xe9 at byte"),
+        (gzip.compress(b"user,item,timestamp\na,x,1\n"), 1, "gzip-compressed"),
+        (PNG, 1, "byte 0x89 at byte offset 0); re-save it as UTF-8"),
+    ],
+    ids=["latin-1", "gzip", "binary"],
+)
+def test_text_that_is_not_utf8_names_the_line(tmp_path, content, line, detail):
+    path = tmp_path / "interactions.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="not UTF-8 text") as err:
+        readers.read_csv(path)
+    _assert_names(err, path, line)
+    assert detail in str(err.value)
+    good = tmp_path / "good.csv"
+    good.write_text("user,item,timestamp\na,x,1\n")
+    with pytest.raises(DataError, match="not UTF-8 text") as err:  # the items file too
+        readers.read_csv(good, path)
+    _assert_names(err, path, line)
+
+
+@pytest.mark.parametrize(
+    "sep, suffix, hint",
+    [
+        ("\t", "csv", "tab-separated: give it a .tsv suffix"),
+        (",", "tsv", "comma-separated: give it a .csv suffix"),
+        (";", "csv", "semicolon-separated: re-save it comma-separated"),
+    ],
+)
+def test_header_split_by_another_delimiter_says_which(tmp_path, sep, suffix, hint):
+    path = tmp_path / f"mine.{suffix}"
+    path.write_text(sep.join(["user", "item", "timestamp"]) + "\n" + sep.join("ax1") + "\n")
+    with pytest.raises(DataError, match="header lacks") as err:
+        readers.read_csv(path)
+    assert hint in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "9223372036854775808", "-1e19"])
+def test_timestamps_beyond_int64_name_the_line(tmp_path, value):
+    path = tmp_path / "t.csv"
+    path.write_text(f"user,item,timestamp\na,x,1\na,y,{value}\n")
+    with pytest.raises(DataError, match="not a finite 64-bit number") as err:
+        readers.read_csv(path)
+    _assert_names(err, path, 3)
+
+
+def test_large_timestamps_stay_exact(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("user,item,timestamp\na,x,1700000000123456789\na,y,1.5e3\n")
+    assert readers.read_csv(path).interactions.timestamp.tolist() == [1700000000123456789, 1500]
+
+
+@pytest.mark.parametrize("value, message", [("nan", "not a finite number"), ("", "empty rating")])
+def test_nan_or_empty_rating_names_the_line(tmp_path, value, message):
+    path = tmp_path / "r.csv"
+    path.write_text(f"user,item,timestamp,rating\na,x,1,4\na,y,2,{value}\n")
+    with pytest.raises(DataError, match=message) as err:
+        readers.read_csv(path)
+    _assert_names(err, path, 3)
+
+
+def test_non_finite_numbers_in_other_formats_name_the_line(tmp_path):
+    r, m = write_amazon_json(
+        tmp_path / "a",
+        reviews=[{"reviewerID": "U1", "asin": "B1", "overall": float("nan"), "unixReviewTime": 1}],
+    )
+    with pytest.raises(DataError, match="rating nan is not a finite number") as err:
+        readers.read_amazon_reviews(r, m)
+    _assert_names(err, r, 1)
+    folder = write_movielens_original(tmp_path / "ml")
+    with open(folder / "u.data", "a") as f:
+        f.write("7\t8\t3\t1e400\n")
+    with pytest.raises(DataError, match="not a finite 64-bit number") as err:
+        readers.read_movielens(folder)
+    _assert_names(err, folder / "u.data", 6)
+    atomic = write_movielens_atomic(tmp_path / "atomic")
+    with open(atomic / "ml-tiny.inter", "a") as f:
+        f.write("3\t10\tNaN\t5\n")
+    with pytest.raises(DataError, match="not a finite number") as err:
+        readers.read_movielens(atomic)
+    _assert_names(err, atomic / "ml-tiny.inter", 5)
+
+
+def test_a_folder_where_a_file_belongs(tmp_path):
+    inter = tmp_path / "i.csv"
+    inter.write_text("user,item,timestamp\na,x,1\n")
+    with pytest.raises(DataError, match="is a folder; give the file itself") as err:
+        readers.read_csv(inter, tmp_path)
+    assert str(tmp_path) in str(err.value)
+    with pytest.raises(DataError, match="is a file; --format p5 reads the dataset folder"):
+        readers.read_p5_folder(inter)
+
+
 def test_empty_and_missing_datasets(tmp_path):
     empty = tmp_path / "empty"
     write_p5(empty, lines=("",))

@@ -1,15 +1,19 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
+from recsys_jax import configlib
 from recsys_jax.config import load_config
+from recsys_jax.train import main as train_main
 from recsys_jax.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -413,3 +417,46 @@ def test_sigterm_and_sigint_stop_with_a_checkpoint_that_the_same_command_resumes
         # Every step up to the stop is logged once, so a resumed run continues the log.
         assert _logged_steps(run, running=False) == list(range(1, stops[-1] + 1))
     assert f"[resume] found checkpoint at step {stops[0]}" in out
+
+
+def _files(folder: Path) -> dict:
+    return {
+        p.relative_to(folder): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_rerun_past_train_steps_changes_nothing(toy_p5, toy_run, tmp_path, overrides, capsys):
+    """The toy run holds step 4; asking for 2 steps would train nothing and rewrite
+    summary.json and config.yaml: exit 2 (an error) and leave every file as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(toy_run[0], run)
+    before = _files(run)
+    assert train_main(overrides(toy_p5, toy_run[1], run, steps=2)) == 2
+    err = capsys.readouterr().err
+    assert f"error: {run} already holds step 4 > train.steps=2; nothing to do" in err
+    assert "raise train.steps to continue, or use a new train.run_dir" in err
+    assert _files(run) == before
+
+
+def test_mesh_larger_than_the_devices_fails_before_setup(toy_p5, tmp_path, overrides):
+    n = jax.device_count()
+    cfg = load_config(
+        None, overrides(toy_p5, tmp_path / "data", tmp_path / "run", **{"mesh.data": n + 1})
+    )
+    with pytest.raises(configlib.ConfigError, match=f"but there are {n}"):
+        Trainer(cfg, log=lambda m: None)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_missing_init_from_fails_before_setup(toy_p5, tmp_path, overrides):
+    cfg = load_config(
+        None,
+        overrides(
+            toy_p5, tmp_path / "data", tmp_path / "run", **{"train.init_from": tmp_path / "nope"}
+        ),
+    )
+    with pytest.raises(configlib.ConfigError, match="train.init_from: .*nope: no checkpoint found"):
+        Trainer(cfg, log=lambda m: None)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
