@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_jax.cli import positive_int
+from recsys_jax.cli import positive_int, report_error
 from recsys_jax.data.schema import DataError
 from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.decoding.inputs import ITEM_SEQUENCE
@@ -316,8 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         decoder = Decoder.from_checkpoint(args.checkpoint, args.data_dir, beam=args.beam)
         evaluate(decoder, args, out, checkpoint=str(args.checkpoint))
     except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     return 0
 
 

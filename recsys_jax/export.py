@@ -34,7 +34,7 @@ import yaml
 from flax import nnx
 
 from recsys_jax import configlib
-from recsys_jax.cli import positive_int
+from recsys_jax.cli import positive_int, report_error
 from recsys_jax.data.schema import DataError
 from recsys_jax.decoding.decoder import Decoder
 from recsys_jax.decoding.inputs import PROMPT_KEYS, START_KEYS
@@ -282,8 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
         )
     except (DataError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_jax.cli import positive_int
+from recsys_jax.cli import positive_int, report_error
 from recsys_jax.data.item_refs import ItemResolver
 from recsys_jax.data.schema import DataError, UnknownItemError
 from recsys_jax.decoding.decoder import DEFAULT_TEMPLATES, Decoder, id_matrix
@@ -157,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             method=args.method,
         )
     except (UnknownItemError, DataError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     if args.json:
         print(json.dumps([{"item_id": i, "title": t, "score": s} for i, t, s in rows]))
         return 0

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from recsys_jax.cli import report_error
 from recsys_jax.serving.bundle import BundleError
 from recsys_jax.serving.recommender import BundleRecommender
 from recsys_jax.serving.requests import RecommendService
@@ -174,8 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rec = BundleRecommender.load(args.bundle, max_batch=args.max_batch)
     except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     if not args.no_warmup:
         rec.warmup(log=lambda m: print(m, file=sys.stderr, flush=True))
     service = RecommendService(rec, max_wait_ms=args.max_wait_ms, max_requests=args.max_requests)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from recsys_jax import configlib
+from recsys_jax.cli import report_error
 from recsys_jax.config import Config, load_config
 from recsys_jax.data.schema import DataError
 from recsys_jax.training import TrainingDiverged
@@ -51,8 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer = Trainer(cfg)
         summary = trainer.run()
     except (configlib.ConfigError, DataError, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     stopped_by_signal = summary.get("stopped_by_signal")
     if trainer.is_main and not stopped_by_signal:  # a stopped run is left to finish, not graded
         print(

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from recsys_jax.baselines import baseline_parser, command_line, machine_info
+from recsys_jax.cli import report_error
 from recsys_jax.evaluation.metrics import rating_metrics, write_metrics, write_predictions
 
 LOSS_DESCRIPTION = (
@@ -240,8 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=(lambda m: print(m, file=sys.stderr)) if args.verbose else None,
         )
     except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=1))
     return 0
 

@@ -31,6 +31,7 @@ from recsys_jax.baselines import (
     machine_info,
     write_outputs,
 )
+from recsys_jax.cli import report_error
 
 
 def item_counts(train_sequences: Sequence[np.ndarray], num_items: int) -> np.ndarray:
@@ -102,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_prepared(args.data_dir, args.dataset)
         metrics = evaluate(data, args.split, args.out, command=command)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     print(json.dumps(metrics, indent=1))
     return 0
 

@@ -52,6 +52,7 @@ from recsys_jax.baselines import (
     write_outputs,
 )
 from recsys_jax.baselines.sasrec_model import SASRec, SASRecConfig
+from recsys_jax.cli import report_error
 
 LOSS_DESCRIPTION = (
     "softmax cross-entropy over all catalog items of the next item, at every "
@@ -449,8 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data = load_prepared(args.data_dir, args.dataset)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     cfg = SASRecConfig(
         num_items=data.num_items,
         max_len=args.max_len,

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from recsys_jax.cli import report_error
 from recsys_jax.data import readers
 from recsys_jax.data.prepared import DEFAULT_DATA_DIR_ENV, default_data_dir
 from recsys_jax.data.schema import DataError, Dataset, UnknownItemError
@@ -285,8 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (DataError, UnknownItemError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     print(format_table(summary))
     print(json.dumps(summary), flush=True)
     return 0
