@@ -8,6 +8,7 @@ import signal
 import threading
 
 import jax
+import numpy as np
 
 
 class DivergenceGuard:
@@ -37,8 +38,9 @@ class DivergenceGuard:
 class StopRequest:
     """A context in which SIGTERM and a first SIGINT only set `signal` (their name): the loop
     stops after the current step with a checkpoint. A second SIGINT acts as before (abort at
-    once). Single-process runs in the main thread only: the hosts of a multi-host run must
-    stop at one agreed step. The previous handlers come back on exit."""
+    once). Handlers are installed from the main thread only; the previous ones come back on
+    exit. With several processes a signal may reach one host only, or hosts at different
+    steps: `poll` makes them agree on one step (see there)."""
 
     NAMES = ("SIGTERM", "SIGINT")
 
@@ -47,7 +49,7 @@ class StopRequest:
         self._previous: dict = {}
 
     def __enter__(self) -> StopRequest:
-        if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
             return self
         # None: a handler set outside Python, which cannot be put back; the default then.
         self._previous = {
@@ -57,6 +59,23 @@ class StopRequest:
             if previous != signal.SIG_IGN:  # e.g. SIGINT of a `nohup ... &` job
                 signal.signal(getattr(signal, name), self._handle)
         return self
+
+    def poll(self, step: int, every: int) -> str | None:
+        """The stop request to act on after `step`, the same on every process.
+
+        One process: its own signal, at once. Several: every `every` steps (the loop's logging
+        steps, where it waits for the devices anyway) the processes all-gather their flags and
+        all stop if any was signalled (SIGTERM over SIGINT), so they save one checkpoint at
+        one step; a preempting scheduler's grace period covers the wait."""
+        if jax.process_count() == 1:
+            return self.signal
+        if step % every:
+            return None
+        from jax.experimental import multihost_utils
+
+        code = 0 if self.signal is None else 1 + self.NAMES[::-1].index(self.signal)
+        top = int(np.max(multihost_utils.process_allgather(np.int32(code))))
+        return None if top == 0 else self.NAMES[::-1][top - 1]
 
     def _handle(self, signum, frame) -> None:
         # Only a flag: printing here could re-enter a print the main thread is in.

@@ -427,7 +427,7 @@ class Trainer:
             pending.append((step, metrics, int(batch["num_examples"])))
             window_tokens += tokens * jax.process_count()
             bar.update(1)
-            stopping = self.stop.signal  # read once: a signal may arrive at any time
+            stopping = self.stop.poll(step, cfg.log_every)  # read once per step
             if step % cfg.log_every == 0 or step == cfg.steps or stopping:
                 fetched = jax.device_get([m for _, m, _ in pending])  # waits for the steps
                 elapsed = time.perf_counter() - window_start

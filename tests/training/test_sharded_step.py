@@ -1,5 +1,6 @@
 """A train step on an 8-device mesh (data x fsdp x tensor = 2 x 2 x 2) equals the one-device
-step; and two local jax.distributed processes train the tiny model and agree."""
+step; two local jax.distributed processes train the tiny model and agree, and stop together
+at one step with one checkpoint when only one of them is sent SIGTERM."""
 
 import json
 import os
@@ -7,6 +8,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -89,16 +92,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
-    port = _free_port()
-    args = overrides(
-        toy_p5,
-        tmp_path / "data",
-        tmp_path / "run",
-        steps=4,
-        **{"train.eval_every": 4, "train.checkpoint_every": 4},
-    )
-    # Prepare once up front so the two processes do not race to write the dataset.
+def _launch_two(toy_p5, tmp_path, args):
+    """Prepare the toy data once (so two processes do not race to write it), then start
+    `recsys_jax.train ARGS` as processes 0 and 1 of a local jax.distributed run."""
     from recsys_jax.data.prepare import prepare
 
     prepare(
@@ -109,6 +105,7 @@ def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
         progress=False,
         log=lambda m: None,
     )
+    port = _free_port()
     procs = []
     for pid in range(2):
         env = {
@@ -128,6 +125,18 @@ def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
                 text=True,
             )
         )
+    return procs
+
+
+def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
+    args = overrides(
+        toy_p5,
+        tmp_path / "data",
+        tmp_path / "run",
+        steps=4,
+        **{"train.eval_every": 4, "train.checkpoint_every": 4},
+    )
+    procs = _launch_two(toy_p5, tmp_path, args)
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -138,3 +147,34 @@ def test_two_local_processes_train_and_agree(toy_p5, tmp_path, overrides):
     log = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     valid = [r["valid_loss"] for r in log if "valid_loss" in r]
     assert valid[-1] < valid[0]
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(
+    toy_p5, tmp_path, overrides
+):
+    run = tmp_path / "run"
+    args = overrides(
+        toy_p5,
+        tmp_path / "data",
+        run,
+        steps=100_000,  # never reached: only the signal ends this run
+        **{"train.log_every": 5, "train.eval_every": 100_000, "train.checkpoint_every": 100_000},
+    )
+    procs = _launch_two(toy_p5, tmp_path, args)
+    metrics = Path(run) / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and '"loss"' in metrics.read_text()):  # training has begun
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.5)
+    procs[1].terminate()  # SIGTERM to the second host only
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [s["stopped_by_signal"] for s in summaries] == ["SIGTERM", "SIGTERM"]
+    assert summaries[0]["steps"] == summaries[1]["steps"] < 100_000
+    stopped = summaries[0]["steps"]
+    assert stopped % 5 == 0  # the hosts agree at a logging step
+    assert "stopped at step" in outs[0][1] + outs[0][0]
+    steps = sorted(int(d.name) for d in (Path(run) / "checkpoints").iterdir() if d.name.isdigit())
+    assert steps == [stopped]
