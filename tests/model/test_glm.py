@@ -330,15 +330,7 @@ def test_folding_item_features_keeps_the_logits_and_drops_the_product():
 def _widest_backward_fusion(layers: int) -> int:
     """Operands of the largest fusion XLA's CPU compiler builds for the gradient of the
     hidden states of a `layers`-deep model."""
-    cfg = ModelConfig(
-        vocab_size=64,
-        num_layers=layers,
-        num_heads=2,
-        hidden_size=32,
-        mlp_dim=64,
-        max_positions=16,
-        max_block_positions=16,
-    )
+    cfg = dataclasses.replace(CFG, num_layers=layers)
     graphdef, params = nnx.split(GLM(cfg, rngs=nnx.Rngs(0)))
     ids, ones = jnp.zeros((2, 16), jnp.int32), jnp.ones((2, 16), jnp.int32)
 
