@@ -109,8 +109,7 @@ def tied_xent_sums(hidden, table, targets, weights):
 
 
 def _fwd(hidden, table, targets, weights):
-    sums, grads = _sums_and_grads(hidden, table, targets, weights, with_grads=True)
-    return sums, grads
+    return _sums_and_grads(hidden, table, targets, weights, with_grads=True)
 
 
 def _bwd(grads, cotangents):
