@@ -14,6 +14,7 @@ from recsys_jax import configlib
 from recsys_jax.masking import MaskingConfig
 from recsys_jax.model.config import ModelConfig
 from recsys_jax.prompts.families import TRAINING_FAMILIES
+from recsys_jax.prompts.mixture import WINDOW_ENDS
 
 # The built-in defaults are the Beauty recipe (configs/beauty.yaml, docs/results.md): the bare
 # item sequence with a next-item loss at every item, item_token index, a 2 x 64 GLM with
@@ -45,6 +46,11 @@ class DataConfig:
     max_history: int = 50  # most recent items shown in a prompt
     # item_sequence family: causal (a next-item loss at every item) | infill (last item masked)
     sequence_objective: str = "causal"
+    # item_sequence windows over histories longer than max_history + 1: "uniform" = the window
+    # end uniform over the sequence (the most recent items are seldom targets: the last one only
+    # when the end is the last item); "even" = every item past the first window, the most
+    # recent included, is a target equally often, as when a sequence is tiled from its end.
+    window_ends: str = "uniform"
     train_candidates: int = 20  # listed by pick-from-candidates prompts in training
     # Per-example sampling ratios of the task families (P5: ratios matter); families the data
     # cannot support are skipped with a message. "item_sequence": the bare item sequence under
@@ -93,6 +99,10 @@ class DataConfig:
             raise configlib.ConfigError(
                 f"data.item_features needs data.index=item_token (one token per item), not "
                 f"{self.index!r}; for semantic ids use index_options embedding: encoder"
+            )
+        if self.window_ends not in WINDOW_ENDS:
+            raise configlib.ConfigError(
+                f"data.window_ends={self.window_ends!r}: choose {' or '.join(WINDOW_ENDS)}"
             )
         if self.sequence_objective not in ("causal", "infill"):
             raise configlib.ConfigError(

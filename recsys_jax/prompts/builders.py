@@ -32,6 +32,7 @@ class PromptConfig:
     # span over the whole sequence); "infill" = the last item is the masked answer (more items
     # hidden by masking.extra_entity_mask_prob), like the prompts but without words.
     sequence_objective: str = "causal"
+    window_ends: str = "uniform"  # see mixture.window_end
     max_review_words: int = 60
     max_explanation_words: int = 30
 

@@ -20,6 +20,24 @@ from recsys_jax.tokenizer import ENTITY, TEXT
 
 # Families drawn from a user's sequence record (worded or bare) and from interaction rows.
 SEQUENCE_RECORD_FAMILIES = SEQUENCE_FAMILIES + BARE_FAMILIES
+WINDOW_ENDS = ("uniform", "even")
+
+
+def window_end(length: int, window: int, mode: str, rng: np.random.Generator) -> int:
+    """End (exclusive) of a training window of `window` items in a sequence of `length`.
+
+    "uniform": any end from `window` to `length` alike. An item is a target only in windows
+    ending after it, so the most recent items are rarely trained on (the last one with
+    probability 1 / (length - window + 1)) while they matter most for what comes next.
+    "even": an end drawn past the sequence is clipped to its end, so every item after the
+    first window is a target with the same probability (window / length), like tiling the
+    sequence into windows from its end.
+    """
+    if length <= window:
+        return length
+    if mode == "even":
+        return min(length, int(rng.integers(window, length + window)))
+    return int(rng.integers(window, length + 1))
 
 
 def active_families(
@@ -78,12 +96,8 @@ class TrainingMixture:
         if family == "item_sequence":
             # Sequences longer than the window: a random window end, so every item is a
             # target some epoch (the window ending at the last item is the most common).
-            limit = self.factory.cfg.max_history + 1
-            end = (
-                len(train_items)
-                if len(train_items) <= limit
-                else int(rng.integers(limit, len(train_items) + 1))
-            )
+            cfg = self.factory.cfg
+            end = window_end(len(train_items), cfg.max_history + 1, cfg.window_ends, rng)
             return self.factory.item_sequence(train_items[:end], training=True)
         cut = int(rng.integers(1, len(train_items)))
         history, target = train_items[:cut], train_items[cut]

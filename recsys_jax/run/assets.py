@@ -93,6 +93,7 @@ class RunAssets:
             max_history=data_cfg.max_history,
             train_candidates=data_cfg.train_candidates,
             sequence_objective=data_cfg.sequence_objective,
+            window_ends=data_cfg.window_ends,
         )
         return PromptFactory(self.tokenizer, self.index, self.prepared.num_items, known, cfg)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recsys_jax.prompts.builders import PromptFactory
-from recsys_jax.prompts.mixture import TrainingMixture, active_families
+from recsys_jax.prompts.mixture import WINDOW_ENDS, TrainingMixture, active_families, window_end
 
 ALL = {
     "sequential": 1.0,
@@ -121,3 +121,22 @@ def test_item_sequence_is_the_items_alone_with_its_objectives_targets(toy, objec
         for r in map(np.random.default_rng, range(40))
     }
     assert ends == set(train[4:])
+
+
+@pytest.mark.parametrize("mode", WINDOW_ENDS)
+def test_window_ends_cover_the_most_recent_items_as_the_mode_says(mode):
+    """A window of 11 items in a sequence of 100: the last item is a target only in windows
+    ending at it. "even" makes it as frequent as a middle item; "uniform" leaves it rare."""
+    rng = np.random.default_rng(0)
+    length, window, draws = 100, 11, 4000
+    ends = [window_end(length, window, mode, rng) for _ in range(draws)]
+    assert all(window <= e <= length for e in ends)
+    targets = np.zeros(length)
+    for e in ends:
+        targets[e - window + 1 : e] += 1  # the window's first item is context only
+    last, middle = targets[-1] / draws, targets[40:60].mean() / draws
+    if mode == "even":
+        assert abs(last - window / length) < 0.02 and abs(middle - window / length) < 0.02
+    else:
+        assert last < 0.03 and middle > 0.1
+    assert window_end(7, window, mode, rng) == 7  # short sequences are used whole
