@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
+
+import jax
 
 
 def _finite(value):
@@ -63,6 +66,49 @@ class RunLog:
 
     def records(self) -> list[dict]:
         return read_records(self.path)
+
+
+class StepWindow:
+    """The steps dispatched since the last logging step. Their metrics stay on the device until
+    `flush` fetches the whole window at once (one host sync per window, not per step)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps: list[tuple[int, dict, int]] = []  # (step, metrics on device, examples)
+        self.tokens = 0
+        self.input_seconds = 0.0
+        self.start = time.perf_counter()
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, step: int, metrics: dict, examples: int, tokens: int, input_seconds: float):
+        self.steps.append((step, metrics, examples))
+        self.tokens += tokens
+        self.input_seconds += input_seconds
+
+    def health(self) -> list[tuple[int, float, float]]:
+        """(step, loss, grad_norm) of every step in the window, fetching only those scalars."""
+        fetched = jax.device_get([(m["loss"], m["grad_norm"]) for _, m, _ in self.steps])
+        return [(s, float(a), float(b)) for (s, _, _), (a, b) in zip(self.steps, fetched)]
+
+    def flush(self) -> list[dict]:
+        """One record per step (waits for the steps); the last one also carries the window's
+        non-padding tokens per second and `input_share`, the share of the window spent waiting
+        for batches (near 1 = input-bound). Starts a new window."""
+        fetched = jax.device_get([m for _, m, _ in self.steps])
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        records = []
+        for (step, _, examples), metrics in zip(self.steps, fetched):
+            record = {k: float(v) for k, v in metrics.items()}
+            record.update(step=step, examples=examples)
+            records.append(record)
+        records[-1]["tokens_per_s"] = self.tokens / elapsed
+        records[-1]["input_share"] = min(1.0, self.input_seconds / elapsed)
+        self.reset()
+        return records
 
 
 def train_seconds_so_far(records: list[dict]) -> float:

@@ -36,7 +36,7 @@ from recsys_jax.run.checkpoints import (
 from recsys_jax.training import TrainingDiverged
 from recsys_jax.training import batches as batches_lib
 from recsys_jax.training.guards import DivergenceGuard, StopRequest
-from recsys_jax.training.run_log import RunLog, plot_losses, train_seconds_so_far
+from recsys_jax.training.run_log import RunLog, StepWindow, plot_losses, train_seconds_so_far
 from recsys_jax.training.step import (
     count_params,
     init_train_state,
@@ -353,14 +353,6 @@ class Trainer:
                 f"train.logits_fraction={suggest:g} would avoid that"
             )
 
-    def _check_pending(self, pending: list) -> tuple[int, str] | None:
-        """The divergence guard over the steps dispatched but not fetched yet (two scalars
-        each)."""
-        fetched = jax.device_get([(m["loss"], m["grad_norm"]) for _, m, _ in pending])
-        return self.guard.check(
-            [(s, float(a), float(b)) for (s, _, _), (a, b) in zip(pending, fetched)]
-        )
-
     @staticmethod
     @jax.jit
     def _params_finite(params) -> jax.Array:
@@ -410,52 +402,38 @@ class Trainer:
             desc="train",
             dynamic_ncols=True,
         )
-        window_tokens, window_input, window_start = 0, 0.0, time.perf_counter()
-        pending = []
+        window = StepWindow()
         loop_start, stopped_at, valid_seconds = time.perf_counter(), None, 0.0
         stopped_by = None  # "time_limit", "SIGTERM" or "SIGINT"
         for step in range(self.start_step + 1, cfg.steps + 1):
             fetch_start = time.perf_counter()
             batch = next(self.train_iter)
-            window_input += time.perf_counter() - fetch_start
-            tokens = int(np.count_nonzero(batch["segment_ids"]))
+            input_seconds = time.perf_counter() - fetch_start
             self.state, metrics = self.train_step(
                 self.state,
                 self.frozen,
                 sharding.shard_batch(batches_lib.model_batch(batch), self.mesh),
             )
-            pending.append((step, metrics, int(batch["num_examples"])))
-            window_tokens += tokens * jax.process_count()
+            tokens = int(np.count_nonzero(batch["segment_ids"])) * jax.process_count()
+            window.add(step, metrics, int(batch["num_examples"]), tokens, input_seconds)
             bar.update(1)
             stopping = self.stop.poll(step, cfg.log_every)  # read once per step
             if step % cfg.log_every == 0 or step == cfg.steps or stopping:
-                fetched = jax.device_get([m for _, m, _ in pending])  # waits for the steps
-                elapsed = time.perf_counter() - window_start
-                for (s, _, n), m in zip(pending, fetched):
-                    record = {k: float(v) for k, v in m.items()}
-                    record.update(step=s, examples=n)
-                    if s == step:  # non-padding tokens per second over the logging window
-                        record["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
-                        # Share of the window spent waiting for batches: near 1 = input-bound.
-                        record["input_share"] = min(1.0, window_input / max(elapsed, 1e-9))
+                first_window = step == self.start_step + len(window)
+                records = window.flush()
+                for record in records:
                     write(record)
-                bad = self.guard.check(
-                    [
-                        (s, float(m["loss"]), float(m["grad_norm"]))
-                        for (s, _, _), m in zip(pending, fetched)
-                    ]
-                )
+                bad = self.guard.check([(r["step"], r["loss"], r["grad_norm"]) for r in records])
                 if bad:
                     raise self._diverged(bar, *bad)
+                last = records[-1]
                 bar.set_postfix(
-                    loss=f"{record['loss']:.3f}",
-                    tok_s=f"{record['tokens_per_s']:.0f}",
-                    input=f"{record['input_share']:.0%}",
+                    loss=f"{last['loss']:.3f}",
+                    tok_s=f"{last['tokens_per_s']:.0f}",
+                    input=f"{last['input_share']:.0%}",
                 )
-                if step == self.start_step + len(fetched):  # first window only
-                    self._check_logits_cap([float(m["target_tokens"]) for m in fetched])
-                pending, window_tokens, window_input = [], 0, 0.0
-                window_start = time.perf_counter()
+                if first_window:
+                    self._check_logits_cap([r["target_tokens"] for r in records])
             out_of_time = step % cfg.log_every == 0 and self._out_of_time(loop_start)
             valid = None
             do_valid = self.valid_batches and (
@@ -464,9 +442,9 @@ class Trainer:
             do_save = (
                 step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time or stopping
             )
-            if (do_valid or do_save) and pending:
+            if (do_valid or do_save) and len(window):
                 # Never validate or save a diverged model: check the steps not logged yet.
-                bad = self._check_pending(pending)
+                bad = self.guard.check(window.health())
                 if bad:
                     raise self._diverged(bar, *bad)
             if do_valid:
@@ -518,31 +496,32 @@ class Trainer:
         bar.close()
         self.train_iter.close()  # stops worker processes (data.workers) and frees their buffers
         self.checkpoints.wait()
-        params_l2 = float(
-            jnp.sqrt(
-                sum(
-                    jnp.sum(jnp.square(x.astype(jnp.float32)))
-                    for x in jax.tree.leaves(self.state["params"])
-                )
-            )
-        )
-        summary = {
-            "run_dir": str(self.run_dir),
-            "steps": stopped_at or cfg.steps,
-            "stopped_by_time_limit": stopped_by == "time_limit",
-            "stopped_by_signal": stopped_by if stopped_by in ("SIGTERM", "SIGINT") else None,
-            "valid_loss": None if last_valid is None else last_valid["valid_loss"],
-            "valid": last_valid,
-            "best_step": self.checkpoints.best_step(),
-            "params_l2": params_l2,
-            "process_count": jax.process_count(),
-        }
+        summary = self._summary(stopped_at or cfg.steps, stopped_by, last_valid)
         self.checkpoints.close()
         if cfg.plot and runlog:
             plot_losses(runlog.records(), self.run_dir / "loss.png")
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _summary(self, steps: int, stopped_by: str | None, last_valid: dict | None) -> dict:
+        params_l2 = jnp.sqrt(
+            sum(
+                jnp.sum(jnp.square(x.astype(jnp.float32)))
+                for x in jax.tree.leaves(self.state["params"])
+            )
+        )
+        return {
+            "run_dir": str(self.run_dir),
+            "steps": steps,
+            "stopped_by_time_limit": stopped_by == "time_limit",
+            "stopped_by_signal": stopped_by if stopped_by in ("SIGTERM", "SIGINT") else None,
+            "valid_loss": None if last_valid is None else last_valid["valid_loss"],
+            "valid": last_valid,
+            "best_step": self.checkpoints.best_step(),
+            "params_l2": float(params_l2),
+            "process_count": jax.process_count(),
+        }
 
 
 def _make_mesh(cfg: Config):

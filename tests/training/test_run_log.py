@@ -1,9 +1,10 @@
 import json
 import math
 
+import jax.numpy as jnp
 import pytest
 
-from recsys_jax.training.run_log import RunLog, plot_losses, read_records
+from recsys_jax.training.run_log import RunLog, StepWindow, plot_losses, read_records
 
 
 def test_resume_drops_a_torn_last_line_with_a_warning(tmp_path):
@@ -54,3 +55,17 @@ def test_a_resumed_run_counts_training_time_on_from_the_earlier_part():
     ]
     assert train_seconds_so_far(records) == 42.5
     assert train_seconds_so_far([]) == 0.0
+
+
+def test_a_step_window_logs_each_step_and_the_windows_throughput_on_its_last():
+    window = StepWindow()
+    for step in (7, 8, 9):
+        metrics = {"loss": jnp.float32(step / 10), "grad_norm": jnp.float32(1.0)}
+        window.add(step, metrics, examples=4, tokens=100, input_seconds=1e6)
+    assert [s for s, _, _ in window.health()] == [7, 8, 9]
+    records = window.flush()
+    assert [(r["step"], r["examples"]) for r in records] == [(7, 4), (8, 4), (9, 4)]
+    assert records[1]["loss"] == pytest.approx(0.8)
+    assert "tokens_per_s" not in records[0] and records[-1]["tokens_per_s"] > 0
+    assert records[-1]["input_share"] == 1.0  # waiting longer than the window is capped
+    assert len(window) == 0 and window.tokens == 0  # a new window starts
