@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recsys_jax.model.backward import checkpointed_block, materialized_cotangent
 from recsys_jax.model.config import ModelConfig
 from recsys_jax.model.dropout import Dropout
 from recsys_jax.model.lora import LoRA, partitioned
@@ -466,7 +467,7 @@ class GLM(nnx.Module):
             if caches is None:
                 x = materialized_cotangent(x)
             if self.cfg.remat and caches is None:
-                x, c = _checkpointed_block(layer, x, mask, rngs, deterministic), None
+                x, c = checkpointed_block(layer, x, mask, rngs, deterministic), None
             else:
                 x, c = layer(
                     x,
@@ -481,61 +482,6 @@ class GLM(nnx.Module):
         return (self.word_embeddings.attend(x) if logits else x), (
             None if caches is None else new_caches
         )
-
-
-@jax.custom_vjp
-def materialized_cotangent(x):
-    """Identity whose cotangent is computed once and stored: a fusion boundary for the
-    backward pass, placed at every block input.
-
-    The gradient of the residual stream is a chain of cheap elementwise adds (plus LayerNorm's
-    backward) through all layers. XLA's CPU fusion duplicates cheap producers into each of
-    their consumers, so every layer's weight-gradient copy re-derived the whole chain from the
-    layers above it: backward time grew with depth squared (5x the forward pass for 14 layers).
-    `lax.optimization_barrier` does not stop this (the CPU compiler removes barriers before
-    fusing); a conditional does. Its predicate is data-dependent so it is not folded away, and
-    both branches return the cotangent unchanged. Other platforms fuse by a cost model and get
-    the plain identity."""
-    return x
-
-
-def _identity_fwd(x):
-    return x, None
-
-
-def _store_cotangent(_, g):
-    def stored(g):
-        first = g.reshape(-1)[0]
-        return jax.lax.cond(first == first, lambda g: g, lambda g: g * 1.0, g)
-
-    return (jax.lax.platform_dependent(g, cpu=stored, default=lambda g: g),)
-
-
-materialized_cotangent.defvjp(_identity_fwd, _store_cotangent)
-
-
-def _checkpointed_block(layer, x, mask, rngs, deterministic):
-    """`layer`'s output with only its inputs kept for the backward pass (`cfg.remat`).
-
-    Activation memory becomes layers x tokens x hidden plus one block's worth, recomputed in
-    the backward pass (what lets GLM-10B train on 1024-token rows; scripts/memory_estimate.py).
-    Functional split/merge around `jax.checkpoint`, so it also works when the model itself was
-    merged inside a traced train step. Dropout draws one key per block from `rngs`, so its
-    masks differ from the non-remat path's (same distribution).
-    """
-    graphdef, state = nnx.split(layer)
-    key = rngs.dropout() if rngs is not None and not deterministic else None
-
-    def run(state, x, mask, key):
-        block = nnx.merge(graphdef, state)
-        return block(
-            x,
-            mask,
-            deterministic=deterministic,
-            rngs=None if key is None else nnx.Rngs(dropout=key),
-        )[0]
-
-    return jax.checkpoint(run)(state, x, mask, key)
 
 
 def param_count(cfg: ModelConfig) -> int:
