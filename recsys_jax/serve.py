@@ -1,141 +1,73 @@
 """JSON-over-HTTP recommendations from an exported bundle: `python -m recsys_jax.serve`.
 
+    pip install -e ".[serve]"      # FastAPI and uvicorn
     python -m recsys_jax.serve --bundle bundles/default --port 8080
-    curl -s localhost:8080/health
+    curl -s localhost:8080/ready
     curl -s -X POST localhost:8080/recommend -d '{"history": ["B004756YJA"], "k": 5}'
 
 POST /recommend takes {"history": [...], "k": 10} or {"requests": [...]} (schema and error
-codes in `recsys_jax/serving/requests.py`); GET /health reports the bundle and counters.
-Listens on 127.0.0.1 unless --host says otherwise: there is no authentication. Concurrent
-requests are merged into micro-batches (`--max-batch`, `--max-wait-ms`). Standard library
-HTTP server, one thread per connection; the model runs on the single batcher thread.
+codes in `recsys_jax/serving/requests.py`, OpenAPI at /docs and /openapi.json); GET /health
+reports liveness, the bundle and counters; GET /ready answers 503 until the padded batch
+sizes are compiled, then 200. Every answer is JSON; errors are {"error": "..."}. Listens on
+127.0.0.1 unless --host says otherwise: there is no authentication.
+
+FastAPI on uvicorn (`recsys_jax/serving/api.py`): one asyncio event loop holds every
+connection, so idle or half-open connections cost no thread, and each is closed after
+--connection-timeout seconds without data. Concurrent requests are merged into micro-batches
+(--max-batch, --max-wait-ms) on the single model thread. Bodies over 1 MiB get a 413. One JSON
+access-log line per request goes to stderr. SIGTERM (or Ctrl-C) stops accepting connections,
+lets the requests in flight and their micro-batch finish, then exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recsys_jax.cli import report_error
 from recsys_jax.serving.bundle import BundleError
 from recsys_jax.serving.recommender import BundleRecommender
 from recsys_jax.serving.requests import RecommendService
 
-MAX_BODY = 1 << 20
-# A body over MAX_BODY is read and dropped up to this size before the 413, so the client gets
-# the answer instead of a reset while it is still sending; beyond it the connection is cut.
-MAX_DRAIN = 64 << 20
-CONNECTION_TIMEOUT_S = 30.0  # an idle or half-open connection holds a thread only this long
+CONNECTION_TIMEOUT_S = 30.0  # also in serving/api.py, which needs the optional packages
+SHUTDOWN_TIMEOUT_S = 30.0
+SERVE_PACKAGES = {"fastapi", "uvicorn", "starlette", "pydantic", "pydantic_core", "h11", "anyio"}
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "recsys_jax"
-    protocol_version = "HTTP/1.1"  # keep-alive: clients may reuse one connection
-    timeout = CONNECTION_TIMEOUT_S  # socket timeout per connection (StreamRequestHandler)
-
-    def do_GET(self):
-        if self.path.split("?")[0] == "/health":
-            return self._reply(200, self.server.service.health())
-        self._reply(404, {"error": f"no route GET {self.path}; use GET /health or POST /recommend"})
-
-    def do_POST(self):
-        if self.path.split("?")[0] != "/recommend":
-            self._discard_body()
-            return self._reply(404, {"error": f"no route POST {self.path}; use POST /recommend"})
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            return self._reply(
-                411, {"error": "a valid Content-Length header is required"}, close=True
-            )
-        if length > MAX_BODY:
-            self._drain(length)
-            return self._reply(
-                413, {"error": f"body of {length} bytes; at most {MAX_BODY}"}, close=True
-            )
-        status, payload = self.server.service.recommend(self.rfile.read(length))
-        self._reply(status, payload)
-
-    def _not_allowed(self):
-        self._discard_body()
-        self._reply(
-            405,
-            {"error": f"method {self.command} not allowed; use GET /health or POST /recommend"},
-            close=True,
-        )
-
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
-
-    def send_error(self, code, message=None, explain=None):
-        """The standard library's own errors (bad request line, unknown method, header too
-        long) as JSON like every other answer, instead of its HTML page."""
-        try:
-            phrase = self.responses.get(code, ("error",))[0]
-            self._reply(code, {"error": message or phrase}, close=True)
-        except OSError:  # the client is gone
-            self.close_connection = True
-
-    def _discard_body(self):
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = 0
-        if 0 < length <= MAX_BODY:
-            self.rfile.read(length)
-
-    def _drain(self, length: int) -> None:
-        left = length if length <= MAX_DRAIN else 0
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1 << 16))
-            if not chunk:
-                break
-            left -= len(chunk)
-
-    def _reply(self, status: int, payload: dict, close: bool = False):
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format, *args):
-        if self.server.verbose:
-            super().log_message(format, *args)
+class MissingPackages(RuntimeError):
+    """FastAPI or uvicorn is not installed."""
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default listen backlog (5) drops connections under a burst of concurrent clients,
-    # which then retry after a 1 s SYN timeout: a p99 of ~1 s for no reason.
-    request_queue_size = 128
+def _http_layer():
+    """recsys_jax.serving.api, or MissingPackages naming the install command."""
+    try:
+        from recsys_jax.serving import api
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in SERVE_PACKAGES:
+            raise
+        raise MissingPackages(
+            f"the HTTP server needs FastAPI and uvicorn ({e.name} is not installed): "
+            'pip install -e ".[serve]"'
+        ) from None
+    return api
 
 
-def make_server(
-    service: RecommendService,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    verbose: bool = False,
-    timeout: float = CONNECTION_TIMEOUT_S,
-) -> ThreadingHTTPServer:
-    handler = type("TimedHandler", (Handler,), {"timeout": timeout})
-    server = Server((host, port), handler)
-    server.service = service
-    server.verbose = verbose
-    return server
+def _raise_open_files_limit() -> None:
+    """Every connection is a file descriptor: allow as many as the hard limit permits."""
+    try:
+        import resource  # POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m recsys_jax.serve",
         description=__doc__,
@@ -161,39 +93,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-warmup",
         action="store_true",
-        help="compile batch sizes on first use instead of at start",
+        help="compile batch sizes on first use instead of at start (GET /ready is 200 at once)",
     )
     parser.add_argument(
         "--connection-timeout",
         type=float,
         default=CONNECTION_TIMEOUT_S,
-        help="seconds an idle or stalled connection may hold its thread",
+        help="seconds a connection may stay idle, or stall inside a request, before it is closed",
     )
-    parser.add_argument("--verbose", action="store_true", help="log every HTTP request")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=SHUTDOWN_TIMEOUT_S,
+        help="on SIGTERM, seconds the requests in flight get to finish before they are cancelled",
+    )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="no JSON line per request on stderr"
+    )
+    parser.add_argument("--verbose", action="store_true", help="uvicorn's own info messages too")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     start = time.time()
+    try:
+        api = _http_layer()
+    except MissingPackages as e:
+        return report_error(e)
     try:
         rec = BundleRecommender.load(args.bundle, max_batch=args.max_batch)
     except BundleError as e:
         return report_error(e)
-    if not args.no_warmup:
-        rec.warmup(log=lambda m: print(m, file=sys.stderr, flush=True))
-    service = RecommendService(rec, max_wait_ms=args.max_wait_ms, max_requests=args.max_requests)
-    server = make_server(service, args.host, args.port, args.verbose, args.connection_timeout)
-    host, port = server.server_address[:2]
-    # Tests and scripts read this line to learn the port.
-    print(
-        f"serving {rec.num_items} items on http://{host}:{port} "
-        f"(ready in {time.time() - start:.1f} s)",
-        flush=True,
+    try:
+        sock = api.listen(args.host, args.port)
+    except OSError as e:
+        return report_error(OSError(f"cannot listen on {args.host}:{args.port}: {e.strerror}"))
+    _raise_open_files_limit()
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    # The warm-up compiles run on the batcher thread while the server starts; requests that
+    # arrive meanwhile wait for them, and GET /ready says when they are done.
+    service = RecommendService(
+        rec,
+        max_wait_ms=args.max_wait_ms,
+        max_requests=args.max_requests,
+        warmup=not args.no_warmup,
+        log=log,
+    )
+    app = api.create_app(service, access_log=None if args.no_access_log else api.AccessLog())
+    host, port = sock.getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def started() -> None:
+        # Tests and scripts read this line to learn the port.
+        state = "ready" if service.ready else "compiling batch sizes; GET /ready says when done"
+        print(
+            f"serving {rec.num_items} items on {url} "
+            f"(listening after {time.time() - start:.1f} s; {state})",
+            flush=True,
+        )
+
+    server = api.make_server(
+        app,
+        connection_timeout=args.connection_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        verbose=args.verbose,
+        on_started=started,
     )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        api.run(server, sock)
     finally:
-        server.server_close()
         service.close()
+    log(f"[serve] stopped after answering {service.answered} requests ({service.failed} errors)")
     return 0
 
 

@@ -1,10 +1,12 @@
 """`python -m recsys_jax.serve` over real HTTP on 127.0.0.1 (ephemeral port): answers,
-4xx errors with messages, and concurrent load that neither crashes nor mixes up answers."""
+4xx errors with messages, concurrent load that neither crashes nor mixes up answers, readiness,
+the OpenAPI description, access-log lines, idle and half-open connections, graceful SIGTERM."""
 
 import http.client
 import json
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,32 +18,39 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
-@pytest.fixture(scope="module")
-def server(toy_bundle):
-    cmd = [
-        sys.executable,
-        "-m",
-        "recsys_jax.serve",
-        "--bundle",
-        str(toy_bundle),
-        "--port",
-        "0",
-        "--max-batch",
-        "4",
-        "--max-wait-ms",
-        "5",
-        "--max-requests",
-        "8",
-        "--connection-timeout",
-        "2",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # blocks until the server is ready (or has died)
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+def start_server(bundle, stderr_path, *extra):
+    """-> (process, port) once the server listens; its stderr (warm-up messages and the JSON
+    access log) goes to a file, which a pipe nobody reads would fill up and block."""
+    cmd = [sys.executable, "-m", "recsys_jax.serve", "--bundle", str(bundle), "--port", "0"]
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.PIPE, stderr=err, text=True)
+    line = proc.stdout.readline()  # blocks until the server listens (or has died)
+    match = re.search(r"serving \d+ items on http://127\.0\.0\.1:(\d+)", line)
     if not match:
         proc.kill()
-        pytest.fail(f"server did not start: {line!r} {proc.stderr.read()[-3000:]}")
-    yield proc, int(match.group(1))
+        proc.wait(30)
+        pytest.fail(f"server did not start: {line!r} {stderr_path.read_text()[-3000:]}")
+    return proc, int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def server(toy_bundle, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    proc, port = start_server(
+        toy_bundle,
+        log,
+        *("--max-batch", "4", "--max-wait-ms", "5", "--max-requests", "8"),
+        *("--connection-timeout", "2"),
+    )
+    # Requests sent before the warm-up compiles are done wait for them; /ready says when.
+    deadline, ready = time.monotonic() + 300, []
+    while time.monotonic() < deadline:
+        ready.append(call(port, "GET", "/ready")[0])
+        if ready[-1] == 200:
+            break
+        time.sleep(0.1)
+    assert ready[-1] == 200 and set(ready) <= {200, 503}, ready
+    yield proc, port, log
     proc.terminate()
     proc.wait(30)
 
@@ -58,7 +67,7 @@ def call(port, method, path, body=None, raw=None):
 
 
 def test_health_and_a_valid_request(server):
-    _, port = server
+    _, port, _ = server
     status, health = call(port, "GET", "/health")
     assert status == 200 and health["status"] == "ok" and health["beam"] == 8
     status, out = call(port, "POST", "/recommend", {"history": ["1", "3"], "k": 5})
@@ -87,13 +96,13 @@ def test_health_and_a_valid_request(server):
     ],
 )
 def test_bad_requests_get_4xx_with_a_message(server, method, path, body, raw, status, message):
-    _, port = server
+    _, port, _ = server
     got, payload = call(port, method, path, body, raw)
     assert got == status and message in payload["error"], payload
 
 
 def test_other_methods_and_garbage_get_json_errors(server):
-    _, port = server
+    _, port, _ = server
     for method in ("PUT", "DELETE", "PATCH"):
         status, payload = call(port, method, "/recommend", {"history": ["1"]})
         assert status == 405 and "not allowed" in payload["error"]
@@ -108,22 +117,22 @@ def test_other_methods_and_garbage_get_json_errors(server):
 
 
 def test_deeply_nested_json_is_a_400(server):
-    _, port = server
+    _, port, _ = server
     raw = b'{"history": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     status, payload = call(port, "POST", "/recommend", raw=raw)
     assert status == 400 and "nested too deeply" in payload["error"]
 
 
 def test_an_oversized_body_gets_its_413_not_a_reset(server):
-    _, port = server
+    _, port, _ = server
     status, payload = call(port, "POST", "/recommend", raw=b"x" * (10 << 20))
     assert status == 413 and "at most" in payload["error"]
 
 
 def test_a_stalled_connection_is_closed_after_the_timeout(server):
-    _, port = server
+    _, port, _ = server
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST /recommend HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         start = time.monotonic()
         assert _read_all(sock) == b""  # closed by the server, no answer to half a request
         assert time.monotonic() - start < 15  # --connection-timeout 2
@@ -139,7 +148,7 @@ def _read_all(sock) -> bytes:
 
 
 def test_200_concurrent_requests_from_8_threads_all_answered_correctly(server, toy_bundle):
-    proc, port = server
+    proc, port, _ = server
     ids = json.loads((toy_bundle / "catalog.json").read_text())["item_ids"][:40]
     rng = random.Random(0)
     histories = [rng.sample(ids, rng.randint(1, 4)) for _ in range(10)]
@@ -192,6 +201,68 @@ def test_200_concurrent_requests_from_8_threads_all_answered_correctly(server, t
     status, health = call(port, "GET", "/health")
     assert status == 200 and proc.poll() is None  # still alive
     assert health["batches"] < health["batched_items"]  # requests were batched together
+
+
+def test_ready_openapi_and_docs(server):
+    _, port, _ = server
+    assert call(port, "GET", "/ready") == (200, {"status": "ready"})
+    status, schema = call(port, "GET", "/openapi.json")
+    assert status == 200 and {"/recommend", "/health", "/ready"} <= set(schema["paths"])
+    assert "RecommendRequest" in schema["components"]["schemas"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/docs")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/html")
+
+
+def test_every_request_gets_a_json_access_log_line(server):
+    _, port, log = server
+    call(port, "POST", "/recommend", {"history": ["1", "3"], "k": 2})
+    call(port, "GET", "/nope")
+    time.sleep(0.2)
+    records = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    assert {"time", "method", "path", "status", "latency_ms"} <= set(records[-1])
+    assert [(r["method"], r["path"], r["status"]) for r in records[-2:]] == [
+        ("POST", "/recommend", 200),
+        ("GET", "/nope", 404),
+    ]
+    assert records[-2]["batch_size"] >= 1 and records[-2]["latency_ms"] > 0
+
+
+def test_half_open_connections_block_nobody_and_are_closed(server):
+    _, port, _ = server
+    hanging = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(100)]
+    for sock in hanging:
+        sock.sendall(b"POST /recommend HT")  # a partial request line, then nothing
+    start = time.monotonic()
+    status, _ = call(port, "POST", "/recommend", {"history": ["1"], "k": 3})
+    assert status == 200 and time.monotonic() - start < 10
+    for sock in hanging:
+        assert _read_all(sock) == b""  # closed after --connection-timeout 2
+        sock.close()
+    assert time.monotonic() - start < 15
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(toy_bundle, tmp_path):
+    # No warm-up and a 1 s batching window: the request is still in flight at the signal.
+    log = tmp_path / "stderr.log"
+    proc, port = start_server(toy_bundle, log, "--no-warmup", "--max-wait-ms", "1000")
+    answers = []
+    client = threading.Thread(
+        target=lambda: answers.append(call(port, "POST", "/recommend", {"history": ["1"]}))
+    )
+    try:
+        client.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        client.join(60)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert answers and answers[0][0] == 200 and len(answers[0][1]["items"]) == 8, answers
+    err = log.read_text()
+    assert "SIGTERM" in err and "stopped after answering 1 requests" in err, err[-2000:]
 
 
 def test_a_corrupted_bundle_stops_the_server_at_start(toy_bundle, tmp_path):

@@ -6,8 +6,9 @@
 
 `bundle.py` is the on-disk format and its checksum verification, `recommender.py` turns item
 references into prompts and calls the exported beam search, `requests.py` validates JSON
-requests, `batcher.py` merges concurrent requests into micro-batches; `recsys_jax.serve` is
-the HTTP endpoint. None of these import flax, optax, orbax or `recsys_jax.model`.
+requests, `batcher.py` merges concurrent requests into micro-batches, `api.py` is the HTTP layer
+(FastAPI on uvicorn, the `serve` extra) that `recsys_jax.serve` runs. None of these import
+flax, optax, orbax or `recsys_jax.model`.
 """
 
 from recsys_jax.serving.bundle import Bundle, BundleError, load_bundle, verify_bundle

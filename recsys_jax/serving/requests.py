@@ -8,13 +8,18 @@ Errors    {"error": "<what is wrong and what to do>"} with status 400 (malformed
           types), 413 (too many requests in one body, history too long), 422 (unknown item, k
           out of range, empty history), 503 (queue full or timed out), 500 (a bug).
 Every request in a body is checked before any runs, so one bad entry fails the body at once.
+`recommend` blocks its thread until the answer is there; `recommend_async` awaits it on an
+asyncio event loop (the HTTP server's), holding no thread while the model runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from recsys_jax.data.schema import UnknownItemError
@@ -86,7 +91,10 @@ def check(rec, req: Any, where: str, default_k: int) -> tuple[list[int], int, bo
 
 
 class RecommendService:
-    """The endpoint's logic, independent of HTTP: body bytes -> (status, JSON payload)."""
+    """The endpoint's logic, independent of HTTP: body bytes -> (status, JSON payload).
+
+    With `warmup`, the recommender compiles its batch sizes on the batcher thread first;
+    requests that arrive meanwhile wait for it, and `ready` is False until it is done."""
 
     def __init__(
         self,
@@ -95,47 +103,91 @@ class RecommendService:
         max_wait_ms: float = 5.0,
         max_requests: int = 64,
         timeout_s: float = 60.0,
+        warmup: bool = False,
+        log: Callable[[str], None] | None = None,
     ):
         self.rec = rec
         self.max_requests = max_requests
         self.timeout_s = timeout_s
         self.default_k = min(10, rec.beam)
-        self.batcher = MicroBatcher(rec.run, max_batch or rec.max_batch, max_wait_ms)
+        self._log = log
+        self.batcher = MicroBatcher(
+            rec.run,
+            max_batch or rec.max_batch,
+            max_wait_ms,
+            setup=self._warmup if warmup else None,
+        )
         self._lock = threading.Lock()
         self.answered = 0
         self.failed = 0
 
+    def _warmup(self) -> None:
+        start = time.monotonic()
+        try:
+            self.rec.warmup(log=self._log)
+        except Exception as e:
+            if self._log:
+                self._log(f"[serve] warm-up failed: {type(e).__name__}: {e}")
+            raise
+        if self._log:
+            self._log(f"[serve] ready: batch sizes compiled in {time.monotonic() - start:.1f} s")
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher.ready.is_set()
+
+    def submit(self, body: bytes) -> tuple[list[Future], bool]:
+        """Parse and check every request in the body, then queue them all on the batcher ->
+        (one Future per request, whether the body was a batch). Raises RequestError or
+        Overloaded."""
+        reqs, batched = parse(body, self.max_requests)
+        checked = [
+            check(self.rec, r, f"requests[{i}]" if batched else "request", self.default_k)
+            for i, r in enumerate(reqs)
+        ]
+        return [self.batcher.submit(c) for c in checked], batched
+
     def recommend(self, body: bytes) -> tuple[int, dict]:
         try:
-            reqs, batched = parse(body, self.max_requests)
-            checked = [
-                check(self.rec, r, f"requests[{i}]" if batched else "request", self.default_k)
-                for i, r in enumerate(reqs)
-            ]
-            futures = [self.batcher.submit(c) for c in checked]
+            futures, batched = self.submit(body)
             rows = [f.result(timeout=self.timeout_s) for f in futures]
-        except RequestError as e:
-            return self._count(e.status, {"error": e.message})
-        except Overloaded as e:
-            return self._count(503, {"error": str(e)})
-        except FutureTimeout:
-            return self._count(
-                503,
-                {
-                    "error": f"no answer within {self.timeout_s:.0f} s; "
-                    "the server is overloaded, retry later"
-                },
+        except Exception as e:  # noqa: BLE001 - the server must answer, not die
+            return self.failure(e)
+        return self.success(rows, batched)
+
+    async def recommend_async(self, body: bytes) -> tuple[int, dict, int | None]:
+        """`recommend` for an asyncio event loop -> (status, payload, the largest micro-batch
+        the body's requests ran in, or None when none ran)."""
+        try:
+            futures, batched = self.submit(body)
+            rows = await asyncio.wait_for(
+                asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), self.timeout_s
             )
         except Exception as e:  # noqa: BLE001 - the server must answer, not die
-            return self._count(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+            return (*self.failure(e), None)
+        return (*self.success(rows, batched), max(f.batch_size for f in futures))
+
+    def success(self, rows: list, batched: bool) -> tuple[int, dict]:
         items = [[{"id": i, "title": t, "score": s} for i, t, s in r] for r in rows]
         payload = {"results": [{"items": x} for x in items]} if batched else {"items": items[0]}
         return self._count(200, payload)
+
+    def failure(self, error: Exception) -> tuple[int, dict]:
+        """A failed request's status and error payload (and it is counted as failed)."""
+        if isinstance(error, RequestError):
+            return self._count(error.status, {"error": error.message})
+        if isinstance(error, Overloaded):
+            return self._count(503, {"error": str(error)})
+        if isinstance(error, TimeoutError):  # concurrent.futures' and asyncio's alike
+            message = f"no answer within {self.timeout_s:.0f} s; the server is overloaded"
+            return self._count(503, {"error": message + ", retry later"})
+        return self._count(500, {"error": f"internal error: {type(error).__name__}: {error}"})
 
     def health(self) -> dict:
         manifest = self.rec.bundle.manifest
         return {
             "status": "ok",
+            "ready": self.ready,
             "items": self.rec.num_items,
             "beam": self.rec.beam,
             "max_batch": self.batcher.max_batch,
@@ -150,7 +202,17 @@ class RecommendService:
             },
         }
 
+    def readiness(self) -> tuple[int, dict]:
+        """200 once the warm-up compiles are done (or none were asked for), else 503."""
+        if self.ready:
+            return 200, {"status": "ready"}
+        error = self.batcher.setup_error
+        if error is not None:
+            return 503, {"status": "failed", "error": f"warm-up failed: {error}"}
+        return 503, {"status": "warming up", "error": "compiling batch sizes; retry shortly"}
+
     def close(self) -> None:
+        """Stop the batcher once the requests already queued have run."""
         self.batcher.close()
 
     def _count(self, status: int, payload: dict) -> tuple[int, dict]:

@@ -64,3 +64,36 @@ def test_a_full_queue_refuses_work():
     gate.set()
     assert first.result(timeout=10) == 0
     batcher.close()
+
+
+def test_setup_runs_first_and_ready_waits_for_it():
+    gate, order = threading.Event(), []
+    batcher = MicroBatcher(
+        lambda items: (order.append(items), items)[1],
+        max_batch=4,
+        max_wait_ms=1,
+        setup=lambda: (gate.wait(10), order.append("setup")),
+    )
+    future = batcher.submit(1)  # queued while setup runs
+    assert not batcher.ready.wait(0.05) and not future.done()
+    gate.set()
+    assert future.result(timeout=10) == 1 and future.batch_size == 1
+    assert batcher.ready.is_set() and order == ["setup", [1]]
+    batcher.close()
+
+
+def test_a_cancelled_request_is_dropped_from_its_batch():
+    gate, seen = threading.Event(), []
+    batcher = MicroBatcher(
+        lambda items: (gate.wait(10), seen.append(list(items)), items)[2],
+        max_batch=4,
+        max_wait_ms=1,
+    )
+    first = batcher.submit(0)
+    time.sleep(0.05)  # the worker holds item 0
+    kept, dropped = batcher.submit(1), batcher.submit(2)
+    assert dropped.cancel()  # its caller gave up before the batch started
+    gate.set()
+    assert first.result(timeout=10) == 0 and kept.result(timeout=10) == 1
+    assert kept.batch_size == 1 and seen == [[0], [1]]
+    batcher.close()
