@@ -9,18 +9,15 @@ Every parse error names the file and line.
 from __future__ import annotations
 
 import ast
-import contextlib
 import csv
-import gzip
 import json
-import lzma
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 from recsys_jax.data.schema import DataError, Dataset, build_dataset
+from recsys_jax.data.text_files import delimiter_hint, open_text, parse_rating, parse_timestamp
 
 csv.field_size_limit(1 << 30)
 
@@ -46,110 +43,6 @@ ML100K_GENRES = [
     "War",
     "Western",
 ]
-
-
-_OPENERS: dict[str, Callable] = {".gz": gzip.open, ".xz": lzma.open}
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# CSV delimiter -> (its name, how to make this reader split by it)
-_DELIMITERS = {
-    ",": ("comma", "give it a .csv suffix"),
-    "\t": ("tab", "give it a .tsv suffix"),
-    ";": ("semicolon", "re-save it comma-separated (.csv) or tab-separated (.tsv)"),
-}
-
-
-@contextlib.contextmanager
-def _open_text(path: Path, encoding="utf-8-sig"):
-    """A text file, decompressed by suffix. `utf-8-sig` drops the BOM spreadsheets put first;
-    bytes that are not UTF-8 and broken archives become a DataError naming the file."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; give the file itself")
-    opener = _OPENERS.get(path.suffix, open)
-    try:
-        f = opener(path, "rt", encoding=encoding)
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror or e})") from None
-    with f:
-        try:
-            yield f
-        except UnicodeDecodeError:
-            raise _not_utf8(path, opener) from None
-        except (gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
-            raise DataError(
-                f"{path}: not a readable {path.suffix} archive ({e}); check the file is "
-                "complete, or drop the suffix if it is not compressed"
-            ) from None
-
-
-def _not_utf8(path: Path, opener: Callable) -> DataError:
-    """The error for a file that does not decode: found again in binary (the text layer
-    decodes in chunks, so its error carries no line number)."""
-    where, offset = f"{path}: not UTF-8 text", 0
-    with opener(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                where = (
-                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte "
-                    f"offset {offset + e.start})"
-                )
-                break
-            offset += len(raw)
-    magic = b""
-    if opener is open:  # a compressed file's own bytes are not text anyway
-        with open(path, "rb") as f:
-            magic = f.read(6)
-    if magic.startswith(b"\x1f\x8b"):
-        hint = "the file is gzip-compressed: give it a .gz suffix or decompress it"
-    elif magic.startswith(b"\xfd7zXZ\x00"):
-        hint = "the file is xz-compressed: give it a .xz suffix or decompress it"
-    elif magic.startswith((b"\xff\xfe", b"\xfe\xff")):
-        hint = "the file is UTF-16 text: re-save it as UTF-8"
-    else:
-        hint = "re-save it as UTF-8 (a spreadsheet's 'CSV UTF-8' format)"
-    return DataError(f"{where}; {hint}")
-
-
-def _timestamp(value, where: str) -> int:
-    """An int64 timestamp from text or a JSON number (`1700000000`, `1.7e9`)."""
-    number = value
-    if isinstance(value, str):
-        try:
-            number = int(value)  # exact: float() would round timestamps beyond 2**53
-        except ValueError:
-            try:
-                number = float(value)
-            except ValueError:
-                raise DataError(f"{where}: timestamp {value!r} is not a number") from None
-    if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise DataError(f"{where}: timestamp {value!r} is not a number")
-    if isinstance(number, float):
-        number = int(number) if math.isfinite(number) else None
-    if number is None or not _INT64_MIN <= number <= _INT64_MAX:
-        raise DataError(
-            f"{where}: timestamp {value!r} is not a finite 64-bit number; write seconds "
-            "since 1970 (or any increasing integer)"
-        )
-    return number
-
-
-def _rating(value, where: str) -> float:
-    """A finite rating from text or a JSON number; NaN would make every mean over the ratings
-    NaN."""
-    if isinstance(value, str) and not value.strip():
-        raise DataError(f"{where}: empty rating; give every row a rating")
-    try:
-        if isinstance(value, bool):
-            raise TypeError(value)
-        number = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: rating {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise DataError(f"{where}: rating {value!r} is not a finite number; give every row one")
-    return number
 
 
 def _find(folder: Path, *names: str) -> Path | None:
@@ -198,7 +91,7 @@ def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Datase
     if items_path is not None:
         catalog_rows, asins = _read_items_tsv(items_path)
     events = []
-    with _open_text(seq_path) as f:
+    with open_text(seq_path) as f:
         for line_no, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
@@ -223,7 +116,7 @@ def read_p5_folder(folder: str | os.PathLike, name: str | None = None) -> Datase
 
 def _read_datamaps_items(path: Path) -> dict[str, str]:
     """P5's `datamaps.json`: `id2item` maps its item numbers to ASINs."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         try:
             maps = json.load(f)
         except json.JSONDecodeError as e:
@@ -237,7 +130,7 @@ def _read_datamaps_items(path: Path) -> dict[str, str]:
 def _read_items_tsv(path: Path) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
     """Catalog rows (title, categories) and ASINs (empty when there is no `asin` column)."""
     rows, asins = {}, {}
-    with _open_text(path) as f:
+    with open_text(path) as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
         if header is None or "item_id" not in header or "title" not in header:
@@ -269,7 +162,7 @@ def read_embedded_beauty() -> Dataset:
         items_path = Path(folder) / "amazon_beauty_items.tsv.xz"
         catalog_rows, asins = _read_items_tsv(items_path)
         events = []
-        with _open_text(events_path) as f:
+        with open_text(events_path) as f:
             for line in f:
                 parts = line.split()
                 events.extend((parts[0], item, pos) for pos, item in enumerate(parts[1:]))
@@ -303,7 +196,7 @@ def _read_movielens_original(folder: Path, name: str) -> Dataset:
     catalog_rows = {}
     item_path = folder / "u.item"
     if item_path.exists():
-        with _open_text(item_path, encoding="latin-1") as f:
+        with open_text(item_path, encoding="latin-1") as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -318,7 +211,7 @@ def _read_movielens_original(folder: Path, name: str) -> Dataset:
                 catalog_rows[parts[0]] = (parts[1].strip(), genres)
     events = []
     data_path = folder / "u.data"
-    with _open_text(data_path) as f:
+    with open_text(data_path) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -329,14 +222,14 @@ def _read_movielens_original(folder: Path, name: str) -> Dataset:
                     f"got {line.strip()[:80]!r}"
                 )
             where = f"{data_path}:{line_no}"
-            ts, rating = _timestamp(parts[3], where), _rating(parts[2], where)
+            ts, rating = parse_timestamp(parts[3], where), parse_rating(parts[2], where)
             events.append((parts[0], parts[1], ts, rating))
     return build_dataset(name, events, catalog_rows, with_rating=True, source=str(data_path))
 
 
 def _atomic_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """RecBole atomic file: tab-separated with a typed header `name:type`."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         header_line = f.readline()
         if not header_line.strip():
             raise DataError(f"{path}:1: empty header")
@@ -363,7 +256,7 @@ def _read_movielens_atomic(inter_path: Path, name: str) -> Dataset:
         where = f"{inter_path}:{line_no}"
         if not all(k in row for k in ("user_id", "item_id", "rating", "timestamp")):
             raise DataError(f"{where}: needs the columns user_id, item_id, rating and timestamp")
-        ts, rating = _timestamp(row["timestamp"], where), _rating(row["rating"], where)
+        ts, rating = parse_timestamp(row["timestamp"], where), parse_rating(row["rating"], where)
         events.append((row["user_id"], row["item_id"], ts, rating))
     return build_dataset(name, events, catalog_rows, with_rating=True, source=str(inter_path))
 
@@ -374,7 +267,7 @@ def _read_movielens_atomic(inter_path: Path, name: str) -> Dataset:
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """The 2014 review files are JSON; the metadata files are Python literals. Accept both."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -419,8 +312,8 @@ def read_amazon_reviews(
             (
                 rec["reviewerID"],
                 rec["asin"],
-                _timestamp(rec["unixReviewTime"], where),
-                _rating(rec["overall"], where),
+                parse_timestamp(rec["unixReviewTime"], where),
+                parse_rating(rec["overall"], where),
                 str(rec.get("reviewText", "")),
                 str(rec.get("summary", "")),
             )
@@ -461,9 +354,9 @@ def read_csv(
         with_rating = "rating" in row
         with_review = "review" in row
         where = f"{interactions_path}:{line_no}"
-        ev = [row["user"], row["item"], _timestamp(row["timestamp"], where)]
+        ev = [row["user"], row["item"], parse_timestamp(row["timestamp"], where)]
         if with_rating:
-            ev.append(_rating(row["rating"], where))
+            ev.append(parse_rating(row["rating"], where))
         elif with_review:
             ev.append(float("nan"))
         if with_review:
@@ -481,7 +374,7 @@ def read_csv(
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     delimiter = "\t" if ".tsv" in path.suffixes else ","
-    with _open_text(path) as f:
+    with open_text(path) as f:
         reader = csv.reader(f, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
@@ -492,7 +385,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             raise DataError(
                 f"{path}:1: header lacks column(s) {missing}; expected "
                 f"{', '.join(required)} (see README, 'Your own data')"
-                + _delimiter_hint(delimiter.join(header), delimiter, required)
+                + delimiter_hint(delimiter.join(header), delimiter, required)
             )
         for line_no, fields in enumerate(reader, 2):
             if not fields:
@@ -500,15 +393,6 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             if len(fields) != len(header):
                 raise DataError(f"{path}:{line_no}: {len(fields)} fields, header has {len(header)}")
             yield line_no, dict(zip(header, fields))
-
-
-def _delimiter_hint(header_line: str, delimiter: str, required: tuple[str, ...]) -> str:
-    """When another delimiter would find the required columns, say which one and what to do."""
-    for other, (name, fix) in _DELIMITERS.items():
-        names = [h.strip().strip('"') for h in header_line.split(other)]
-        if other != delimiter and all(r in names for r in required):
-            return f"; the file seems to be {name}-separated: {fix}"
-    return ""
 
 
 def read_dataset(fmt: str, path: str | None = None, **kwargs) -> Dataset:
