@@ -2,7 +2,7 @@
 by uvicorn on one asyncio event loop (the model runs on the micro-batcher's thread).
 
 Routes      POST /recommend  body and answers as in `requests.py`, described by the pydantic
-                             models below (validation itself is the service's, so messages
+                             models of `schema.py` (validation itself is the service's, so messages
                              and status codes are the same everywhere)
             GET  /health     liveness, bundle info and counters: 200 while the process runs
             GET  /ready      503 until the warm-up compiles are done, then 200
@@ -43,13 +43,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, RootModel
-from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from recsys_jax.serving.requests import MAX_HISTORY, RecommendService
+from recsys_jax.serving.requests import RecommendService
+from recsys_jax.serving.schema import (
+    ErrorAnswer,
+    Health,
+    Readiness,
+    RecommendAnswer,
+    body_schema,
+)
 
 MAX_BODY = 1 << 20
 # A body over MAX_BODY is read and dropped up to this size before the 413, so the client gets
@@ -59,93 +64,6 @@ CONNECTION_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 30.0
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 ROUTES = "use POST /recommend, GET /health, GET /ready or GET /docs"
-
-
-# -- the JSON schema -------------------------------------------------------------------------
-
-
-class RecommendRequest(BaseModel):
-    """One user's request."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={"examples": [{"history": ["B004756YJA", "B004ZT0SSG"], "k": 5}]},
-    )
-    history: list[str | int] = Field(
-        min_length=1,
-        max_length=MAX_HISTORY,
-        description="items the user interacted with, oldest first: original ids (e.g. ASINs), "
-        "dataset item ids or exact titles",
-    )
-    k: int = Field(
-        default=10,
-        ge=1,
-        description="how many items to return; at most the bundle's beam width and the "
-        "catalog items left (default min(10, beam))",
-    )
-    exclude_history: bool = Field(
-        default=True, description="never recommend an item of the history"
-    )
-
-
-class BatchRequest(BaseModel):
-    """Several users' requests in one body (at most the server's --max-requests)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    requests: list[RecommendRequest] = Field(min_length=1)
-
-
-class RecommendBody(RootModel[RecommendRequest | BatchRequest]):
-    """The body of POST /recommend: one request, or {"requests": [...]}."""
-
-
-class Item(BaseModel):
-    id: str = Field(description="the item's original id (e.g. an ASIN) or dataset id")
-    title: str
-    score: float = Field(description="the beam's log-probability of the item's tokens")
-
-
-class Recommendation(BaseModel):
-    items: list[Item] = Field(description="best first; fewer than k when the beam finishes early")
-
-
-class BatchRecommendation(BaseModel):
-    results: list[Recommendation] = Field(description="in request order")
-
-
-class RecommendAnswer(RootModel[Recommendation | BatchRecommendation]):
-    """The answer of POST /recommend: `items` for one request, `results` for a batch."""
-
-
-class ErrorAnswer(BaseModel):
-    error: str = Field(description="what is wrong and what to do")
-
-
-class BundleInfo(BaseModel):
-    created: str | None = None
-    dtype: str | None = None
-    recsys_jax_version: str | None = None
-    jax_version: str | None = None
-
-
-class Health(BaseModel):
-    status: str
-    ready: bool = Field(description="whether the warm-up compiles are done (as GET /ready)")
-    items: int
-    beam: int
-    max_batch: int
-    max_requests: int
-    answered: int = Field(description="POST /recommend bodies answered with 200")
-    failed: int = Field(description="POST /recommend bodies answered with an error")
-    batches: int = Field(description="model calls")
-    batched_items: int = Field(description="requests those calls ran")
-    bundle: BundleInfo
-
-
-class Readiness(BaseModel):
-    status: str = Field(description='"ready", "warming up" or "failed"')
-    error: str | None = None
 
 
 # -- access log ------------------------------------------------------------------------------
@@ -211,13 +129,6 @@ def _json(status: int, payload: dict, close: bool = False, headers=None) -> JSON
     return JSONResponse(payload, status, headers=headers)
 
 
-def _schemas() -> tuple[dict, dict]:
-    """-> (the request body's OpenAPI schema, component schemas it refers to)."""
-    ref = "#/components/schemas/{model}"
-    _, top = models_json_schema([(RecommendBody, "validation")], ref_template=ref)
-    return {"$ref": ref.format(model="RecommendBody")}, top["$defs"]
-
-
 def build_api(
     service: RecommendService, max_body: int = MAX_BODY, max_drain: int = MAX_DRAIN
 ) -> FastAPI:
@@ -248,7 +159,7 @@ def build_api(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _schemas()[0]}},
+                "content": {"application/json": {"schema": body_schema()[0]}},
             }
         },
     )
@@ -308,7 +219,7 @@ def build_api(
                 description=api.description,
                 routes=api.routes,
             )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(_schemas()[1])
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schema()[1])
             api.openapi_schema = schema
         return api.openapi_schema
 

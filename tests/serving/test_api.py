@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 
 from recsys_jax.serving import api
+from recsys_jax.serving import schema as models
 from recsys_jax.serving.requests import RecommendService
 
 
@@ -102,13 +103,13 @@ def test_ready_is_503_until_the_warmup_is_done_then_200():
 
 def test_answers_match_the_published_schema_and_every_request_is_logged():
     with serving() as s:
-        status, schema = call(s.port, "GET", "/openapi.json")
-        assert status == 200 and {"/recommend", "/health", "/ready"} <= set(schema["paths"])
-        post = schema["paths"]["/recommend"]["post"]
+        status, published = call(s.port, "GET", "/openapi.json")
+        assert status == 200 and {"/recommend", "/health", "/ready"} <= set(published["paths"])
+        post = published["paths"]["/recommend"]["post"]
         body = post["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": "#/components/schemas/RecommendBody"}
         assert {"RecommendRequest", "BatchRequest", "RecommendAnswer", "ErrorAnswer"} <= set(
-            schema["components"]["schemas"]
+            published["components"]["schemas"]
         )
         assert {"200", "400", "413", "422", "503"} <= set(post["responses"])
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
@@ -118,16 +119,16 @@ def test_answers_match_the_published_schema_and_every_request_is_logged():
 
         single = {"history": ["1", 2], "k": 3}
         batch = {"requests": [single, {"history": ["4"]}]}
-        api.RecommendBody.model_validate(single)
-        api.RecommendBody.model_validate(batch)
+        models.RecommendBody.model_validate(single)
+        models.RecommendBody.model_validate(batch)
         status, out = call(s.port, "POST", "/recommend", single)
-        assert status == 200 and len(api.Recommendation.model_validate(out).items) == 3
+        assert status == 200 and len(models.Recommendation.model_validate(out).items) == 3
         status, out = call(s.port, "POST", "/recommend", batch)
-        assert status == 200 and len(api.BatchRecommendation.model_validate(out).results) == 2
-        api.Health.model_validate(call(s.port, "GET", "/health")[1])
+        assert status == 200 and len(models.BatchRecommendation.model_validate(out).results) == 2
+        models.Health.model_validate(call(s.port, "GET", "/health")[1])
         for bad, code in [({"history": ["1"], "k": 9}, 422), ({"history": "1"}, 400)]:
             status, out = call(s.port, "POST", "/recommend", bad)
-            assert status == code and api.ErrorAnswer.model_validate(out).error
+            assert status == code and models.ErrorAnswer.model_validate(out).error
         assert call(s.port, "DELETE", "/health")[0] == 405
 
     by_path = [(r["method"], r["path"], r["status"]) for r in s.log.records]
