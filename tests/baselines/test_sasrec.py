@@ -80,18 +80,6 @@ def test_causality_later_items_do_not_change_earlier_outputs():
     np.testing.assert_allclose(h[2, :5], h[0, :5], rtol=1e-5, atol=1e-6)
 
 
-def test_training_windows_use_every_target_once():
-    seq = np.arange(1, 13)  # 11 targets
-    windows = sasrec.training_windows([seq, np.array([5])], max_len=4)
-    targets = np.concatenate([w[1:] for w in windows])
-    assert sorted(targets.tolist()) == list(range(2, 13))
-    assert all(len(w) - 1 <= 4 for w in windows)
-    assert windows[0].tolist() == [8, 9, 10, 11, 12]  # the newest window keeps full context
-    tokens, last = sasrec.history_tokens([np.array([4, 5, 6]), np.arange(20)], 5, rows=3)
-    assert tokens.tolist() == [[5, 6, 7, 0, 0], [16, 17, 18, 19, 20], [0] * 5]
-    assert last.tolist() == [2, 4, 0]
-
-
 @pytest.mark.slow
 def test_learns_successor_pattern_well_above_popularity(successor, tmp_path):
     data = successor
