@@ -26,256 +26,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recsys_jax.model.attention import Attention, attention_mask, visible, write_slots
 from recsys_jax.model.backward import checkpointed_block, materialized_cotangent
 from recsys_jax.model.config import ModelConfig
 from recsys_jax.model.dropout import Dropout
-from recsys_jax.model.lora import LoRA, partitioned
-
-_NEG = float(jnp.finfo(jnp.float32).min)  # finite: a row with no visible key gives no NaN
-_INIT_STD = 0.02
-
-
-def _visible(q_seg, q_slot, k_seg, k_part_a, k_slot):
-    """bool [B, Lq, Lk] from query segments/slots [B, Lq]/[Lq] and key ones [B, Lk]/[Lk]."""
-    same = (q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] != 0)
-    seen = (k_part_a[:, None, :] == 1) | (k_slot[None, None, :] <= q_slot[None, :, None])
-    return same & seen
-
-
-def attention_mask(segment_ids: jax.Array, part_a: jax.Array) -> jax.Array:
-    """bool [B, L, L]: True where query i may attend key j (the rule in the module doc).
-
-    Padding queries get an all-False row; attention turns it into harmless finite values.
-    """
-    slots = jnp.arange(segment_ids.shape[1])
-    return _visible(segment_ids, slots, segment_ids, part_a, slots)
-
-
-class LayerNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        self.eps = eps
-        self.scale = partitioned(nnx.Param, nnx.initializers.ones, None, (dim,), ("norm",))
-        self.bias = partitioned(nnx.Param, nnx.initializers.zeros, None, (dim,), ("norm",))
-
-    def __call__(self, x):
-        # Statistics in float32 whatever the compute dtype: bf16 variance is too coarse.
-        y = x.astype(jnp.float32)
-        mean = y.mean(-1, keepdims=True)
-        y = (y - mean) * jax.lax.rsqrt(jnp.square(y - mean).mean(-1, keepdims=True) + self.eps)
-        return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
-
-
-class FrozenParam(nnx.Param):
-    """Saved and restored like a parameter, never updated by the optimiser."""
-
-
-class Embed(nnx.Module):
-    """A table of rows; with `feature_dim` > 0 each row adds `features[row] @ projection`,
-    frozen pretrained vectors (item text embeddings) mapped by a learned projection."""
-
-    def __init__(self, num: int, dim: int, name: str, *, rngs: nnx.Rngs, feature_dim: int = 0):
-        self.embedding = partitioned(
-            nnx.Param,
-            nnx.initializers.normal(_INIT_STD),
-            rngs.params(),
-            (num, dim),
-            (name, "embed"),
-        )
-        if feature_dim:
-            self.features = partitioned(
-                FrozenParam,
-                nnx.initializers.zeros,
-                rngs.params(),
-                (num, feature_dim),
-                (name, "item_features"),
-            )
-            self.projection = partitioned(
-                nnx.Param,
-                nnx.initializers.normal(_INIT_STD),
-                rngs.params(),
-                (feature_dim, dim),
-                ("item_features", "embed"),
-            )
-
-    def table(self):
-        if not hasattr(self, "features"):
-            return self.embedding[...]
-        return self.embedding[...] + self.features[...] @ self.projection[...]
-
-    def __call__(self, ids):
-        # mode="clip": ids past the table reuse its last row; the batch builder owns range checks.
-        return jnp.take(self.table(), ids, axis=0, mode="clip")
-
-    def attend(self, x):
-        """x @ E^T in x's dtype, accumulated and returned in float32 (the tied output layer)."""
-        return tied_logits(x, self.table())
-
-
-def tied_logits(x, table):
-    """[..., d] x [vocab, d] -> [..., vocab] float32, multiplied in x's dtype."""
-    return jnp.einsum("...d,vd->...v", x, table.astype(x.dtype), preferred_element_type=jnp.float32)
-
-
-class Dense(nnx.Module):
-    """y = x . kernel + bias, contracting x's last len(in_shape) dims; optional LoRA.
-
-    Kernels are N-D (e.g. qkv: [embed, 3, heads, head_dim]) so heads shard cleanly over the
-    tensor axis; a GLM checkpoint's 2-D weight maps in by transpose + reshape.
-    """
-
-    def __init__(
-        self,
-        in_shape,
-        out_shape,
-        in_names,
-        out_names,
-        *,
-        cfg: ModelConfig,
-        name: str,
-        init_std: float = _INIT_STD,
-        rngs: nnx.Rngs,
-    ):
-        self.dtype = cfg.compute_dtype
-        self.kernel = partitioned(
-            nnx.Param,
-            nnx.initializers.normal(init_std),
-            rngs.params(),
-            (*in_shape, *out_shape),
-            (*in_names, *out_names),
-        )
-        self.bias = partitioned(nnx.Param, nnx.initializers.zeros, None, out_shape, out_names)
-        self.lora = nnx.data(None)  # data, not static: merge_lora may swap it for None
-        if cfg.lora_rank and name in cfg.lora_targets:
-            self.lora = LoRA(
-                in_shape,
-                out_shape,
-                in_names,
-                out_names,
-                rank=cfg.lora_rank,
-                alpha=cfg.lora_alpha,
-                dropout=cfg.lora_dropout,
-                dtype=self.dtype,
-                rngs=rngs,
-            )
-
-    def __call__(self, x, *, deterministic: bool = True, rngs: nnx.Rngs | None = None):
-        n_in = self.kernel.ndim - self.bias.ndim
-        y = jnp.tensordot(x, self.kernel[...].astype(self.dtype), axes=n_in)
-        y = y + self.bias[...].astype(self.dtype)
-        if self.lora is not None:
-            y = y + self.lora(x, deterministic=deterministic, rngs=rngs)
-        return y
-
-
-def _write(buffer, update, index):
-    """buffer [B, T, ...] with `update` [B, L, ...] stored at slots [index, index + L)."""
-    start = (0, index) + (0,) * (buffer.ndim - 2)
-    return jax.lax.dynamic_update_slice(buffer, update.astype(buffer.dtype), start)
-
-
-class Attention(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        h, d, e = cfg.num_heads, cfg.head_dim, cfg.hidden_size
-        # Megatron/GLM scale the output projections' init by 1/sqrt(2 * num_layers).
-        out_std = _INIT_STD / math.sqrt(2 * cfg.num_layers)
-        self.dtype = cfg.compute_dtype
-        self.query_key_value = Dense(
-            (e,),
-            (3, h, d),
-            ("embed",),
-            ("qkv", "heads", "kv"),
-            cfg=cfg,
-            name="query_key_value",
-            rngs=rngs,
-        )
-        self.dense = Dense(
-            (h, d),
-            (e,),
-            ("heads", "kv"),
-            ("embed",),
-            cfg=cfg,
-            name="dense",
-            init_std=out_std,
-            rngs=rngs,
-        )
-        self.attention_dropout = Dropout(cfg.attention_dropout_rate)
-
-    def __call__(
-        self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True, rngs=None
-    ):
-        """x [B, Lq, E], mask bool [B, Lq, Lk] -> ([B, Lq, E], cache).
-
-        With a cache ({"key", "value"}: [B, T, H, D]) this step's keys/values are written at
-        slot `index` first and the queries attend over all T slots (Lk == T). With `prefix`
-        (keys/values [P, Lp, H, D] and a bool [P, Lp] mask of a prompt that B = P * K rows
-        continue, `GLM.decode_step_shared`) each row also attends its prompt row's keys, which
-        are read once per prompt row, not copied per continuation.
-        """
-        qkv = self.query_key_value(x, deterministic=deterministic, rngs=rngs)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, D] each
-        if cache is not None:
-            cache = {
-                "key": _write(cache["key"], k, index),
-                "value": _write(cache["value"], v, index),
-            }
-            k, v = cache["key"].astype(self.dtype), cache["value"].astype(self.dtype)
-        q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = jnp.where(mask[:, None], scores, _NEG)
-        if prefix is not None:
-            out = self._with_prefix(q, scores, v, prefix)
-        else:
-            probs = jax.nn.softmax(scores, axis=-1)
-            probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
-            out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
-        return self.dense(out, deterministic=deterministic, rngs=rngs), cache
-
-    def _with_prefix(self, q, own_scores, own_v, prefix):
-        """One softmax over [prompt keys; own keys] for Lq == 1 (decoding, no dropout)."""
-        (pk, pv), visible = prefix
-        p, n = pk.shape[0], q.shape[0]
-        kk, (h, d) = n // p, q.shape[2:]
-        qg = q.reshape(p, kk, h, d)
-        pre = jnp.einsum(
-            "pkhd,plhd->phkl", qg, pk.astype(self.dtype), preferred_element_type=jnp.float32
-        )
-        pre = jnp.where(visible[:, None, None, :], pre, _NEG)
-        own = own_scores.reshape(p, kk, h, -1).transpose(0, 2, 1, 3)  # [P, H, K, S]
-        probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1).astype(self.dtype)
-        lp = pk.shape[1]
-        out = jnp.einsum("phkl,plhd->pkhd", probs[..., :lp], pv.astype(self.dtype)) + jnp.einsum(
-            "phks,pkshd->pkhd", probs[..., lp:], own_v.reshape(p, kk, -1, h, d)
-        )
-        return out.reshape(n, 1, h, d)
-
-
-class MLP(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        out_std = _INIT_STD / math.sqrt(2 * cfg.num_layers)
-        self.dense_h_to_4h = Dense(
-            (cfg.hidden_size,),
-            (cfg.ffn_dim,),
-            ("embed",),
-            ("mlp",),
-            cfg=cfg,
-            name="dense_h_to_4h",
-            rngs=rngs,
-        )
-        self.dense_4h_to_h = Dense(
-            (cfg.ffn_dim,),
-            (cfg.hidden_size,),
-            ("mlp",),
-            ("embed",),
-            cfg=cfg,
-            name="dense_4h_to_h",
-            init_std=out_std,
-            rngs=rngs,
-        )
-
-    def __call__(self, x, *, deterministic=True, rngs=None):
-        h = self.dense_h_to_4h(x, deterministic=deterministic, rngs=rngs)
-        h = jax.nn.gelu(h, approximate=True)  # GLM/Megatron use the tanh GeLU
-        return self.dense_4h_to_h(h, deterministic=deterministic, rngs=rngs)
+from recsys_jax.model.layers import MLP, Embed, LayerNorm
 
 
 class Block(nnx.Module):
@@ -400,7 +155,7 @@ class GLM(nnx.Module):
             raise ValueError(f"prompt length {length} exceeds the cache's {slots.shape[0]} slots")
         k_seg = jnp.zeros_like(cache["segment_ids"]).at[:, :length].set(segment_ids)
         k_part_a = jnp.zeros_like(cache["part_a"]).at[:, :length].set(part_a)
-        mask = _visible(segment_ids, slots[:length], k_seg, k_part_a, slots)
+        mask = visible(segment_ids, slots[:length], k_seg, k_part_a, slots)
         logits, layers = self._forward(
             tokens, positions, block_positions, mask, cache["layers"], 0, True, None
         )
@@ -410,10 +165,10 @@ class GLM(nnx.Module):
         """One new token per row at slot `index`: -> (logits [B, 1, V], cache)."""
         index = jnp.asarray(index, jnp.int32)
         row_seg = jnp.max(cache["segment_ids"], axis=1, keepdims=True)  # [B, 1]
-        k_seg = _write(cache["segment_ids"], row_seg, index)
-        k_part_a = _write(cache["part_a"], jnp.zeros_like(row_seg), index)
+        k_seg = write_slots(cache["segment_ids"], row_seg, index)
+        k_part_a = write_slots(cache["part_a"], jnp.zeros_like(row_seg), index)
         slots = jnp.arange(k_seg.shape[1])
-        mask = _visible(row_seg, index[None], k_seg, k_part_a, slots)
+        mask = visible(row_seg, index[None], k_seg, k_part_a, slots)
         logits, layers = self._forward(
             token, position, block_position, mask, cache["layers"], index, True, None
         )

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from recsys_jax.masking.batching import MODEL_INPUTS
-from recsys_jax.model.glm import FrozenParam
+from recsys_jax.model.layers import FrozenParam
 from recsys_jax.model.lora import LoRAParam
 from recsys_jax.training.loss import target_loss_sums
 

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from recsys_jax.model.glm import tied_logits
+from recsys_jax.model.layers import tied_logits
 from recsys_jax.training import loss as loss_lib
 from recsys_jax.training.loss import target_loss_sums, tied_xent_sums
 
