@@ -175,6 +175,29 @@ def test_extra_entity_masks():
     assert spans == [(8, 10)]
 
 
+def test_extra_entity_masks_over_a_long_history_never_overflow_max_length():
+    # Infill over 50 one-token items + the target (p = 0.5): a rare draw of 39 extra masks needed
+    # 51 + 2 x 39 = 129 > 128 tokens and stopped a training run. Extra masks now keep a random
+    # subset that fits; the target is always masked.
+    n = 51
+    ex = TokenizedExample(
+        ids=np.arange(10, 10 + n),
+        entity_spans=[(i, i + 1) for i in range(n)],
+        target_spans=[(n - 1, n)],
+    )
+    cfg = MaskingConfig(extra_entity_mask_prob=1.0, max_length=128)
+    for seed in range(5):
+        spans, _ = sample_spans(ex, cfg, rng(seed))
+        assert (n - 1, n) in spans
+        assert n + 2 * len(spans) <= 128
+        assert len(spans) == (128 - n) // 2  # as many as fit
+        assert len(mask_example(ex, SP, cfg, rng(seed))["tokens"]) <= 128
+    # A draw that fits is unchanged by the cap (the same spans as with room to spare).
+    fits = dataclasses.replace(cfg, extra_entity_mask_prob=0.3)
+    roomy = dataclasses.replace(fits, max_length=512)
+    assert sample_spans(ex, fits, rng(1)) == sample_spans(ex, roomy, rng(1))
+
+
 def test_free_text_near_max_length_masks_fewer_spans_instead_of_overflowing():
     # Beauty title index, 2026-11-27: a 242-token "bought A, B, ..." text drew 10 [MASK] spans
     # (mostly the free ", " tokens) and needed 262 > 256 tokens. Every sample must now fit.

@@ -76,6 +76,12 @@ def _task_spans(example, entities, cfg, rng):
         for ent in entities
         if not overlaps_any(ent, targets) and rng.random() < cfg.extra_entity_mask_prob
     ]
+    # A rare draw (many extra masks over a long history) must not overflow max_length: keep a
+    # random subset that fits. Draws that fit use no further randomness, so they are unchanged.
+    room = max(0, max_spans_that_fit(len(example.ids), cfg.max_length) - len(targets))
+    if len(extra) > room:
+        keep = np.sort(rng.choice(len(extra), size=room, replace=False))
+        extra = [extra[i] for i in keep]
     if cfg.entity_aware:
         spans = extra
     else:  # same number of extra masks, but GLM-style spans anchored inside each entity
