@@ -21,6 +21,7 @@ Usage (one process or many — each process passes its own rows to `shard_batch`
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,25 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("lora_rank", None),
     ("item_features", None),  # width of the pretrained item vectors (model.item_feature_dim)
 )
+
+
+def maybe_initialize_distributed() -> None:
+    """Multi-host: initialise jax.distributed when the environment asks for it.
+
+    Explicit: RECSYS_JAX_COORDINATOR=host:port, RECSYS_JAX_NUM_PROCESSES, RECSYS_JAX_PROCESS_ID.
+    Managed clusters (TPU pods, SLURM, ...): RECSYS_JAX_DISTRIBUTED=auto lets JAX detect them.
+    """
+    if getattr(maybe_initialize_distributed, "done", False):
+        return
+    if os.environ.get("RECSYS_JAX_COORDINATOR"):
+        jax.distributed.initialize(
+            coordinator_address=os.environ["RECSYS_JAX_COORDINATOR"],
+            num_processes=int(os.environ["RECSYS_JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["RECSYS_JAX_PROCESS_ID"]),
+        )
+    elif os.environ.get("RECSYS_JAX_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
+    maybe_initialize_distributed.done = True
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -> Mesh:

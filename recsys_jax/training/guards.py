@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import signal
 import threading
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -88,3 +90,24 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for name, previous in self._previous.items():
             signal.signal(getattr(signal, name), previous)
+
+
+@jax.jit
+def params_finite(params) -> jax.Array:
+    """True when every parameter value is finite (checked before a checkpoint is written)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+
+
+def divergence_message(step: int, reason: str, patience: int, last_checkpoint: Path | None) -> str:
+    """What a diverged run tells the user: the step, why, and where to resume from."""
+    if last_checkpoint is None:
+        where = "no checkpoint was saved; lower train.learning_rate (or set train.grad_clip)"
+    else:
+        where = (
+            f"last good checkpoint: {last_checkpoint} (step {last_checkpoint.name}); lower "
+            "train.learning_rate (or set train.grad_clip) and rerun to resume from it"
+        )
+    return (
+        f"training diverged at step {step}: {reason} "
+        f"(train.divergence_patience={patience}); {where}"
+    )

@@ -22,6 +22,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # A chunk's float32 logits should fit the last-level cache (~4 MiB); but at least as many rows
 # as the hidden width, so that updating the [vocab, hidden] table gradient once per chunk costs
@@ -156,3 +157,18 @@ def target_loss_sums(
 
     loss, correct = jax.lax.cond(jnp.sum(flat_mask > 0) <= cap, sparse, dense, flat_hidden)
     return loss, count, correct
+
+
+def logits_cap_advice(shares: np.ndarray, cap: float) -> str | None:
+    """A hint when most batches carry loss at more than `train.logits_fraction` (`cap`) of
+    their positions (`shares`, one per batch): those steps take the slow path of
+    `target_loss_sums` (logits at every position)."""
+    over = float(np.mean(shares > cap))
+    if cap >= 1 or over <= 0.5:
+        return None
+    suggest = min(1.0, math.ceil(shares.max() * 1.25 * 20) / 20)
+    return (
+        f"[speed] {over:.0%} of the first batches have loss at more than "
+        f"train.logits_fraction={cap} of their positions (up to {shares.max():.1%}), so they "
+        f"compute logits everywhere; train.logits_fraction={suggest:g} would avoid that"
+    )

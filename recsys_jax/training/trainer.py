@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +34,13 @@ from recsys_jax.run.checkpoints import (
 )
 from recsys_jax.training import TrainingDiverged
 from recsys_jax.training import batches as batches_lib
-from recsys_jax.training.guards import DivergenceGuard, StopRequest
+from recsys_jax.training.guards import (
+    DivergenceGuard,
+    StopRequest,
+    divergence_message,
+    params_finite,
+)
+from recsys_jax.training.loss import logits_cap_advice
 from recsys_jax.training.run_log import RunLog, StepWindow, plot_losses, train_seconds_so_far
 from recsys_jax.training.step import (
     count_params,
@@ -48,28 +53,9 @@ from recsys_jax.training.step import (
 )
 
 
-def maybe_initialize_distributed() -> None:
-    """Multi-host: initialise jax.distributed when the environment asks for it.
-
-    Explicit: RECSYS_JAX_COORDINATOR=host:port, RECSYS_JAX_NUM_PROCESSES, RECSYS_JAX_PROCESS_ID.
-    Managed clusters (TPU pods, SLURM, ...): RECSYS_JAX_DISTRIBUTED=auto lets JAX detect them.
-    """
-    if getattr(maybe_initialize_distributed, "done", False):
-        return
-    if os.environ.get("RECSYS_JAX_COORDINATOR"):
-        jax.distributed.initialize(
-            coordinator_address=os.environ["RECSYS_JAX_COORDINATOR"],
-            num_processes=int(os.environ["RECSYS_JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["RECSYS_JAX_PROCESS_ID"]),
-        )
-    elif os.environ.get("RECSYS_JAX_DISTRIBUTED") == "auto":
-        jax.distributed.initialize()
-    maybe_initialize_distributed.done = True
-
-
 class Trainer:
     def __init__(self, cfg: Config, log=None):
-        maybe_initialize_distributed()
+        sharding.maybe_initialize_distributed()
         self.is_main = jax.process_index() == 0
         self.log = log or (lambda msg: print(msg, flush=True) if self.is_main else None)
         self.cfg = cfg
@@ -339,24 +325,10 @@ class Trainer:
         )
 
     def _check_logits_cap(self, target_tokens: list[float]) -> None:
-        """Say so when most batches carry loss at more positions than `train.logits_fraction`
-        allows: those steps take the slow path (logits at every position)."""
-        cap = self.cfg.train.logits_fraction
         shares = np.asarray(target_tokens) / (self.cfg.train.batch_size * self.cfg.data.seq_len)
-        over = float(np.mean(shares > cap))
-        if cap < 1 and over > 0.5:
-            suggest = min(1.0, math.ceil(shares.max() * 1.25 * 20) / 20)
-            self.log(
-                f"[speed] {over:.0%} of the first batches have loss at "
-                f"more than train.logits_fraction={cap} of their positions (up to "
-                f"{shares.max():.1%}), so they compute logits everywhere; "
-                f"train.logits_fraction={suggest:g} would avoid that"
-            )
-
-    @staticmethod
-    @jax.jit
-    def _params_finite(params) -> jax.Array:
-        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+        advice = logits_cap_advice(shares, self.cfg.train.logits_fraction)
+        if advice:
+            self.log(advice)
 
     def _diverged(self, bar, step: int, reason: str) -> TrainingDiverged:
         """Stop the run's workers and pending saves; the error to raise."""
@@ -365,18 +337,8 @@ class Trainer:
         self.checkpoints.wait()
         last = self.checkpoints.latest_step()
         self.checkpoints.close()
-        if last is None:
-            where = "no checkpoint was saved; lower train.learning_rate (or set train.grad_clip)"
-        else:
-            where = (
-                f"last good checkpoint: {self.run_dir / 'checkpoints' / str(last)} (step "
-                f"{last}); lower train.learning_rate (or set train.grad_clip) and rerun to "
-                "resume from it"
-            )
-        return TrainingDiverged(
-            f"training diverged at step {step}: {reason} "
-            f"(train.divergence_patience={self.guard.patience}); {where}"
-        )
+        last_dir = None if last is None else self.run_dir / "checkpoints" / str(last)
+        return TrainingDiverged(divergence_message(step, reason, self.guard.patience, last_dir))
 
     def run(self) -> dict:
         with StopRequest() as self.stop:
@@ -473,7 +435,7 @@ class Trainer:
                 self.log(f"[diverge] step {step} is not finite; its checkpoint is skipped")
             elif do_save:
                 # A finite loss is computed before the step's update, which can still overflow.
-                if not self._params_finite(self.state["params"]):
+                if not params_finite(self.state["params"]):
                     raise self._diverged(bar, step, "non-finite weights after the update")
                 self.save(step, valid)
             if stopping:

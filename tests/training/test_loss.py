@@ -11,7 +11,7 @@ import pytest
 
 from recsys_jax.model.layers import tied_logits
 from recsys_jax.training import loss as loss_lib
-from recsys_jax.training.loss import target_loss_sums, tied_xent_sums
+from recsys_jax.training.loss import logits_cap_advice, target_loss_sums, tied_xent_sums
 
 ROWS, LENGTH, HIDDEN, VOCAB = 3, 16, 8, 50
 
@@ -96,3 +96,13 @@ def test_target_positions_only_match_logits_everywhere(targets_per_row):
     plain = jax.grad(lambda h, t: _plain(h, t, targets, mask)[0], argnums=(0, 1))(hidden, table)
     for g, d in zip(grads, plain):
         np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6)
+
+
+def test_logits_cap_advice_only_when_most_batches_exceed_the_cap():
+    shares = np.array([0.3, 0.35, 0.1, 0.32])
+    advice = logits_cap_advice(shares, 0.25)
+    assert advice is not None and "75% of the first batches" in advice
+    assert "train.logits_fraction=0.45 would" in advice  # 1.25 x the largest share, to 0.05
+    assert logits_cap_advice(shares, 0.4) is None  # no batch over the cap
+    assert logits_cap_advice(np.array([0.3, 0.1]), 0.25) is None  # half, not most
+    assert logits_cap_advice(shares, 1.0) is None  # every position is already computed
