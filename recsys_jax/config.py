@@ -115,7 +115,7 @@ class DataConfig:
 @dataclasses.dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
-    steps: int = 4000
+    steps: int = 6000
     batch_size: int = 12  # rows per optimizer step (across all devices)
     grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
     learning_rate: float = 1e-3

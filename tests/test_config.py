@@ -167,7 +167,7 @@ def test_help_lists_every_key_with_its_default():
         "mesh.tensor",
     ):
         assert key in text
-    assert "default: 4000" in text
+    assert "default: 6000" in text
 
 
 def test_dict_override_replaces_the_option_dict():
