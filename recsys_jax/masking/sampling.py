@@ -14,7 +14,7 @@ import numpy as np
 
 from recsys_jax.example import TokenizedExample
 from recsys_jax.masking.config import MASK_KINDS, MaskingConfig
-from recsys_jax.masking.layout import max_spans_that_fit
+from recsys_jax.masking.sampled import max_spans_that_fit
 from recsys_jax.masking.spans import (
     Span,
     check_example,

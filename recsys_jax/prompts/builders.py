@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys_jax.example import TokenizedExample
-from recsys_jax.masking.layout import masked_length
+from recsys_jax.masking.sampled import masked_length
 from recsys_jax.prompts.templates import SLOT, Template
 from recsys_jax.tokenizer import ENTITY, TARGET, TARGET_ENTITY, TEXT, Tokenizer
 

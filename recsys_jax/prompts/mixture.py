@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from recsys_jax.example import TokenizedExample
-from recsys_jax.masking.layout import masked_length
+from recsys_jax.masking.sampled import masked_length
 from recsys_jax.prompts.builders import PromptFactory, user_name
 from recsys_jax.prompts.families import BARE_FAMILIES, ROW_FAMILIES, SEQUENCE_FAMILIES
 from recsys_jax.prompts.templates import Template, family_templates

@@ -52,8 +52,10 @@ def digest(arrays: dict) -> str:
 
 
 def masked_example(batcher, record: dict, rng: np.random.Generator) -> dict:
-    """One record as one masked example (1-D arrays)."""
-    return batcher.transform(record, rng)
+    """One record as one masked example (1-D arrays): its sampled spans laid out alone."""
+    from recsys_jax.masking import lay_out_one
+
+    return lay_out_one(batcher.transform(record, rng), batcher.special)
 
 
 def config_digests(config: str, data_dir: str) -> dict:
