@@ -74,9 +74,7 @@ def main() -> None:
                     "workers": cfg.data.workers,
                     "extra_entity_mask_prob": cfg.masking.extra_entity_mask_prob,
                     "records": len(records),
-                    "mean_example_tokens": round(
-                        float(np.mean([e.length for e in examples])), 1
-                    ),
+                    "mean_example_tokens": round(float(np.mean([e.length for e in examples])), 1),
                     "transform_examples_per_s": round(len(records) / transform_s, 1),
                     "examples_per_batch": per_batch,
                     "collate_batches_per_s": round(1.0 / collate_s, 1),

@@ -239,9 +239,7 @@ class PromptFactory:
             raise ValueError(f"template {template.id}: unknown answer kind {kind}")
         if template.family in ("explanation", "review") and not answer:
             raise ValueError(f"template {template.id}: the row has no review text")
-        segments = render(
-            template, slots, (answer, TARGET) if with_answer else None, self.spell
-        )
+        segments = render(template, slots, (answer, TARGET) if with_answer else None, self.spell)
         return Prompt(template, segments, [item], answer)
 
     # -- the bare item sequence (no prompt words) ---------------------------------------------
