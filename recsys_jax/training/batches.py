@@ -1,4 +1,4 @@
-"""Prepared records -> tokenized task examples -> masked GLM examples -> static-shape batches.
+"""Prepared records -> tokenized task examples -> sampled spans -> laid-out static-shape batches.
 
 Training draws from two record kinds in one Grain stream: users' training sequences and
 training-split interaction rows. Their share follows the family weights; an "epoch" of the
