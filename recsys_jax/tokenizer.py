@@ -187,8 +187,9 @@ class Tokenizer:
         """
         ids: list[int] = []
         entities, targets = [], []
+        pieces = self._pieces
         for text, role in segments:
-            piece = self._piece(text)
+            piece = pieces.get(text) or self._piece(text)
             span = (len(ids), len(ids) + len(piece))
             ids.extend(piece)
             if not piece:

@@ -49,7 +49,7 @@ def sample_example(
     spans, kinds = sample_spans(example, cfg, rng)
     order = np.arange(len(spans)) if cfg.keep_span_order else rng.permutation(len(spans))
     return sampled_example(
-        example, [spans[i] for i in order], [kinds[i] for i in order], special, cfg, checked=True
+        example, [spans[i] for i in order], [kinds[i] for i in order], special, cfg, sampled=True
     )
 
 
