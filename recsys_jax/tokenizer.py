@@ -35,6 +35,7 @@ from recsys_jax.text_vocab import (
 
 _ATOMIC = re.compile(r"(<[^<>\s]+>|\[MASK\]|\[sMASK\]|\[gMASK\])")
 
+_PIECE_MEMO_SIZE = 200_000
 # Roles of prompt segments (see `encode_segments`).
 TEXT, ENTITY, TARGET, TARGET_ENTITY = "text", "entity", "target", "target_entity"
 
@@ -128,6 +129,7 @@ class Tokenizer:
         self._id_atomic = {i: t for t, i in self._atomic_id.items()}
         self.vocab_size = self.first_added_id + len(appended)
         self.special = SpecialIds(*(self._atomic_id[t] for t in SPECIAL_TOKENS))
+        self._pieces: dict[str, tuple[int, ...]] = {}  # `_piece` memo
 
     @classmethod
     def wrap_pretrained(
@@ -185,8 +187,9 @@ class Tokenizer:
         """
         ids: list[int] = []
         entities, targets = [], []
+        pieces = self._pieces
         for text, role in segments:
-            piece = self.encode(text)
+            piece = pieces.get(text) or self._piece(text)
             span = (len(ids), len(ids) + len(piece))
             ids.extend(piece)
             if not piece:
@@ -200,6 +203,16 @@ class Tokenizer:
             elif role not in (TEXT, ENTITY):
                 raise TokenizerError(f"unknown segment role {role!r}")
         return TokenizedExample(np.asarray(ids, np.int32), entities, targets, [], task)
+
+    def _piece(self, text: str) -> tuple[int, ...]:
+        """`encode`, remembered: prompts repeat the same item spellings and template words.
+        Bounded, so a stream of distinct review texts cannot grow it without end."""
+        piece = self._pieces.get(text)
+        if piece is None:
+            piece = tuple(self.encode(text))
+            if len(self._pieces) < _PIECE_MEMO_SIZE:
+                self._pieces[text] = piece
+        return piece
 
     # -- decoding ---------------------------------------------------------------------------
 

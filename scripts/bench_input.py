@@ -4,8 +4,8 @@
 
 Builds the trainer's data side for the config (assets, prompt mixture, masking, packing) in a
 temporary run folder and times three things on the host:
-  transform — prepared record -> tokenized, masked example (examples/s, mean tokens);
-  collate   — examples -> one packed/padded [batch, seq_len] batch (batches/s);
+  transform — prepared record -> prompt with sampled spans (examples/s, mean tokens once masked);
+  collate   — examples -> one laid-out, packed/padded [batch, seq_len] batch (batches/s);
   pipeline  — `next()` on the trainer's real Grain iterator, `data.workers` included (batches/s).
 Compare `pipeline_s_per_batch` with the train step time (`scripts/bench_train.py` or the
 trainer's tokens/s): when it is close, training is input-bound. Prints one JSON object.
@@ -48,7 +48,7 @@ def main() -> None:
         examples = [batcher.transform(r, rng) for r in records]
         transform_s = time.perf_counter() - start
 
-        per_batch = batcher.examples_per_batch([len(e["tokens"]) for e in examples[:64]])
+        per_batch = batcher.examples_per_batch([e.length for e in examples[:64]])
         groups = [examples[i : i + per_batch] for i in range(0, len(examples), per_batch)]
         groups = [g for g in groups if len(g) == per_batch][: args.batches] or [examples]
         start = time.perf_counter()
@@ -74,9 +74,7 @@ def main() -> None:
                     "workers": cfg.data.workers,
                     "extra_entity_mask_prob": cfg.masking.extra_entity_mask_prob,
                     "records": len(records),
-                    "mean_example_tokens": round(
-                        float(np.mean([len(e["tokens"]) for e in examples])), 1
-                    ),
+                    "mean_example_tokens": round(float(np.mean([e.length for e in examples])), 1),
                     "transform_examples_per_s": round(len(records) / transform_s, 1),
                     "examples_per_batch": per_batch,
                     "collate_batches_per_s": round(1.0 / collate_s, 1),

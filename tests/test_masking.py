@@ -16,13 +16,16 @@ from recsys_jax.masking import (
     FIELDS,
     MaskingConfig,
     attention_allowed,
+    lay_out_one,
     mask_example,
     mask_spans,
     pack_batch,
     pad_batch,
+    sample_example,
     sample_spans,
     target_mask_kind,
 )
+from recsys_jax.masking.sampled import sampled_example
 from recsys_jax.masking.spans import snap_to_entities, splits_entity
 
 SP = SpecialIds(pad=0, mask=1, smask=2, gmask=3, sop=4, eop=5)
@@ -433,16 +436,17 @@ def test_entity_unaware_ablation_can_split_entities():
 masked_lists = st.lists(st.tuples(examples(), st.integers(0, 2**31)), min_size=1, max_size=6)
 
 
-def masked(pairs):
-    return [mask_example(ex, SP, CFG, rng(seed)) for ex, seed in pairs]
+def sampled(pairs):
+    return [sample_example(ex, SP, CFG, rng(seed)) for ex, seed in pairs]
 
 
 @PROPS
 @given(masked_lists)
 def test_pad_batch(pairs):
-    outs = masked(pairs)
+    ins = sampled(pairs)
+    outs = [mask_example(ex, SP, CFG, rng(seed)) for ex, seed in pairs]
     seq_len = max(len(o["tokens"]) for o in outs) + 3
-    batch = pad_batch(outs, seq_len, SP, batch_size=len(outs) + 1)
+    batch = pad_batch(ins, seq_len, SP, batch_size=len(outs) + 1)
     assert set(batch) == set(BATCH_KEYS)
     assert all(v.shape == (len(outs) + 1, seq_len) for v in batch.values())
     for row, o in enumerate(outs):
@@ -459,9 +463,10 @@ def test_pad_batch(pairs):
 @PROPS
 @given(masked_lists, st.integers(1, 3))
 def test_pack_batch(pairs, batch_size):
-    outs = masked(pairs)
+    ins = sampled(pairs)
+    outs = [mask_example(ex, SP, CFG, rng(seed)) for ex, seed in pairs]
     seq_len = max(len(o["tokens"]) for o in outs) + 5
-    batch, leftover = pack_batch(outs, batch_size, seq_len, SP)
+    batch, leftover = pack_batch(ins, batch_size, seq_len, SP)
     assert all(v.shape == (batch_size, seq_len) for v in batch.values())
     placed = []
     for row in range(batch_size):
@@ -477,19 +482,23 @@ def test_pack_batch(pairs, batch_size):
         allowed = attention_allowed(seg, batch["part_a"][row])
         assert not (allowed & (seg[:, None] != seg[None, :])).any()
     assert len(placed) + len(leftover) == len(outs)
-    # Every example comes out exactly once, whole, either packed or left over.
-    key = lambda o: (o["tokens"].tobytes(), o["positions"].tobytes(), o["targets"].tobytes())
+    # Every example comes out exactly once, whole and laid out as on its own, either packed
+    # or left over.
+    leftover = [lay_out_one(x, SP) for x in leftover]
+    key = lambda o: tuple(o[k].tobytes() for k in FIELDS)
     assert sorted(map(key, placed + leftover)) == sorted(map(key, outs))
 
 
 def test_pack_is_greedy_first_fit():
-    ex = lambda n: {
-        k: np.arange(n, dtype=np.float32 if k == "loss_mask" else np.int32) for k in FIELDS
-    }
+    def ex(n):  # n tokens once masked: n - 2 ids, the first one hidden
+        text = TokenizedExample(ids=np.arange(FIRST_ID, FIRST_ID + n - 2))
+        return sampled_example(text, [(0, 1)], ["mask"], SP, CFG)
+
     batch, leftover = pack_batch([ex(6), ex(5), ex(4), ex(3), ex(6)], 2, 10, SP)
     np.testing.assert_array_equal(batch["segment_ids"][0], [1] * 6 + [2] * 4)
     np.testing.assert_array_equal(batch["segment_ids"][1], [1] * 5 + [2] * 3 + [0] * 2)
-    assert [len(o["tokens"]) for o in leftover] == [6]
+    np.testing.assert_array_equal(batch["positions"][0], [0, 1, 2, 3, 0, 0, 0, 1, 0, 0])
+    assert [o.length for o in leftover] == [6]
     with pytest.raises(ValueError, match="seq_len"):
         pack_batch([ex(11)], 2, 10, SP)
     with pytest.raises(ValueError, match="seq_len"):

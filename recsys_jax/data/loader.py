@@ -114,7 +114,8 @@ def make_train_iterator(
     """Iterator of batches with `get_state()` / `set_state()`.
 
     source: random-access records (`len`, `[i]`), e.g. `PreparedData.source("train")`.
-    transform: `(record, rng) -> example` (a dict of arrays); all randomness from `rng`.
+    transform: `(record, rng) -> example` (a dict of arrays, or whatever `batch_fn` takes); all
+        randomness from `rng`.
     batch_size: examples per batch on this process.
     batch_fn: list of examples -> batch (e.g. padding); default stacks each leaf.
     shard_index / shard_count: default `jax.process_index()` / `jax.process_count()`.

@@ -7,6 +7,9 @@ e1 = x1 x2 x3 and x5 masked, x6 x7 an unmasked entity:
     positions         0  1   2   3  4 |   0    0  0  0 |   2    2
     block_positions   0  0   0   1  2 |   1    2  3  4 |   1    2
     targets           -  -   -   -  - |  x1   x2 x3 <eop> | x5 <eop>
+
+`lay_out` does this for many examples in one pass of array operations (a batch costs about
+what one example does in a loop); a single example is a batch of one.
 """
 
 from __future__ import annotations
@@ -16,27 +19,151 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys_jax.example import SpecialIds, TokenizedExample
-from recsys_jax.masking.config import MASK_KINDS, MaskingConfig
-from recsys_jax.masking.spans import Span, check_example, check_spans, clean_cuts, splits_entity
+from recsys_jax.masking.config import MaskingConfig
+from recsys_jax.masking.sampled import SampledExample, sampled_example
+from recsys_jax.masking.spans import Span, concat_ranges
 
 FIELDS = ("tokens", "positions", "block_positions", "part_a", "targets", "loss_mask")
 
 
-def mask_token(kind: str, special: SpecialIds) -> int:
-    if kind not in MASK_KINDS:
-        raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
-    return getattr(special, kind)
+def empty_fields(shape, special: SpecialIds) -> dict[str, np.ndarray]:
+    """Padding everywhere: pad tokens and targets, zeros elsewhere, float32 loss mask."""
+    out = {k: np.zeros(shape, dtype=np.float32 if k == "loss_mask" else np.int32) for k in FIELDS}
+    out["tokens"][...] = special.pad
+    out["targets"][...] = special.pad
+    return out
 
 
-def masked_length(n: int, num_spans: int) -> int:
-    """Each span leaves one mask token in Part A and adds <sop>/<eop> around it in Part B."""
-    return n + 2 * num_spans
+def lay_out(
+    examples: Sequence[SampledExample],
+    dest: np.ndarray,
+    out: dict[str, np.ndarray],
+    special: SpecialIds,
+) -> None:
+    """Writes example i's layout (Part A, then Part B) into the 1-D arrays `out[FIELDS]` from
+    index `dest[i]` on. `out` must hold padding (`empty_fields`): cells that padding already
+    gets right (Part A targets and loss, Part B's part_a) are not written."""
+    if not examples:
+        return
+    src = _Sources(examples)
+    dest = np.asarray(dest, np.int64)
+    hidden = src.hidden()
+    keep = ~hidden
+    keep[src.gs] = True  # a span's first token becomes its mask token
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    base = kept_before[src.ex_start]
+    len_a = kept_before[src.ex_start + src.n] - base
+
+    # Part A: the text with each span replaced by its mask token, in text order.
+    tokens = src.ids.copy()
+    tokens[src.gs] = src.mask_ids
+    block = src.part_a_intra(hidden)
+    block[src.gs] = 0
+    sel = np.flatnonzero(keep)
+    sel_ex = np.repeat(np.arange(len(examples)), len_a)
+    pos = kept_before[sel] - base[sel_ex]
+    at = dest[sel_ex] + pos
+    out["tokens"][at] = tokens[sel]
+    out["positions"][at] = pos
+    out["block_positions"][at] = block[sel]
+    out["part_a"][at] = 1
+
+    # Part B: each span as <sop> t1..tk -> t1..tk <eop>, in the order given, at the position
+    # of its mask token in Part A.
+    span_len = src.ge - src.gs
+    j = concat_ranges(np.zeros_like(span_len), span_len + 1)[1]  # slot inside its span
+    slot = np.arange(len(j))
+    span = np.repeat(np.arange(len(span_len)), span_len + 1)
+    token = src.gs[span] + j  # the token each slot predicts (j < span length)
+    is_sop, is_eop = j == 0, j == span_len[span]
+    ex = src.span_ex[span]
+    out_b = dest[ex] + len_a[ex] + slot - src.ex_slot_start(span_len)[ex]
+    out["tokens"][out_b] = np.where(is_sop, special.sop, src.ids[token - 1])
+    out["targets"][out_b] = np.where(is_eop, special.eop, src.ids[np.minimum(token, src.N - 1)])
+    out["positions"][out_b] = (kept_before[src.gs] - base[src.span_ex])[span]
+    restart = is_sop | src.part_b_restarts(span, j)
+    out["block_positions"][out_b] = slot - np.maximum.accumulate(np.where(restart, slot, 0)) + 1
+    out["loss_mask"][out_b] = src.part_b_loss(span, ex, is_eop)
 
 
-def max_spans_that_fit(n: int, max_length: int) -> int:
-    """The most spans an n-token text can hide within max_length (at least one: a text too
-    long even for that is caught by the length check)."""
-    return max(1, (max_length - masked_length(n, 0)) // (masked_length(0, 1)))
+class _Sources:
+    """The examples' ids and spans concatenated, span and entity bounds as global indices."""
+
+    def __init__(self, examples: Sequence[SampledExample]):
+        count = len(examples)
+        self.examples = examples
+        self.n = np.fromiter((len(x.ids) for x in examples), np.int64, count)
+        self.ex_start = np.cumsum(self.n) - self.n
+        self.ids = np.concatenate([x.ids for x in examples])
+        self.N = len(self.ids)
+        k = np.fromiter((len(x.starts) for x in examples), np.int64, count)
+        self.span_ex = np.repeat(np.arange(count), k)
+        offset = self.ex_start[self.span_ex]
+        self.gs = np.concatenate([x.starts for x in examples]) + offset
+        self.ge = np.concatenate([x.ends for x in examples]) + offset
+        self.mask_ids = np.concatenate([x.mask_ids for x in examples])
+        m = np.fromiter((len(x.entities) for x in examples), np.int64, count)
+        ent = np.concatenate([x.entities for x in examples]) + np.repeat(self.ex_start, m)[:, None]
+        self.es, self.ee = ent[:, 0], ent[:, 1]
+
+    def hidden(self) -> np.ndarray:
+        """Per token: inside a span (spans never overlap, so starts and ends are distinct)."""
+        cover = np.zeros(self.N + 1, np.int64)
+        cover[self.gs] += 1
+        cover[self.ge] -= 1
+        return np.cumsum(cover[: self.N]) > 0
+
+    def part_a_intra(self, hidden: np.ndarray) -> np.ndarray:
+        """1..len inside every entity left whole in Part A; 0 for free tokens. An entity a span
+        only partly hides (possible only without entity_aware) no longer reads as that entity,
+        so its surviving tokens count as free."""
+        intra = np.zeros(self.N, np.int32)
+        if len(self.es):
+            hidden_before = np.concatenate([[0], np.cumsum(hidden)])
+            whole = hidden_before[self.ee] == hidden_before[self.es]
+            at, inner = concat_ranges(self.es[whole], (self.ee - self.es)[whole])
+            intra[at] = inner + 1
+        return intra
+
+    def part_b_restarts(self, span: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Per Part B slot: a token that starts a new entity of its span (not the first after
+        `<sop>`), where RecSysLLM's dynamic positions restart the intra id at 1."""
+        restart = np.zeros(len(j), bool)
+        if len(self.es):
+            span_len = self.ge - self.gs
+            span_of = np.full(self.N, -1, np.int64)
+            at, _ = concat_ranges(self.gs, span_len)
+            span_of[at] = np.repeat(np.arange(len(self.gs)), span_len)
+            s = span_of[self.es]
+            inside = (s >= 0) & (self.ee <= self.ge[s]) & (self.es > self.gs[s])
+            slot_start = np.cumsum(span_len + 1) - (span_len + 1)
+            restart[slot_start[s[inside]] + self.es[inside] - self.gs[s[inside]] + 1] = True
+        return restart
+
+    def part_b_loss(self, span: np.ndarray, ex: np.ndarray, is_eop: np.ndarray) -> np.ndarray:
+        """1 on Part B, except an open end's final `<eop>` (the text was cut, it did not end)
+        and, for examples with `scored_tail`, all but their last scored positions."""
+        open_end = np.fromiter((x.open_end for x in self.examples), bool, len(self.examples))
+        ends_text = self.ge == (self.ex_start + self.n)[self.span_ex]
+        loss = np.ones(len(span), np.float32)
+        loss[is_eop & open_end[ex] & ends_text[span]] = 0.0
+        for i, x in enumerate(self.examples):
+            if x.scored_tail:
+                scored = np.flatnonzero((ex == i) & (loss > 0))
+                loss[scored[: max(0, len(scored) - x.scored_tail)]] = 0.0
+        return loss
+
+    def ex_slot_start(self, span_len: np.ndarray) -> np.ndarray:
+        """Per example: index of its first Part B slot among all examples' slots."""
+        slots = np.bincount(self.span_ex, span_len + 1, minlength=len(self.n)).astype(np.int64)
+        return np.cumsum(slots) - slots
+
+
+def lay_out_one(example: SampledExample, special: SpecialIds) -> dict[str, np.ndarray]:
+    """One example's 1-D arrays of length len(Part A) + len(Part B)."""
+    out = empty_fields(example.length, special)
+    lay_out([example], np.zeros(1, np.int64), out, special)
+    return out
 
 
 def mask_spans(
@@ -52,89 +179,7 @@ def mask_spans(
     block_positions, part_a (1 in Part A), targets (<pad> where unused), loss_mask (float32,
     1 on Part B only).
     """
-    n = check_example(example)
-    ids = np.asarray(example.ids, dtype=np.int32)
-    spans = [(int(s), int(e)) for s, e in spans]
-    if len(kinds) != len(spans):
-        raise ValueError(f"got {len(spans)} spans but {len(kinds)} mask kinds")
-    check_spans(spans, n, "masked")
-    if not spans:
-        raise ValueError(f"example {example.task!r}: nothing to mask (no spans)")
-    if cfg.entity_aware:
-        _check_whole_entities(example, n, spans)
-    _check_length(example, n, len(spans), cfg)
-    part_a = _part_a(ids, spans, kinds, special, example.entity_spans, cfg)
-    part_b = _part_b(
-        ids,
-        spans,
-        part_a.pop("mask_index"),
-        special,
-        example.entity_spans if cfg.entity_positions else [],
-        example.open_end,
-    )
-    return {k: np.concatenate([part_a[k], part_b[k]]) for k in FIELDS}
-
-
-def _check_whole_entities(example, n, spans):
-    cuts = clean_cuts(n, example.entity_spans)
-    for span in spans:
-        if not (cuts[span[0]] and cuts[span[1]]):  # a span end falls inside an entity
-            raise ValueError(
-                f"example {example.task!r}: masked span {span} splits entity "
-                f"{splits_entity(span, example.entity_spans)}; an entity is "
-                f"masked whole or not at all"
-            )
-
-
-def _check_length(example, n, num_spans, cfg):
-    total = masked_length(n, num_spans)
-    if total > cfg.max_length:
-        raise ValueError(
-            f"example {example.task!r} is {total} tokens once masked ({n} ids + 2 x {num_spans} "
-            f"spans for the mask and <sop>/<eop> tokens) > max_length {cfg.max_length}; shorten "
-            f"the history/prompt or raise max_length"
-        )
-
-
-def _intra_ids(n: int, entities: Sequence[Span], spans: Sequence[Span]) -> np.ndarray:
-    """1..len inside every entity left whole in Part A; 0 for free tokens.
-
-    An entity a span only partly hides (possible only without entity_aware) no longer reads as
-    that entity, so its surviving tokens count as free.
-    """
-    hidden = np.zeros(n, dtype=bool)
-    for s, e in spans:
-        hidden[s:e] = True
-    intra = np.zeros(n, dtype=np.int32)
-    for s, e in entities:
-        if not hidden[s:e].any():
-            intra[s:e] = np.arange(1, e - s + 1)
-    return intra
-
-
-def _part_a(ids, spans, kinds, special, entities, cfg) -> dict[str, np.ndarray]:
-    """The text with each span replaced by one mask token, in text order."""
-    intra = _intra_ids(len(ids), entities, spans) if cfg.entity_positions else np.zeros_like(ids)
-    keep = np.ones(len(ids), dtype=bool)
-    for s, e in spans:
-        keep[s:e] = False
-    tokens, block = ids.copy(), intra.copy()
-    for s, _ in spans:  # the span's first token becomes its mask token
-        keep[s] = True
-    for (s, _), kind in zip(spans, kinds):
-        tokens[s], block[s] = mask_token(kind, special), 0
-    # Where each span's mask token lands in Part A: its Part B tokens take that position.
-    mask_index = np.cumsum(keep)[[s for s, _ in spans]] - 1
-    length = int(keep.sum())
-    return {
-        "tokens": tokens[keep],
-        "positions": np.arange(length, dtype=np.int32),
-        "block_positions": block[keep],
-        "part_a": np.ones(length, dtype=np.int32),
-        "targets": np.full(length, special.pad, dtype=np.int32),
-        "loss_mask": np.zeros(length, dtype=np.float32),
-        "mask_index": mask_index.astype(np.int32),
-    }
+    return lay_out_one(sampled_example(example, spans, kinds, special, cfg), special)
 
 
 def part_b_intra_ids(length: int, entity_starts: Sequence[int]) -> np.ndarray:
@@ -145,34 +190,14 @@ def part_b_intra_ids(length: int, entity_starts: Sequence[int]) -> np.ndarray:
     dynamic positions follow token by token (docs/design.md, RecSysLLM's three changes). A span
     holding one entity is simply 1..k+1.
     """
-    ids = np.empty(length + 1, dtype=np.int32)
-    ids[0] = 1
-    starts = set(int(t) for t in entity_starts)
-    for t in range(length):
-        ids[t + 1] = 1 if (t in starts and t > 0) else ids[t] + 1
-    return ids
-
-
-def _part_b(ids, spans, mask_index, special, entities, open_end) -> dict[str, np.ndarray]:
-    """Each span as <sop> t1..tk -> t1..tk <eop>, in the order given.
-
-    Intra ids restart at every entity of a multi-entity span (RecSysLLM's dynamic positions)
-    unless `entities` is empty (GLM: 1..k+1 along the span). With `open_end` the span that
-    ends the text carries no loss on its `<eop>`: the text was cut, it did not end."""
-    pieces = {k: [] for k in FIELDS}
-    for (s, e), pos in zip(spans, mask_index):
-        k = e - s
-        pieces["tokens"].append(np.concatenate([[special.sop], ids[s:e]]))
-        pieces["targets"].append(np.concatenate([ids[s:e], [special.eop]]))
-        pieces["positions"].append(np.full(k + 1, pos))
-        starts = [es - s for es, ee in entities if s <= es and ee <= e]
-        pieces["block_positions"].append(part_b_intra_ids(k, starts))
-    length = sum(len(t) for t in pieces["tokens"])
-    out = {k: np.concatenate(v).astype(np.int32) for k, v in pieces.items() if v}
-    out["part_a"] = np.zeros(length, dtype=np.int32)
-    out["loss_mask"] = np.ones(length, dtype=np.float32)
-    if open_end:
-        ends = np.cumsum([len(t) for t in pieces["tokens"]]) - 1
-        last = [k for k, (_, e) in enumerate(spans) if e == len(ids)]
-        out["loss_mask"][ends[last]] = 0.0
-    return out
+    starts = sorted({int(t) for t in entity_starts if 0 <= int(t) < length})
+    bounds = np.asarray(starts + [length], np.int64)
+    example = SampledExample(
+        ids=np.zeros(length, np.int32),
+        starts=np.zeros(1, np.int64),
+        ends=np.full(1, length, np.int64),
+        mask_ids=np.zeros(1, np.int32),
+        entities=np.stack([bounds[:-1], bounds[1:]], axis=1),
+    )
+    special = SpecialIds(0, 0, 0, 0, 0, 0)
+    return lay_out_one(example, special)["block_positions"][-(length + 1) :]

@@ -14,7 +14,7 @@ import numpy as np
 
 from recsys_jax.example import TokenizedExample
 from recsys_jax.masking.config import MASK_KINDS, MaskingConfig
-from recsys_jax.masking.layout import max_spans_that_fit
+from recsys_jax.masking.sampled import max_spans_that_fit
 from recsys_jax.masking.spans import (
     Span,
     check_example,
@@ -71,11 +71,10 @@ def _budget(n: int, cfg: MaskingConfig) -> int:
 def _task_spans(example, entities, cfg, rng):
     targets = sorted(_as_tuples(example.target_spans))
     kinds = {t: target_mask_kind(example, t) for t in targets}
-    extra = [
-        ent
-        for ent in entities
-        if not overlaps_any(ent, targets) and rng.random() < cfg.extra_entity_mask_prob
-    ]
+    # One uniform draw per entity outside the targets, in order (all at once: same stream).
+    others = [ent for ent in entities if not overlaps_any(ent, targets)]
+    draws = rng.random(len(others)).tolist()
+    extra = [ent for ent, u in zip(others, draws) if u < cfg.extra_entity_mask_prob]
     # A rare draw (many extra masks over a long history) must not overflow max_length: keep a
     # random subset that fits. Draws that fit use no further randomness, so they are unchanged.
     room = max(0, max_spans_that_fit(len(example.ids), cfg.max_length) - len(targets))

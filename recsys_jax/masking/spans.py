@@ -75,3 +75,12 @@ def snap_to_entities(span: Span, entities: Sequence[Span]) -> Span:
 def overlaps_any(span: Span, others: Sequence[Span]) -> bool:
     s, e = span
     return any(s < oe and os < e for os, oe in others)
+
+
+def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All of `range(s, s + l)` back to back, as (indices, offset of each inside its range):
+    the array form of a loop over spans."""
+    lengths = np.asarray(lengths, np.int64)
+    first = np.cumsum(lengths) - lengths  # where each range begins in the output
+    inner = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(first, lengths)
+    return np.repeat(np.asarray(starts, np.int64), lengths) + inner, inner

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys_jax.example import TokenizedExample
-from recsys_jax.masking.layout import masked_length
+from recsys_jax.masking.sampled import masked_length
 from recsys_jax.prompts.templates import SLOT, Template
 from recsys_jax.tokenizer import ENTITY, TARGET, TARGET_ENTITY, TEXT, Tokenizer
 
@@ -121,6 +121,14 @@ class PromptFactory:
         ]
         fit = int((cfg.max_length // 2) // (np.percentile(lengths, 90) + 1))
         self.train_candidates = max(2, min(cfg.train_candidates, fit))
+        self._spelled: dict[int, str] = {}
+
+    def spell(self, item: int) -> str:
+        """`index.spell`, remembered: every prompt spells dozens of items."""
+        text = self._spelled.get(item)
+        if text is None:
+            text = self._spelled[item] = self.index.spell(item)
+        return text
 
     # -- negatives ---------------------------------------------------------------------------
 
@@ -183,11 +191,11 @@ class PromptFactory:
         segs_answer = None
         if answer is not None:
             segs_answer = (
-                (self.index.spell(answer), TARGET_ENTITY)
+                (self.spell(answer), TARGET_ENTITY)
                 if template.answer == "item"
                 else (answer, TARGET)
             )
-        segments = render(template, slots, segs_answer, self.index.spell)
+        segments = render(template, slots, segs_answer, self.spell)
         return Prompt(template, segments, items, None if answer is None else str(answer))
 
     def row_prompt(
@@ -231,9 +239,7 @@ class PromptFactory:
             raise ValueError(f"template {template.id}: unknown answer kind {kind}")
         if template.family in ("explanation", "review") and not answer:
             raise ValueError(f"template {template.id}: the row has no review text")
-        segments = render(
-            template, slots, (answer, TARGET) if with_answer else None, self.index.spell
-        )
+        segments = render(template, slots, (answer, TARGET) if with_answer else None, self.spell)
         return Prompt(template, segments, [item], answer)
 
     # -- the bare item sequence (no prompt words) ---------------------------------------------
@@ -249,7 +255,7 @@ class PromptFactory:
         keep = self.cfg.max_history + (1 if training else 0)
         while True:
             example = self.tokenizer.encode_segments(
-                [(self.index.spell(i), ENTITY) for i in items[-keep:]], "item_sequence"
+                [(self.spell(i), ENTITY) for i in items[-keep:]], "item_sequence"
             )
             if len(example.ids) + 3 <= self.cfg.max_length or keep == 1:
                 break

@@ -7,12 +7,13 @@ Each record draws a family by the configured weights, then a seen template of th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from recsys_jax.example import TokenizedExample
-from recsys_jax.masking.layout import masked_length
+from recsys_jax.masking.sampled import masked_length
 from recsys_jax.prompts.builders import PromptFactory, user_name
 from recsys_jax.prompts.families import BARE_FAMILIES, ROW_FAMILIES, SEQUENCE_FAMILIES
 from recsys_jax.prompts.templates import Template, family_templates
@@ -60,6 +61,15 @@ def active_families(
     return active
 
 
+@functools.lru_cache(maxsize=64)
+def _cdfs(options: tuple[tuple[str, float], ...]) -> tuple[list[str], np.ndarray]:
+    names = [n for n, _ in options]
+    p = np.array([w for _, w in options], np.float64)
+    cdf = (p / p.sum()).cumsum()
+    cdf /= cdf[-1]  # as Generator.choice normalises it
+    return names, cdf
+
+
 class TrainingMixture:
     def __init__(self, factory: PromptFactory, weights: Mapping[str, float]):
         self.factory = factory
@@ -79,9 +89,10 @@ class TrainingMixture:
 
     @staticmethod
     def _pick(options: Mapping[str, float], rng: np.random.Generator) -> str:
-        names = list(options)
-        p = np.array([options[n] for n in names], np.float64)
-        return names[rng.choice(len(names), p=p / p.sum())]
+        """`rng.choice(len(names), p=weights / weights.sum())` with the cumulative
+        distribution worked out once per mixture: the same draw, without choice's checks."""
+        names, cdf = _cdfs(tuple(options.items()))
+        return names[int(cdf.searchsorted(rng.random(), side="right"))]
 
     def from_sequence(
         self, user: int, train_items: Sequence[int], rng: np.random.Generator
@@ -115,7 +126,7 @@ class TrainingMixture:
         while True:
             segments = [(f"{user_name(user)} bought ", TEXT)]
             for k, item in enumerate(items):
-                segments += ([(", ", TEXT)] if k else []) + [(f.index.spell(item), ENTITY)]
+                segments += ([(", ", TEXT)] if k else []) + [(f.spell(item), ENTITY)]
             segments.append((".", TEXT))
             example = f.tokenizer.encode_segments(segments, "sequence_text")
             if (

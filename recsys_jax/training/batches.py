@@ -1,4 +1,4 @@
-"""Prepared records -> tokenized task examples -> masked GLM examples -> static-shape batches.
+"""Prepared records -> tokenized task examples -> sampled spans -> laid-out static-shape batches.
 
 Training draws from two record kinds in one Grain stream: users' training sequences and
 training-split interaction rows. Their share follows the family weights; an "epoch" of the
@@ -15,7 +15,7 @@ import numpy as np
 
 from recsys_jax.data.loader import make_train_iterator
 from recsys_jax.example import SpecialIds
-from recsys_jax.masking import MaskingConfig, mask_example, pack_batch, pad_batch
+from recsys_jax.masking import MaskingConfig, SampledExample, pack_batch, pad_batch, sample_example
 from recsys_jax.prompts.mixture import TrainingMixture
 from recsys_jax.prompts.templates import get_template
 
@@ -71,7 +71,8 @@ class MixtureSource:
 
 @dataclasses.dataclass
 class Batcher:
-    """Turns records into masked examples and lists of those into fixed [rows, seq_len] batches."""
+    """Turns records into sampled examples (prompt + spans, per record) and lists of those into
+    fixed [rows, seq_len] batches (the Part A / Part B layout, for the whole batch at once)."""
 
     mixture: TrainingMixture
     special: SpecialIds
@@ -80,7 +81,7 @@ class Batcher:
     rows: int  # batch rows on this process
     pack: bool
 
-    def transform(self, record: dict, rng: np.random.Generator) -> dict:
+    def transform(self, record: dict, rng: np.random.Generator) -> SampledExample:
         if record["kind"] == SEQUENCE_RECORD:
             example = self.mixture.from_sequence(record["user"], record["items"], rng)
         else:
@@ -92,9 +93,9 @@ class Batcher:
                 record["summary"],
                 rng,
             )
-        return mask_example(example, self.special, self.masking, rng)
+        return sample_example(example, self.special, self.masking, rng)
 
-    def collate(self, examples: Sequence[dict]) -> dict:
+    def collate(self, examples: Sequence[SampledExample]) -> dict:
         if self.pack:
             batch, leftover = pack_batch(examples, self.rows, self.seq_len, self.special)
             used = len(examples) - len(leftover)
@@ -116,7 +117,7 @@ def measure_lengths(
 ) -> list[int]:
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(source), size=min(n, len(source)), replace=False)
-    return [len(batcher.transform(source[int(i)], rng)["tokens"]) for i in picks]
+    return [batcher.transform(source[int(i)], rng).length for i in picks]
 
 
 def train_iterator(
@@ -165,16 +166,14 @@ def validation_batches(
             ex = factory.item_sequence(list(history) + [target], training=True)
             examples.append(
                 _answer_loss_only(
-                    mask_example(ex, batcher.special, masking, rng),
-                    ex.entity_spans[-1],
-                    ex.open_end,
+                    sample_example(ex, batcher.special, masking, rng), ex.entity_spans[-1]
                 )
             )
             continue
         ex = factory.fit_history(
             lambda h, n: factory.sequence_prompt(template, user, h, target, rng), history
         )
-        examples.append(mask_example(ex, batcher.special, masking, rng))
+        examples.append(sample_example(ex, batcher.special, masking, rng))
     if rating_rows is not None and len(rating_rows["user"]):
         rating = get_template("1-6")
         for r in range(min(limit, len(rating_rows["user"]))):
@@ -187,23 +186,20 @@ def validation_batches(
                 rating_rows["summary"][r],
                 rng,
             )
-            examples.append(mask_example(factory.encode(prompt), batcher.special, masking, rng))
+            examples.append(sample_example(factory.encode(prompt), batcher.special, masking, rng))
     return [
         pad_batch(examples[i : i + batcher.rows], batcher.seq_len, batcher.special, batcher.rows)
         for i in range(0, len(examples), batcher.rows)
     ]
 
 
-def _answer_loss_only(example: dict, answer: tuple[int, int], open_end: bool) -> dict:
+def _answer_loss_only(example: SampledExample, answer: tuple[int, int]) -> SampledExample:
     """A causal item sequence scores every item: keep the loss on the answer's tokens only,
     its last `len(answer)` scored positions (an open end scores no `<eop>`). An infilled one
     already hides only the answer."""
-    if not open_end:
+    if not example.open_end:
         return example
-    scored = np.flatnonzero(example["loss_mask"] > 0)
-    loss = np.zeros_like(example["loss_mask"])
-    loss[scored[-(answer[1] - answer[0]) :]] = 1.0
-    return dict(example, loss_mask=loss)
+    return dataclasses.replace(example, scored_tail=answer[1] - answer[0])
 
 
 def model_batch(batch: dict[str, Any]) -> dict[str, Any]:
