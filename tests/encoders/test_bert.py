@@ -32,7 +32,7 @@ def beauty_titles(n=200, seed=0):
 
 @pytest.mark.slow
 def test_minilm_matches_sentence_transformers_on_200_beauty_titles(monkeypatch):
-    """Encoder parity (issue #7): same weights, cosine > 0.999 for every title."""
+    """Encoder parity: same weights, cosine > 0.999 for every title."""
     try:
         folder = bundled_minilm_path()
     except FileNotFoundError as err:
