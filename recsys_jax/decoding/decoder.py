@@ -30,9 +30,9 @@ from recsys_jax.decoding.inputs import (
     PROMPT_KEYS,
     START_KEYS,
     DecoderInputs,
+    answer_sample,
+    decoder_inputs,
     history_prompts,
-    part_a_prompt,
-    stack_prompts,
 )
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.prompts.templates import get_template
@@ -114,11 +114,8 @@ class Decoder:
     def answer_prompts(self, examples, answer_is_item: bool = False) -> DecoderInputs:
         """Encoded prompts without their answers (`TokenizedExample`s) -> Part A inputs that
         end in the answer's mask, bucketed like `prompts`."""
-        parts = [part_a_prompt(e, self.special, self.masking, answer_is_item) for e in examples]
-        prompt = stack_prompts(
-            [p for p, _ in parts], self.cfg.data.seq_len, self.special, bucket=True
-        )
-        return DecoderInputs(prompt, np.array([m for _, m in parts], np.int32))
+        samples = [answer_sample(e, self.special, self.masking, answer_is_item) for e in examples]
+        return decoder_inputs(samples, self.special, self.cfg.data.seq_len, bucket=True)
 
     # -- decoding -------------------------------------------------------------------------------
 

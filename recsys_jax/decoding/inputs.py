@@ -3,8 +3,9 @@
 A prompt (no answer) gets a one-token placeholder answer appended as its target entity; the
 masking replaces it by the same mask token as in training and lays out Part A with the same
 2D positions. Part A is the decoder's prompt; Part B is generated. A causal item sequence
-(`item_sequence_prompt`) is the exception: its history is already an open Part B span, which
-decoding continues.
+(`causal_sample`) is the exception: its history is already an open Part B span, which
+decoding continues. A batch of prompts is laid out in one pass (`decoder_inputs`), as
+training lays out a batch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys_jax.example import SpecialIds, TokenizedExample
-from recsys_jax.masking import MaskingConfig, mask_spans, target_mask_kind
+from recsys_jax.masking import MaskingConfig, SampledExample, target_mask_kind
 from recsys_jax.masking.batching import MODEL_INPUTS
+from recsys_jax.masking.layout import empty_fields, lay_out
+from recsys_jax.masking.sampled import sampled_example
 
 PROMPT_KEYS = MODEL_INPUTS
 # A masked layout's per-token inputs (segment ids come from stacking).
@@ -54,45 +57,80 @@ def with_answer_slot(
     return dataclasses.replace(example, ids=ids, entity_spans=entities, target_spans=[slot]), slot
 
 
-def part_a_prompt(
+def answer_sample(
     example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig, answer_is_item: bool = True
-) -> tuple[dict[str, np.ndarray], int]:
-    """Part A arrays (1-D) of `example` with its answer masked, and the mask's position."""
+) -> SampledExample:
+    """`example` with a one-token answer slot appended and masked as training masks a target:
+    its Part A (ending in the answer's mask token) is the decoder's prompt."""
     full, slot = with_answer_slot(example, special, answer_is_item)
     kind = target_mask_kind(full, slot)
     cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, len(full.ids) + 2))
-    out = mask_spans(full, [slot], [kind], special, cfg)
-    a = out["part_a"] == 1
-    prompt = {k: out[k][a] for k in LAYOUT_KEYS}
-    mask_pos = int(prompt["positions"][-1])
-    return prompt, mask_pos
+    return sampled_example(full, [slot], [kind], special, cfg)
 
 
-def stack_prompts(
-    prompts: Sequence[dict], length: int, special: SpecialIds, bucket: bool = False
-) -> dict:
-    """Right-pad 1-D Part A prompts to [B, length] with segment 0 padding. With `bucket`, the
-    width is the smallest power of two (at least 16) that holds the longest prompt, capped at
-    `length`: short prompts skip most of the padding's compute, at a few compiled shapes."""
-    batch = len(prompts)
-    if bucket:
-        longest = max(len(p["tokens"]) for p in prompts)
-        length = min(length, max(16, 1 << (longest - 1).bit_length()))
-    out = {
-        "tokens": np.full((batch, length), special.pad, np.int32),
-        "positions": np.zeros((batch, length), np.int32),
-        "block_positions": np.zeros((batch, length), np.int32),
-        "segment_ids": np.zeros((batch, length), np.int32),
-        "part_a": np.zeros((batch, length), np.int32),
+def causal_sample(example: TokenizedExample, special: SpecialIds, cfg: MaskingConfig):
+    """A bare item sequence laid out as causal training lays it out: one span over the whole
+    history (`[MASK] <sop> i1 .. in`), which decoding continues."""
+    n = len(example.ids)
+    cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, n + 2))
+    return sampled_example(example, [(0, n)], ["mask"], special, cfg)
+
+
+def bucket_width(longest: int, length: int) -> int:
+    """The smallest power of two (at least 16) that holds `longest` tokens, capped at `length`:
+    short prompts skip most of the padding's compute, at a few compiled shapes."""
+    return min(length, max(16, 1 << (longest - 1).bit_length()))
+
+
+def decoder_inputs(
+    samples: Sequence[SampledExample],
+    special: SpecialIds,
+    length: int,
+    *,
+    causal: bool = False,
+    dynamic_positions: bool = False,
+    bucket: bool = False,
+) -> DecoderInputs:
+    """Decoder inputs of masked prompts (`answer_sample`s, or `causal_sample`s with `causal`),
+    laid out together by the training layout and right-padded to [B, length] (or the bucket
+    of the longest prompt, `bucket_width`) with segment-0 padding.
+
+    Answer prompts are their Part A. A causal sequence's prompt is all of its layout but the
+    last token, which is fed as the first decode step so that the step's logits predict the
+    next item; that token's intra id continues the span (GLM) or, with `dynamic_positions`,
+    the next item restarts at 1."""
+    if not samples:
+        raise ValueError("no prompts to lay out")
+    sizes = np.fromiter((s.length for s in samples), np.int64, len(samples))
+    first = np.cumsum(sizes) - sizes
+    flat = empty_fields(int(sizes.sum()), special)
+    lay_out(samples, first, flat, special)
+    if causal:
+        keep = sizes - 1
+        last = first + keep
+        intra = flat["block_positions"][last]
+        item_intra = np.ones_like(intra) if dynamic_positions else intra + 1
+        start = (flat["tokens"][last], intra, item_intra)
+    else:
+        keep = np.add.reduceat(flat["part_a"], first).astype(np.int64)  # Part A comes first
+        start = None
+    longest = int(keep.max())
+    width = bucket_width(longest, length) if bucket else length
+    if longest > width:
+        raise ValueError(f"prompt of {longest} tokens exceeds the decoding length {length}")
+    cols = np.arange(width)
+    filled = cols[None, :] < keep[:, None]
+    at = np.where(filled, first[:, None] + cols[None, :], 0)
+    prompt = {
+        k: np.where(filled, flat[k][at], special.pad if k == "tokens" else 0).astype(np.int32)
+        for k in LAYOUT_KEYS
     }
-    for row, p in enumerate(prompts):
-        n = len(p["tokens"])
-        if n > length:
-            raise ValueError(f"prompt of {n} tokens exceeds the decoding length {length}")
-        for k in LAYOUT_KEYS:
-            out[k][row, :n] = p[k]
-        out["segment_ids"][row, :n] = 1
-    return out
+    prompt["segment_ids"] = filled.astype(np.int32)
+    mask_pos = flat["positions"][first + keep - 1 if not causal else first + keep]
+    as_int = lambda a: np.asarray(a, np.int32)
+    return DecoderInputs(
+        prompt, as_int(mask_pos), None if start is None else tuple(map(as_int, start))
+    )
 
 
 def history_prompts(
@@ -108,55 +146,32 @@ def history_prompts(
 ) -> DecoderInputs:
     """Decoder inputs for item histories (internal ids) under one template (a
     `prompts.templates.Template`, or `ITEM_SEQUENCE` for the bare item sequence): [B, length]
-    arrays, or bucketed as in `stack_prompts`. The one prompt path of the checkpoint
+    arrays, or bucketed (`bucket_width`). The one prompt path of the checkpoint
     `Recommender` and the exported bundle, so both decode the same tokens. `factory` is a
     `prompts.builders.PromptFactory`; `users` (internal ids) fill the {user} slot of templates
     that have one; the bare item sequence lists no candidates (direct ranks over their trie)."""
-    rng = np.random.default_rng(0)
-    out, starts = [], []
-    for row, history in enumerate(histories):
-        if template == ITEM_SEQUENCE:
-            example = factory.item_sequence(history, training=False)
-            prompt, mask_pos, start = item_sequence_prompt(
-                example, factory.cfg.sequence_objective, special, masking
+    if template == ITEM_SEQUENCE:
+        examples = [factory.item_sequence(h, training=False) for h in histories]
+        if factory.cfg.sequence_objective == "causal":
+            samples = [causal_sample(e, special, masking) for e in examples]
+            return decoder_inputs(
+                samples,
+                special,
+                length,
+                causal=True,
+                dynamic_positions=masking.entity_positions,
+                bucket=bucket,
             )
-            out.append((prompt, mask_pos))
-            starts.append(start)
-            continue
+        samples = [answer_sample(e, special, masking) for e in examples]
+        return decoder_inputs(samples, special, length, bucket=bucket)
+    rng = np.random.default_rng(0)
+    samples = []
+    for row, history in enumerate(histories):
         cands = None if candidates is None else candidates[row]
         user = 0 if users is None else int(users[row])
         example = factory.fit_history(
             lambda hh, n: factory.sequence_prompt(template, user, hh, None, rng, candidates=cands),
             history,
         )
-        out.append(part_a_prompt(example, special, masking))
-    start = None
-    if starts and starts[0] is not None:
-        start = tuple(np.array(col, np.int32) for col in zip(*starts))
-    return DecoderInputs(
-        stack_prompts([p for p, _ in out], length, special, bucket),
-        np.array([m for _, m in out], np.int32),
-        start,
-    )
-
-
-def item_sequence_prompt(
-    example: TokenizedExample, objective: str, special: SpecialIds, cfg: MaskingConfig
-) -> tuple[dict, int, tuple[int, int, int] | None]:
-    """Decoder input of a bare item sequence (`PromptFactory.item_sequence`, no targets).
-
-    infill: the history + an answer mask, as any prompt. causal: the layout training used,
-    one span over the whole history (`[MASK] <sop> i1 .. in`); the prompt is all of it but
-    the last token, which is fed as the first decode step, so the step's logits predict the
-    next item. Its intra id continues the span (GLM) or restarts per item (dynamic positions).
-    """
-    if objective != "causal":
-        prompt, mask_pos = part_a_prompt(example, special, cfg)
-        return prompt, mask_pos, None
-    n = len(example.ids)
-    cfg = dataclasses.replace(cfg, max_length=max(cfg.max_length, n + 2))
-    out = mask_spans(example, [(0, n)], ["mask"], special, cfg)
-    prompt = {k: out[k][:-1] for k in LAYOUT_KEYS}
-    last_intra = int(out["block_positions"][-1])
-    item_intra = 1 if cfg.entity_positions else last_intra + 1
-    return prompt, int(out["positions"][-1]), (int(out["tokens"][-1]), last_intra, item_intra)
+        samples.append(answer_sample(example, special, masking))
+    return decoder_inputs(samples, special, length, bucket=bucket)

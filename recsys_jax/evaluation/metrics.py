@@ -103,14 +103,14 @@ def exclude_history(ranked, history) -> list:
 
 
 def full_ranking_from_scores(
-    scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, chunk_rows: int = 1024
+    scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None, chunk_rows: int = 64
 ) -> np.ndarray:
     """Top-k item indices per row of `scores` [U, N], best first -> int64 [U, min(k, N)].
 
     Excluded items (`exclude[u]`: item indices of row u) get -inf first and are never
     returned: a row with fewer than k allowed items is padded with -1. NaN scores count as
     -inf. Ties are broken by item index, lower first, so the result is deterministic.
-    Uses argpartition-style selection: O(N) per row plus a sort of the k (and tied) best.
+    O(N) per row to find the candidates, then a sort of those (about k when scores differ).
     """
     scores = np.asarray(scores)
     if scores.ndim != 2:
@@ -122,6 +122,7 @@ def full_ranking_from_scores(
     out = np.full((num_users, k), -1, np.int64)
     if k <= 0:
         return out
+    groups = (np.arange(k) * num_items) // k  # k non-empty column groups
     for start in range(0, num_users, chunk_rows):
         block = np.array(scores[start : start + chunk_rows], dtype=np.float64)  # a copy
         block[np.isnan(block)] = -np.inf
@@ -132,15 +133,17 @@ def full_ranking_from_scores(
                 if items.size:
                     banned[row, items] = True
             block[banned] = -np.inf
-        # k-th largest value of each row; every item scoring at least that is a candidate
-        kth = -np.partition(-block, k - 1, axis=1)[:, k - 1]
-        for row in range(block.shape[0]):
-            cand = np.flatnonzero(block[row] >= kth[row])
-            # sort by score desc, then allowed before banned, then item index asc
-            order = np.lexsort((cand, banned[row, cand], -block[row, cand]))
-            top = cand[order[:k]]
-            top = np.where(banned[row, top], -1, top)
-            out[start + row] = top
+        # The smallest of k group maxima is at most the row's k-th largest value, so every
+        # top-k item scores at least that: only those candidates are sorted.
+        floor = np.maximum.reduceat(block, groups, axis=1).min(axis=1, keepdims=True)
+        rows, items = np.nonzero(block >= floor)
+        score, ban = block[rows, items], banned[rows, items]
+        order = np.lexsort((items, ban, -score, rows))  # score desc, allowed first, item asc
+        rows, items, ban = rows[order], items[order], ban[order]
+        counts = np.bincount(rows, minlength=block.shape[0])
+        slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        top = slot < k
+        out[start + rows[top], slot[top]] = np.where(ban[top], -1, items[top])
     return out
 
 

@@ -248,7 +248,7 @@ class PromptFactory:
         """Items as consecutive entities and nothing else, most recent `max_history` (+ 1 with
         `training`: the extra item is the last target). Training examples carry their targets
         (the whole sequence for "causal", the last item for "infill"); inference examples carry
-        none (`decoding.inputs.item_sequence_prompt` lays them out)."""
+        none (`decoding.inputs.causal_sample` lays them out)."""
         items = list(items)
         if not items:
             raise ValueError("an item sequence needs at least one item")

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from recsys_jax.decoding import trie as trie_lib
 from recsys_jax.decoding.beam_search import beam_search
-from recsys_jax.decoding.inputs import item_sequence_prompt, part_a_prompt, stack_prompts
+from recsys_jax.decoding.inputs import answer_sample, causal_sample, decoder_inputs
 from recsys_jax.decoding.scoring import pad_candidates, score_candidates
 from recsys_jax.example import SpecialIds, TokenizedExample
-from recsys_jax.masking import MaskingConfig
+from recsys_jax.masking import MaskingConfig, mask_spans
 from recsys_jax.model import GLM, ModelConfig
 
 V = 40
@@ -41,16 +41,16 @@ def model():
 
 
 def _prompts(rng, batch, length=12):
-    prompts = []
+    samples = []
     for _ in range(batch):
         n = int(rng.integers(4, length - 2))
         ids = rng.integers(2, 30, n)
         ex = TokenizedExample(ids=ids, entity_spans=[(0, 2)])
-        prompts.append(part_a_prompt(ex, SP, MaskingConfig()))
+        samples.append(answer_sample(ex, SP, MaskingConfig()))
     # Bucketed as evaluation stacks them (width 16 here, not the cap): the reference scores
     # below use unpadded prompts, so padding that leaked into the search would show.
-    stacked = stack_prompts([p for p, _ in prompts], 2 * length, SP, bucket=True)
-    return stacked, np.array([m for _, m in prompts], np.int32)
+    inputs = decoder_inputs(samples, SP, 2 * length, bucket=True)
+    return inputs.prompt, inputs.mask_pos
 
 
 def _reference_scores(model, prompt, mask_pos, pool, penalty):
@@ -256,24 +256,20 @@ def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, e
     rng = np.random.default_rng(5)
     pool = _pool(rng, 9)
     masking = MaskingConfig(entity_positions=entity_positions)
-    rows, starts, refs = [], [], []
+    samples, refs = [], []
     m = nnx.merge(*model)
     for n_items in (2, 4):
         hist = [pool[int(i)] for i in rng.choice(len(pool), n_items, replace=False)]
         ids = np.concatenate(hist).astype(np.int32)
         bounds = np.cumsum([0] + [len(h) for h in hist])
         ex = TokenizedExample(ids=ids, entity_spans=list(zip(bounds[:-1], bounds[1:])))
-        prompt, mask_pos, start = item_sequence_prompt(ex, "causal", SP, masking)
-        rows.append((prompt, mask_pos))
-        starts.append(start)
+        samples.append(causal_sample(ex, SP, masking))
         ref = []
         for seq in pool:  # full forward over the layout of history + this item
             full = TokenizedExample(
                 ids=np.concatenate([ids, seq]).astype(np.int32),
                 entity_spans=ex.entity_spans + [(len(ids), len(ids) + len(seq))],
             )
-            from recsys_jax.masking import mask_spans
-
             out = mask_spans(full, [(0, len(full.ids))], ["mask"], SP, masking)
             args = [jnp.asarray(out[k])[None] for k in ("tokens", "positions", "block_positions")]
             logits = m(*args, jnp.ones_like(args[0]), jnp.asarray(out["part_a"])[None])
@@ -281,9 +277,10 @@ def test_continuing_a_causal_item_sequence_equals_the_full_forward_pass(model, e
             first = len(out["tokens"]) - len(seq) - 1  # the position predicting seq[0]
             ref.append(float(sum(logp[first + j, t] for j, t in enumerate(seq))))
         refs.append(ref)
-    stacked = stack_prompts([p for p, _ in rows], 32, SP, bucket=True)
-    mask_pos = np.array([mp for _, mp in rows], np.int32)
-    start = tuple(np.array(col, np.int32) for col in zip(*starts))
+    inputs = decoder_inputs(
+        samples, SP, 32, causal=True, dynamic_positions=entity_positions, bucket=True
+    )
+    stacked, mask_pos, start = inputs.prompt, inputs.mask_pos, inputs.start
     trie = trie_lib.catalog_trie(pool, V).device_put()
     items, scores = beam_search(
         model[0],

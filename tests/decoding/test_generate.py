@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from recsys_jax.decoding.generate import generate_text
-from recsys_jax.decoding.inputs import part_a_prompt, stack_prompts
+from recsys_jax.decoding.inputs import answer_sample, decoder_inputs
 from recsys_jax.example import SpecialIds, TokenizedExample
 from recsys_jax.masking import MaskingConfig
 from recsys_jax.model import GLM, ModelConfig
@@ -31,14 +31,14 @@ BANNED = (SP.pad, SP.mask, SP.smask, SP.gmask, SP.sop)
 def _setup():
     model = GLM(CFG, rngs=nnx.Rngs(3))
     rng = np.random.default_rng(0)
-    prompts = [
-        part_a_prompt(
+    samples = [
+        answer_sample(
             TokenizedExample(ids=rng.integers(2, 30, n)), SP, MaskingConfig(), answer_is_item=False
         )
         for n in (5, 9)
     ]
-    stacked = stack_prompts([p for p, _ in prompts], 12, SP)
-    return model, stacked, np.array([m for _, m in prompts], np.int32)
+    inputs = decoder_inputs(samples, SP, 12)
+    return model, inputs.prompt, inputs.mask_pos
 
 
 @pytest.mark.slow
