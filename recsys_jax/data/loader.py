@@ -78,23 +78,35 @@ def make_train_dataset(
     if per_shard == 0:
         raise ValueError(f"{n} records cannot be split over {shard_count} processes")
 
-    ds = grain.MapDataset.source(source)
-    # Tag each record with its stream index before shuffling. Indices past the first epoch
-    # flow through unchanged (grain maps index e*n + i to epoch e), so `index // n` is the
-    # epoch and `index % n` the record.
-    ds = ds.map_with_index(lambda index, record: (index, record))
+    # Grain's layers carry record indices only; a whole batch of records is read,
+    # transformed and collated in one call, so the per-element cost of the layers stays small.
+    ds = grain.MapDataset.range(n)
+    # Tag each index with its stream position before shuffling. Positions past the first
+    # epoch flow through unchanged (grain maps position e*n + i to epoch e), so
+    # `position // n` is the epoch and `position % n` the record.
+    ds = ds.map_with_index(lambda position, record_index: position)
     ds = ds.shuffle(seed=seed)  # epoch e uses the permutation seeded by seed + e
     ds = ds[shard_index : per_shard * shard_count : shard_count]
     ds = ds.repeat(num_epochs)
+    collate = batch_fn or _stack
 
-    def make_example(tagged):
-        index, record = tagged
-        epoch, record_index = divmod(int(index), n)
-        rng = np.random.default_rng([seed, epoch, record_index])
-        return transform(record, rng)
+    def make_batch(positions):
+        examples = []
+        for position in positions:
+            epoch, record_index = divmod(int(position), n)
+            rng = np.random.default_rng([seed, epoch, record_index])
+            examples.append(transform(source[record_index], rng))
+        return collate(examples)
 
-    ds = ds.map(make_example)
-    return ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
+    return ds.map(make_batch)
+
+
+def _stack(examples: Sequence[Any]) -> Any:
+    """The default collation: each leaf stacked along a new leading axis."""
+    import jax
+
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *examples)
 
 
 def make_train_iterator(
