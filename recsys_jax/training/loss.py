@@ -68,33 +68,40 @@ def _sums_and_grads(hidden, table, targets, weights, with_grads: bool):
     )
     vocab_ids = jnp.arange(vocab, dtype=targets.dtype)
 
-    def chunk(table_grad, inputs):
-        h, t, w = inputs
+    def chunk(h, t, w):
+        """(loss, correct) of one chunk, plus (its table-gradient term, dh) `with_grads`."""
         logits = jnp.einsum("rd,vd->rv", h, table_c, preferred_element_type=jnp.float32)
         top = jnp.max(logits, axis=-1)
         exp = jnp.exp(logits - top[:, None])
         total = jnp.sum(exp, axis=-1)
-        is_target = vocab_ids[None, :] == t[:, None]
-        target_logit = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
+        target_logit = jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]
         loss = jnp.sum((top + jnp.log(total) - target_logit) * w)
         # Correct when the target reaches the row's maximum (an exact tie with an earlier id
         # counts as correct, where argmax would pick the other id: accuracy is only a metric).
         correct = jnp.sum(jnp.where(target_logit >= top, w, 0.0))
         if not with_grads:
-            return table_grad, (loss, correct)
+            return (loss, correct), None
+        is_target = vocab_ids[None, :] == t[:, None]
         dlogits = ((exp / total[:, None] - is_target) * w[:, None]).astype(h.dtype)
         dh = jnp.einsum("rv,vd->rd", dlogits, table_c, preferred_element_type=jnp.float32)
-        table_grad = table_grad + jnp.einsum(
-            "rv,rd->vd", dlogits, h, preferred_element_type=jnp.float32
-        )
-        return table_grad, (loss, correct, dh.astype(h.dtype))
+        table_term = jnp.einsum("rv,rd->vd", dlogits, h, preferred_element_type=jnp.float32)
+        return (loss, correct), (table_term, dh.astype(h.dtype))
 
-    init = jnp.zeros(table.shape, jnp.float32) if with_grads else None
-    table_grad, out = jax.lax.scan(chunk, init, chunks)
-    sums = (jnp.sum(out[0]), jnp.sum(out[1]))
     if not with_grads:
-        return sums, None
-    hidden_grad = out[2].reshape(count * size, width)[:rows]
+        loss, correct = jax.lax.map(lambda c: chunk(*c)[0], chunks)
+        return (jnp.sum(loss), jnp.sum(correct)), None
+
+    # The first chunk's table term starts the sum (no zero-filled table, one add fewer).
+    (loss0, correct0), (table_grad, dh0) = chunk(*(c[0] for c in chunks))
+
+    def body(table_grad, inputs):
+        sums, (table_term, dh) = chunk(*inputs)
+        return table_grad + table_term, (sums, dh)
+
+    rest = tuple(c[1:] for c in chunks)
+    table_grad, ((loss, correct), dh) = jax.lax.scan(body, table_grad, rest)
+    sums = (loss0 + jnp.sum(loss), correct0 + jnp.sum(correct))
+    hidden_grad = jnp.concatenate([dh0[None], dh]).reshape(count * size, width)[:rows]
     return sums, (hidden_grad, table_grad.astype(table.dtype))
 
 

@@ -99,34 +99,44 @@ def make_train_step(
     mean over all target tokens of the whole batch, whatever `grad_accum` is.
     `logits_fraction`: see `target_loss_sums` (`train.logits_fraction`)."""
 
-    def micro_grads(params, frozen, micro, key):
-        def loss_sum(p):
-            total, count, correct = model_loss(graphdef, p, frozen, micro, key, logits_fraction)
-            return total, (count, correct)
-
-        (total, (count, correct)), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
-        return grads, total, count, correct
-
     def step(state, frozen, batch):
         key = dropout_key(state["rng"], state["step"])
-        micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
-
-        def body(carry, inputs):
-            grads_acc, total_acc, count_acc, correct_acc = carry
-            index, mb = inputs
-            grads, total, count, correct = micro_grads(
-                state["params"], frozen, mb, jax.random.fold_in(key, index)
-            )
-            grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
-            return (grads_acc, total_acc + total, count_acc + count, correct_acc + correct), None
-
-        zeros = jax.tree.map(jnp.zeros_like, state["params"])
-        init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-        (grads, total, count, correct), _ = jax.lax.scan(
-            body, init, (jnp.arange(grad_accum), micro)
-        )
+        count = jnp.sum(batch["loss_mask"])
         denom = jnp.maximum(count, 1.0)
-        grads = jax.tree.map(lambda g: g / denom, grads)
+
+        def micro_grads(micro, index):
+            # The gradient of the batch mean directly: no extra pass to rescale it.
+            def mean_loss(params):
+                total, _, correct = model_loss(
+                    graphdef,
+                    params,
+                    frozen,
+                    micro,
+                    jax.random.fold_in(key, index),
+                    logits_fraction,
+                )
+                return total / denom, (total, correct)
+
+            (_, (total, correct)), grads = jax.value_and_grad(mean_loss, has_aux=True)(
+                state["params"]
+            )
+            return grads, total, correct
+
+        if grad_accum == 1:  # no loop: the gradients need no accumulator
+            grads, total, correct = micro_grads(batch, 0)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+
+            def body(carry, inputs):
+                grads_acc, total_acc, correct_acc = carry
+                grads, total, correct = micro_grads(inputs[1], inputs[0])
+                grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
+                return (grads_acc, total_acc + total, correct_acc + correct), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state["params"])
+            (grads, total, correct), _ = jax.lax.scan(
+                body, (zeros, jnp.zeros(()), jnp.zeros(())), (jnp.arange(grad_accum), micro)
+            )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {
