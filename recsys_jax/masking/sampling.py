@@ -20,6 +20,7 @@ from recsys_jax.masking.spans import (
     check_example,
     clean_cuts,
     entity_index,
+    outside,
     overlaps_any,
     snap_to_entities,
 )
@@ -72,7 +73,7 @@ def _task_spans(example, entities, cfg, rng):
     targets = sorted(_as_tuples(example.target_spans))
     kinds = {t: target_mask_kind(example, t) for t in targets}
     # One uniform draw per entity outside the targets, in order (all at once: same stream).
-    others = [ent for ent in entities if not overlaps_any(ent, targets)]
+    others = outside(entities, targets)
     draws = rng.random(len(others)).tolist()
     extra = [ent for ent, u in zip(others, draws) if u < cfg.extra_entity_mask_prob]
     # A rare draw (many extra masks over a long history) must not overflow max_length: keep a

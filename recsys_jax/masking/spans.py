@@ -5,6 +5,7 @@ Pure helpers shared by the samplers and the layout; no randomness here.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,6 +76,18 @@ def snap_to_entities(span: Span, entities: Sequence[Span]) -> Span:
 def overlaps_any(span: Span, others: Sequence[Span]) -> bool:
     s, e = span
     return any(s < oe and os < e for os, oe in others)
+
+
+def outside(spans: Sequence[Span], others: Sequence[Span]) -> list[Span]:
+    """The spans (in their order) that overlap none of `others` (sorted, non-overlapping):
+    `[x for x in spans if not overlaps_any(x, others)]` with a binary search per span."""
+    ends = [e for _, e in others]
+    kept = []
+    for s, e in spans:
+        j = bisect.bisect_right(ends, s)  # the first of `others` that ends after s
+        if j == len(others) or others[j][0] >= e:
+            kept.append((s, e))
+    return kept
 
 
 def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
