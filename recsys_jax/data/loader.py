@@ -7,15 +7,16 @@
     it2 = make_train_iterator(data.source("train"), transform, batch_size=64, seed=0)
     it2.set_state(state)          # continues with exactly the batches `it` would produce next
 
-Pipeline (grain.MapDataset, all lazy and index-based):
+Pipeline (grain.MapDataset, all lazy and index-based; Grain moves record indices only):
 
-    source[N] -> shuffle(seed, a new permutation every epoch)
-              -> shard: this process takes positions shard_index, shard_index + shard_count, ...
-                 of each epoch's permutation (the last N % shard_count positions of each epoch
-                 are skipped so every process has the same number of records per epoch)
-              -> repeat(num_epochs; None = forever)
-              -> transform(record, rng) with rng = np.random.default_rng([seed, epoch, record])
-              -> batch(batch_size, drop_remainder, batch_fn)
+    range(N) -> shuffle(seed, a new permutation every epoch)
+             -> shard: this process takes positions shard_index, shard_index + shard_count, ...
+                of each epoch's permutation (the last N % shard_count positions of each epoch
+                are skipped so every process has the same number of records per epoch)
+             -> repeat(num_epochs; None = forever)
+             -> batch(batch_size, drop_remainder) of record indices
+             -> per batch: source[record], transform(record, rng) with
+                rng = np.random.default_rng([seed, epoch, record]), then batch_fn
 
 Determinism contract. Given the same source (same records in the same order), `seed`,
 `shard_index`, `shard_count`, `batch_size`, `drop_remainder`, `num_epochs` and a deterministic
@@ -84,25 +85,24 @@ def make_train_dataset(
     # Grain's layers carry record indices only; a whole batch of records is read,
     # transformed and collated in one call, so the per-element cost of the layers stays small.
     ds = grain.MapDataset.range(n)
-    # Tag each index with its stream position before shuffling. Positions past the first
-    # epoch flow through unchanged (grain maps position e*n + i to epoch e), so
-    # `position // n` is the epoch and `position % n` the record.
-    ds = ds.map_with_index(lambda position, record_index: position)
     ds = ds.shuffle(seed=seed)  # epoch e uses the permutation seeded by seed + e
     ds = ds[shard_index : per_shard * shard_count : shard_count]
     ds = ds.repeat(num_epochs)
     collate = batch_fn or _stack
 
-    def make_batch(positions):
+    def make_batch(batch_index, record_indices):
+        # Element k of batch b is this shard's stream position b * batch_size + k; each epoch
+        # of the shard holds per_shard positions (and used the shuffle of that epoch).
+        first = batch_index * batch_size
         examples = []
-        for position in positions:
-            epoch, record_index = divmod(int(position), n)
-            rng = np.random.default_rng([seed, epoch, record_index])
-            examples.append(transform(source[record_index], rng))
+        for k, record_index in enumerate(record_indices):
+            epoch = (first + k) // per_shard
+            rng = np.random.default_rng([seed, epoch, int(record_index)])
+            examples.append(transform(source[int(record_index)], rng))
         return collate(examples)
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
-    return ds.map(make_batch)
+    return ds.map_with_index(make_batch)
 
 
 def _stack(examples: Sequence[Any]) -> Any:
