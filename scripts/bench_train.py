@@ -46,6 +46,7 @@ from recsys_jax.config import TrainConfig, load_config
 from recsys_jax.model import GLM, MODEL_PRESETS
 from recsys_jax.training import loss as loss_lib
 from recsys_jax.training.step import (
+    apply_update,
     dropout_key,
     init_train_state,
     learning_rate_schedule,
@@ -216,8 +217,7 @@ def measure(s: Setup, steps: int) -> dict:
     forward_s = _median_time(lambda: forward(params), steps)
 
     def update(state, grads):
-        updates, opt_state = s.tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state = apply_update(s.tx, state["params"], state["opt_state"], grads)
         return dict(state, params=params, opt_state=opt_state), optax.tree.norm(grads)
 
     optimizer = jax.jit(update, donate_argnums=(0,))

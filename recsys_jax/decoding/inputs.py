@@ -107,13 +107,15 @@ def decoder_inputs(
     lay_out(samples, first, flat, special)
     if causal:
         keep = sizes - 1
-        last = first + keep
+        last = first + keep  # the first decode step; it sits at the span's mask position
         intra = flat["block_positions"][last]
         item_intra = np.ones_like(intra) if dynamic_positions else intra + 1
         start = (flat["tokens"][last], intra, item_intra)
     else:
         keep = np.add.reduceat(flat["part_a"], first).astype(np.int64)  # Part A comes first
+        last = first + keep - 1  # the answer's mask token
         start = None
+    mask_pos = flat["positions"][last]
     longest = int(keep.max())
     width = bucket_width(longest, length) if bucket else length
     if longest > width:
@@ -126,7 +128,6 @@ def decoder_inputs(
         for k in LAYOUT_KEYS
     }
     prompt["segment_ids"] = filled.astype(np.int32)
-    mask_pos = flat["positions"][first + keep - 1 if not causal else first + keep]
     as_int = lambda a: np.asarray(a, np.int32)
     return DecoderInputs(
         prompt, as_int(mask_pos), None if start is None else tuple(map(as_int, start))

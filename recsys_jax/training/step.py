@@ -78,6 +78,12 @@ def dropout_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
 
 
+def apply_update(tx: optax.GradientTransformation, params, opt_state, grads):
+    """One optimizer update: -> (new params, new optimizer state)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def init_train_state(params, tx: optax.GradientTransformation, seed: int) -> dict:
     return {
         "params": params,
@@ -137,8 +143,7 @@ def make_train_step(
             (grads, total, correct), _ = jax.lax.scan(
                 body, (zeros, jnp.zeros(()), jnp.zeros(())), (jnp.arange(grad_accum), micro)
             )
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state = apply_update(tx, state["params"], state["opt_state"], grads)
         metrics = {
             "loss": total / denom,
             "accuracy": correct / denom,
