@@ -134,10 +134,10 @@ class TrainConfig:
     async_checkpoint: bool = True
     plot: bool = True
     seed: int = 0
-    # Logits (vocabulary x hidden per position) only at loss positions, up to this share of
-    # the batch's positions (Beauty: ~10 % carry loss, at most 13 %); a batch with more
-    # computes them everywhere (same loss; the first log window says when most batches do,
-    # e.g. with masking.extra_entity_mask_prob > 0). 1 = always everywhere.
+    # Logits are computed only at loss positions, gathered into a buffer of this share of the
+    # batch's positions (prompt recipes on Beauty: ~10 % carry loss, at most 13 %); a batch
+    # with more takes a buffer of every position (same loss, a little slower; the first log
+    # window says when most batches do, e.g. with masking.extra_entity_mask_prob > 0).
     logits_fraction: float = 1.0
     # Stop early, with a validation pass and a checkpoint, once the loop has run this long
     # (a fixed slot on a shared accelerator); rerunning the same run_dir resumes.

@@ -18,8 +18,10 @@ Timed separately, each the median of `--steps` runs after a warm-up:
               memory, which the train step never does: its gradients feed the update.)
   input     — `next()` on the trainer's batch iterator, back to back (`--config` only; in
               training it overlaps the step, so it costs time only when it is the slower).
-FLOPs per step come from XLA's cost analysis of the compiled train step (lowered with the loss
-in one chunk and no gradient accumulation, because the cost analysis counts a loop body once).
+FLOPs per step come from XLA's cost analysis of the compiled train step, lowered with the loss
+over exactly the batch's scored positions in one chunk and no gradient accumulation (the cost
+analysis counts a loop body once, and cannot know how many loss chunks a batch leaves empty):
+the work the step does, not the logits it skips.
 The peak is measured here on the CPU (the best of several float32 GEMMs, printed) or looked up
 for GPUs/TPUs (dense bf16), so `peak_fraction` is FLOP utilisation against what this machine
 can do; on an accelerator it is the MFU. Prints one JSON object.
@@ -194,8 +196,10 @@ def _preset_setup(args):
 
 
 def step_flops(s: Setup) -> float:
-    """XLA's FLOP count of one train step (loss in one chunk, no accumulation loop)."""
-    with loss_lib.single_chunk():
+    """XLA's FLOP count of one train step on this batch: the loss over exactly its scored
+    positions in one chunk, no accumulation loop."""
+    scored = int(np.sum(np.asarray(s.batch["loss_mask"]) > 0))
+    with loss_lib.exact_rows(scored):
         fn = make_train_step(
             s.graphdef, s.tx, 1, learning_rate_schedule(s.train_cfg), s.train_cfg.logits_fraction
         )

@@ -8,11 +8,13 @@ scatter of the target's one-hot, a transposed copy for the table's gradient) and
 memory traffic costs more than the matmuls (docs/results.md, training speed).
 
 `tied_xent_sums` takes the hidden states at the scored positions and returns the summed loss
-and the number of correct argmax predictions. A `lax.scan` walks over chunks of rows: each
-chunk's logits, softmax, loss and logits gradient `softmax - onehot` are made while the chunk is
-in cache, and the chunk's contributions to both input gradients are accumulated right away, so
-the backward pass only scales the stored gradients by the incoming cotangent. Same values as
-the plain formulation up to float rounding (tests/training/test_loss.py).
+and the number of correct argmax predictions. A loop walks over chunks of rows: each chunk's
+logits, softmax, loss and logits gradient `softmax - onehot` are made while the chunk is in
+cache, and the chunk's contributions to both input gradients are accumulated right away, so
+the backward pass only scales the stored gradients by the incoming cotangent. The loop stops
+after the last chunk holding a weighted row, and `target_loss_sums` gathers the positions that
+carry loss to the front, so positions without loss cost no logits. Same values as the plain
+formulation up to float rounding (tests/training/test_loss.py).
 """
 
 from __future__ import annotations
@@ -24,28 +26,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# A chunk's float32 logits should fit the last-level cache (~4 MiB); but at least as many rows
-# as the hidden width, so that updating the [vocab, hidden] table gradient once per chunk costs
-# no more memory traffic than the chunk's logits.
+# A chunk holds ~4 MiB of float32 logits (the last-level cache), but never fewer rows than a
+# floor. On the CPU the floor is 128 rows: the matmuls still run near their best there (hidden
+# 64-512, measured) and small chunks leave fewer empty rows to compute (`_sums_and_grads`).
+# On accelerators it is the hidden width, so that adding a chunk's [vocab, hidden]
+# table-gradient term costs no more memory traffic than the chunk's logits.
 _CHUNK_BYTES = 4 << 20
+_CPU_CHUNK_ROWS = 128
+_exact_rows: int | None = None
 
 
 @contextlib.contextmanager
-def single_chunk():
-    """Trace `tied_xent_sums` as one chunk (for XLA's cost analysis, which counts a loop body
-    once; the values are the same)."""
-    global _CHUNK_BYTES
-    saved, _CHUNK_BYTES = _CHUNK_BYTES, 1 << 62
+def exact_rows(rows: int):
+    """Trace `target_loss_sums` with exactly `rows` gathered loss positions in one chunk, the
+    work of a batch with that many: for XLA's cost analysis, which counts a loop body once
+    and cannot know how many chunks a batch leaves empty."""
+    global _exact_rows
+    saved, _exact_rows = _exact_rows, int(rows)
     try:
         yield
     finally:
-        _CHUNK_BYTES = saved
+        _exact_rows = saved
 
 
 def chunk_rows(rows: int, vocab: int, hidden: int) -> int:
     """Rows per chunk for `rows` scored positions (see `_CHUNK_BYTES`), spread evenly over the
     chunks so that padding stays under 8 rows per chunk."""
-    target = max(hidden, _CHUNK_BYTES // (4 * vocab), 8)
+    if _exact_rows is not None:
+        return rows
+    floor = _CPU_CHUNK_ROWS if jax.default_backend() == "cpu" else hidden
+    target = max(floor, _CHUNK_BYTES // (4 * vocab), 8)
     count = math.ceil(rows / target)
     return min(rows, 8 * math.ceil(rows / count / 8))
 
@@ -61,15 +71,19 @@ def _sums_and_grads(hidden, table, targets, weights, with_grads: bool):
         targets = jnp.pad(targets, (0, pad))
         weights = jnp.pad(weights, (0, pad))
     table_c = table.astype(hidden.dtype)
-    chunks = (
-        hidden.reshape(count, size, width),
-        targets.reshape(count, size),
-        weights.reshape(count, size).astype(jnp.float32),
-    )
+    hidden = hidden.reshape(count, size, width)
+    targets = targets.reshape(count, size)
+    weights = weights.reshape(count, size).astype(jnp.float32)
+    # Chunks after the last one with a weighted row add nothing: the loop stops before them.
+    # `target_loss_sums` puts the scored rows first, so a batch with loss at a quarter of its
+    # positions costs about a quarter of the logits.
+    has_weight = jnp.any(weights != 0, axis=1)
+    live = jnp.max(jnp.where(has_weight, jnp.arange(1, count + 1), 1))
     vocab_ids = jnp.arange(vocab, dtype=targets.dtype)
 
-    def chunk(h, t, w):
-        """(loss, correct) of one chunk, plus (its table-gradient term, dh) `with_grads`."""
+    def chunk(i):
+        """(loss, correct) of chunk i, plus (its table-gradient term, dh) `with_grads`."""
+        h, t, w = hidden[i], targets[i], weights[i]
         logits = jnp.einsum("rd,vd->rv", h, table_c, preferred_element_type=jnp.float32)
         top = jnp.max(logits, axis=-1)
         exp = jnp.exp(logits - top[:, None])
@@ -80,29 +94,43 @@ def _sums_and_grads(hidden, table, targets, weights, with_grads: bool):
         # counts as correct, where argmax would pick the other id: accuracy is only a metric).
         correct = jnp.sum(jnp.where(target_logit >= top, w, 0.0))
         if not with_grads:
-            return (loss, correct), None
+            return loss, correct
         is_target = vocab_ids[None, :] == t[:, None]
         dlogits = ((exp / total[:, None] - is_target) * w[:, None]).astype(h.dtype)
         dh = jnp.einsum("rv,vd->rd", dlogits, table_c, preferred_element_type=jnp.float32)
         table_term = jnp.einsum("rv,rd->vd", dlogits, h, preferred_element_type=jnp.float32)
-        return (loss, correct), (table_term, dh.astype(h.dtype))
+        return loss, correct, table_term, dh.astype(h.dtype)
+
+    if count == 1:  # no loop (XLA's cost analysis counts a loop body once, run or not)
+        sums = chunk(0)
+        if not with_grads:
+            return sums[:2], None
+        loss, correct, table_grad, dh = sums
+        return (loss, correct), (dh[:rows], table_grad.astype(table.dtype))
 
     if not with_grads:
-        loss, correct = jax.lax.map(lambda c: chunk(*c)[0], chunks)
-        return (jnp.sum(loss), jnp.sum(correct)), None
+
+        def body(i, sums):
+            loss, correct = chunk(i)
+            return sums[0] + loss, sums[1] + correct
+
+        return jax.lax.fori_loop(0, live, body, (jnp.zeros(()), jnp.zeros(()))), None
 
     # The first chunk's table term starts the sum (no zero-filled table, one add fewer).
-    (loss0, correct0), (table_grad, dh0) = chunk(*(c[0] for c in chunks))
+    loss, correct, table_grad, dh0 = chunk(0)
+    hidden_grad = jnp.zeros_like(hidden).at[0].set(dh0)
 
-    def body(table_grad, inputs):
-        sums, (table_term, dh) = chunk(*inputs)
-        return table_grad + table_term, (sums, dh)
+    def body(i, carry):
+        loss_sum, correct_sum, table_grad, hidden_grad = carry
+        loss, correct, table_term, dh = chunk(i)
+        hidden_grad = jax.lax.dynamic_update_index_in_dim(hidden_grad, dh, i, 0)
+        return loss_sum + loss, correct_sum + correct, table_grad + table_term, hidden_grad
 
-    rest = tuple(c[1:] for c in chunks)
-    table_grad, ((loss, correct), dh) = jax.lax.scan(body, table_grad, rest)
-    sums = (loss0 + jnp.sum(loss), correct0 + jnp.sum(correct))
-    hidden_grad = jnp.concatenate([dh0[None], dh]).reshape(count * size, width)[:rows]
-    return sums, (hidden_grad, table_grad.astype(table.dtype))
+    loss, correct, table_grad, hidden_grad = jax.lax.fori_loop(
+        1, live, body, (loss, correct, table_grad, hidden_grad)
+    )
+    hidden_grad = hidden_grad.reshape(count * size, width)[:rows]
+    return (loss, correct), (hidden_grad, table_grad.astype(table.dtype))
 
 
 @jax.custom_vjp
@@ -138,38 +166,47 @@ def target_loss_sums(
     hidden: jax.Array, table: jax.Array, targets: jax.Array, loss_mask: jax.Array, fraction: float
 ):
     """(sum of masked cross-entropy, number of target tokens, number correct) of the tied logits
-    `hidden @ table.T` for hidden [B, L, d], computing logits only at loss positions when they
-    are at most `fraction` of the batch's positions.
+    `hidden @ table.T` for hidden [B, L, d], computing logits only at loss positions.
 
-    Only Part B positions carry loss in the prompt-based recipes (~10 % on Beauty). The batch's
-    first `ceil(fraction * rows * length)` loss positions (a static size) are gathered; a batch
-    with more falls back to every position inside a `lax.cond`, so the result is the same
-    either way. `fraction` >= 1: always every position.
+    The loss positions are gathered to the front (in order) and `tied_xent_sums` stops after
+    the last chunk that holds one, so positions without loss (Part A, padding, an item
+    sequence's first item) cost no logits. The gathered buffer has a static size: the first
+    `ceil(fraction * rows * length)` loss positions; a batch with more takes a buffer of every
+    position inside a `lax.cond`, so the result is the same either way. A small `fraction`
+    only saves the gather's memory (`train.logits_fraction`).
     """
     rows, length = loss_mask.shape
     flat_hidden = hidden.reshape(rows * length, -1)
     flat_mask = loss_mask.reshape(-1)
     flat_targets = targets.reshape(-1)
     count = jnp.sum(loss_mask)
-    cap = math.ceil(fraction * rows * length - 1e-9)
-    dense = lambda h: tied_xent_sums(h, table, flat_targets, flat_mask)
-    if not 0 < cap < rows * length:
-        loss, correct = dense(flat_hidden)
-        return loss, count, correct
+    scored = jnp.sum(flat_mask > 0)
 
-    def sparse(h):
-        (index,) = jnp.nonzero(flat_mask > 0, size=cap, fill_value=0)
-        weight = jnp.where(jnp.arange(cap) < jnp.sum(flat_mask > 0), flat_mask[index], 0.0)
+    def gathered(h, size):
+        (index,) = jnp.nonzero(flat_mask > 0, size=size, fill_value=0)
+        weight = jnp.where(jnp.arange(size) < scored, flat_mask[index], 0.0)
         return tied_xent_sums(h[index], table, flat_targets[index], weight)
 
-    loss, correct = jax.lax.cond(jnp.sum(flat_mask > 0) <= cap, sparse, dense, flat_hidden)
+    everything = rows * length
+    cap = math.ceil(fraction * everything - 1e-9)
+    if _exact_rows is not None:
+        loss, correct = gathered(flat_hidden, _exact_rows)
+    elif not 0 < cap < everything:
+        loss, correct = gathered(flat_hidden, everything)
+    else:
+        loss, correct = jax.lax.cond(
+            scored <= cap,
+            lambda h: gathered(h, cap),
+            lambda h: gathered(h, everything),
+            flat_hidden,
+        )
     return loss, count, correct
 
 
 def logits_cap_advice(shares: np.ndarray, cap: float) -> str | None:
     """A hint when most batches carry loss at more than `train.logits_fraction` (`cap`) of
-    their positions (`shares`, one per batch): those steps take the slow path of
-    `target_loss_sums` (logits at every position)."""
+    their positions (`shares`, one per batch): those steps gather into a buffer of every
+    position (`target_loss_sums`), a larger gather and loop than the cap's."""
     over = float(np.mean(shares > cap))
     if cap >= 1 or over <= 0.5:
         return None
@@ -177,5 +214,5 @@ def logits_cap_advice(shares: np.ndarray, cap: float) -> str | None:
     return (
         f"[speed] {over:.0%} of the first batches have loss at more than "
         f"train.logits_fraction={cap} of their positions (up to {shares.max():.1%}), so they "
-        f"compute logits everywhere; train.logits_fraction={suggest:g} would avoid that"
+        f"gather every position; train.logits_fraction={suggest:g} would avoid that"
     )

@@ -39,6 +39,7 @@ def _case(targets_per_row, seed=0):
 def small_chunks(monkeypatch):
     """Chunks of 8 rows for these shapes, so 37 rows make 5 chunks, the last one padded."""
     monkeypatch.setattr(loss_lib, "_CHUNK_BYTES", 4 * VOCAB * 8)
+    monkeypatch.setattr(loss_lib, "_CPU_CHUNK_ROWS", 8)
     assert loss_lib.chunk_rows(37, VOCAB, HIDDEN) == 8
 
 
@@ -72,6 +73,30 @@ def test_chunked_loss_and_gradients_equal_the_plain_formulation(small_chunks, dt
         )
 
 
+@pytest.mark.parametrize("start, stop", [(0, 5), (0, 16), (16, 21)])
+def test_chunks_after_the_last_weighted_row_are_not_computed(small_chunks, start, stop):
+    """Rows [start, stop) carry weight; the chunks after the last of them hold NaN, which would
+    poison the loss and both gradients (NaN * 0) had they been computed. Chunks before it run
+    even when empty (16, 21), and the values equal the plain formulation."""
+    rng = np.random.default_rng(2)
+    rows, first_dead = 37, 8 * -(-stop // 8)
+    hidden = rng.normal(size=(rows, HIDDEN)).astype(np.float32)
+    hidden[first_dead:] = np.nan
+    table = jnp.asarray(rng.normal(size=(VOCAB, HIDDEN)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, VOCAB, rows), jnp.int32)
+    weights = jnp.asarray((np.arange(rows) >= start) & (np.arange(rows) < stop), jnp.float32)
+
+    def value_and_grads(fn, h):
+        loss = lambda h, t: fn(h, t, targets, weights)[0]
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(jnp.asarray(h), table)
+
+    got_loss, (got_dh, got_dt) = value_and_grads(tied_xent_sums, hidden)
+    want_loss, (want_dh, want_dt) = value_and_grads(_plain, np.nan_to_num(hidden, nan=0.0))
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    np.testing.assert_allclose(got_dh[:first_dead], want_dh[:first_dead], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_dt, want_dt, rtol=1e-5, atol=1e-6)
+
+
 def test_the_loss_scales_its_gradient_by_the_incoming_cotangent():
     hidden, table, targets, mask = _case((5, 5, 5))
     h, t, w = hidden.reshape(-1, HIDDEN), targets.reshape(-1), mask.reshape(-1)
@@ -81,11 +106,12 @@ def test_the_loss_scales_its_gradient_by_the_incoming_cotangent():
 
 
 @pytest.mark.parametrize(
-    "targets_per_row", [(3, 0, 9), (3, 9, 4)], ids=["under_cap", "over_cap_falls_back"]
+    "targets_per_row, fraction",
+    [((3, 0, 9), 0.25), ((3, 9, 4), 0.25), ((3, 9, 4), 1.0), ((16, 16, 16), 1.0)],
+    ids=["under_cap", "over_cap_falls_back", "no_cap", "every_position"],
 )
-def test_target_positions_only_match_logits_everywhere(targets_per_row):
-    hidden, table, targets, mask = _case(targets_per_row)
-    fraction = 0.25  # cap = 12 of the 48 positions
+def test_target_positions_only_match_logits_everywhere(small_chunks, targets_per_row, fraction):
+    hidden, table, targets, mask = _case(targets_per_row)  # cap 0.25: 12 of the 48 positions
     got = jax.jit(target_loss_sums, static_argnums=4)(hidden, table, targets, mask, fraction)
     want = _plain(hidden, table, targets, mask)
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -96,6 +122,16 @@ def test_target_positions_only_match_logits_everywhere(targets_per_row):
     plain = jax.grad(lambda h, t: _plain(h, t, targets, mask)[0], argnums=(0, 1))(hidden, table)
     for g, d in zip(grads, plain):
         np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_rows_traces_the_same_values_in_one_chunk(small_chunks):
+    hidden, table, targets, mask = _case((3, 9, 4))
+    want = target_loss_sums(hidden, table, targets, mask, 1.0)
+    with loss_lib.exact_rows(16):
+        assert loss_lib.chunk_rows(16, VOCAB, HIDDEN) == 16
+        got = target_loss_sums(hidden, table, targets, mask, 1.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert loss_lib.chunk_rows(16, VOCAB, HIDDEN) == 8  # restored
 
 
 def test_logits_cap_advice_only_when_most_batches_exceed_the_cap():
