@@ -269,8 +269,9 @@ def measure(s: Setup, steps: int) -> dict:
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments that pick a setup (`setup_for`); shared with bench_matmul_bound.py."""
+    parser = argparse.ArgumentParser(description=description)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", help="a training config (YAML): real data and model")
     source.add_argument("--model", choices=sorted(MODEL_PRESETS), help="a preset, synthetic data")
@@ -286,13 +287,22 @@ def main():
         default=TrainConfig.logits_fraction,
         help="--model: train.logits_fraction (1 = logits at every position)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def setup_for(args, parser: argparse.ArgumentParser):
+    """The context manager that yields the `Setup` the parsed arguments describe."""
     if args.config is None and args.model is None:
         args.model = "small"
     if args.overrides and args.config is None:
         parser.error("key=value overrides need --config")
+    return _config_setup(args) if args.config else _preset_setup(args)
 
-    setup = _config_setup(args) if args.config else _preset_setup(args)
+
+def main():
+    parser = build_parser(__doc__.split("\n")[0])
+    args = parser.parse_args()
+    setup = setup_for(args, parser)
     with setup as s:
         times = measure(s, args.steps)
         flops = step_flops(s)
