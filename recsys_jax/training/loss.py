@@ -172,8 +172,9 @@ def target_loss_sums(
     the last chunk that holds one, so positions without loss (Part A, padding, an item
     sequence's first item) cost no logits. The gathered buffer has a static size: the first
     `ceil(fraction * rows * length)` loss positions; a batch with more takes a buffer of every
-    position inside a `lax.cond`, so the result is the same either way. A small `fraction`
-    only saves the gather's memory (`train.logits_fraction`).
+    position inside a `lax.cond`, so the result is the same either way (`train.logits_fraction`).
+    With more than one device the full-size path keeps every position in place instead: the
+    batch is sharded, and a gather across it would replicate the loss on every device.
     """
     rows, length = loss_mask.shape
     flat_hidden = hidden.reshape(rows * length, -1)
@@ -188,18 +189,19 @@ def target_loss_sums(
         return tied_xent_sums(h[index], table, flat_targets[index], weight)
 
     everything = rows * length
+    if jax.device_count() > 1:
+        # Gathering across a batch sharded over devices would replicate the loss on each of
+        # them: every position in place instead (the trailing padding still costs nothing).
+        full = lambda h: tied_xent_sums(h, table, flat_targets, flat_mask)
+    else:
+        full = lambda h: gathered(h, everything)
     cap = math.ceil(fraction * everything - 1e-9)
     if _exact_rows is not None:
         loss, correct = gathered(flat_hidden, _exact_rows)
     elif not 0 < cap < everything:
-        loss, correct = gathered(flat_hidden, everything)
+        loss, correct = full(flat_hidden)
     else:
-        loss, correct = jax.lax.cond(
-            scored <= cap,
-            lambda h: gathered(h, cap),
-            lambda h: gathered(h, everything),
-            flat_hidden,
-        )
+        loss, correct = jax.lax.cond(scored <= cap, lambda h: gathered(h, cap), full, flat_hidden)
     return loss, count, correct
 
 
