@@ -12,7 +12,8 @@ jitted and timed alone (median of `--steps` after a warm-up) and the times are s
 
 A train step does these products and more (softmax, LayerNorm, GeLU, dropout, the optimizer),
 so on the same machine it cannot run faster than `matmul_s` without doing less work: compare
-it with bench_train.py's `step_s`, run in the same sitting. Prints one JSON object.
+it with bench_train.py's `step_s`, and `forward_s` / `backward_s` (the products of each pass)
+with bench_train.py's split, run in the same sitting. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -33,36 +34,37 @@ import bench_train  # noqa: E402  (the sibling script: its arguments and setups)
 
 
 def step_products(cfg, batch: int, length: int, scored: int) -> list[tuple[str, str, tuple, tuple]]:
-    """(part, einsum, lhs shape, rhs shape) of every matrix product in one train step."""
+    """(part, einsum, lhs shape, rhs shape) of every matrix product in one train step; a part
+    ends in "forward" or "backward"."""
     t, d, ff, v = batch * length, cfg.hidden_size, cfg.ffn_dim, cfg.vocab_size
     bh, hd = batch * cfg.num_heads, cfg.head_dim
     products = []
     for _ in range(cfg.num_layers):
         for d_in, d_out in ((d, 3 * d), (d, d), (d, ff), (ff, d)):
             products += [
-                ("layers_forward", "ti,io->to", (t, d_in), (d_in, d_out)),
-                ("layers_backward", "to,io->ti", (t, d_out), (d_in, d_out)),  # input gradient
-                ("layers_backward", "ti,to->io", (t, d_in), (t, d_out)),  # weight gradient
+                ("layers forward", "ti,io->to", (t, d_in), (d_in, d_out)),
+                ("layers backward", "to,io->ti", (t, d_out), (d_in, d_out)),  # input gradient
+                ("layers backward", "ti,to->io", (t, d_in), (t, d_out)),  # weight gradient
             ]
         q, p = (bh, length, hd), (bh, length, length)  # per-head rows, attention weights
         products += [
-            ("attention", "bqd,bkd->bqk", q, q),  # scores
-            ("attention", "bqk,bkd->bqd", p, q),  # weighted values
-            ("attention", "bqd,bkd->bqk", q, q),  # gradient of the weights
-            ("attention", "bqk,bqd->bkd", p, q),  # gradient of the values
-            ("attention", "bqk,bkd->bqd", p, q),  # gradient of the queries
-            ("attention", "bqk,bqd->bkd", p, q),  # gradient of the keys
+            ("attention forward", "bqd,bkd->bqk", q, q),  # scores
+            ("attention forward", "bqk,bkd->bqd", p, q),  # weighted values
+            ("attention backward", "bqd,bkd->bqk", q, q),  # gradient of the weights
+            ("attention backward", "bqk,bqd->bkd", p, q),  # gradient of the values
+            ("attention backward", "bqk,bkd->bqd", p, q),  # gradient of the queries
+            ("attention backward", "bqk,bqd->bkd", p, q),  # gradient of the keys
         ]
     products += [
-        ("output_layer", "rd,vd->rv", (scored, d), (v, d)),
-        ("output_layer", "rv,vd->rd", (scored, v), (v, d)),
-        ("output_layer", "rv,rd->vd", (scored, v), (scored, d)),
+        ("output layer forward", "rd,vd->rv", (scored, d), (v, d)),
+        ("output layer backward", "rv,vd->rd", (scored, v), (v, d)),
+        ("output layer backward", "rv,rd->vd", (scored, v), (scored, d)),
     ]
     if cfg.item_feature_dim:
         f = cfg.item_feature_dim
         products += [
-            ("item_features", "vf,fd->vd", (v, f), (f, d)),
-            ("item_features", "vf,vd->fd", (v, f), (v, d)),  # the projection's gradient
+            ("item features forward", "vf,fd->vd", (v, f), (f, d)),
+            ("item features backward", "vf,vd->fd", (v, f), (v, d)),  # the projection's
         ]
     return products
 
@@ -115,6 +117,8 @@ def main():
                 "scored_positions": scored,
                 "products": len(products),
                 "matmul_s": round(total_s, 4),
+                "forward_s": round(sum(t for k, t in seconds.items() if "forward" in k), 4),
+                "backward_s": round(sum(t for k, t in seconds.items() if "backward" in k), 4),
                 "matmul_flops": total_flops,
                 "matmul_flops_per_s": round(total_flops / total_s),
                 "tokens_per_s_bound": round(batch * length / total_s, 1),
