@@ -22,7 +22,6 @@ import collections
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -80,13 +79,7 @@ def time_product(equation: str, lhs: tuple, rhs: tuple, dtype, steps: int) -> fl
     a = jax.random.normal(keys[0], lhs, dtype)
     b = jax.random.normal(keys[1], rhs, dtype)
     fn = jax.jit(lambda a, b: jnp.einsum(equation, a, b))
-    jax.block_until_ready(fn(a, b))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(a, b))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return bench_train.median_time(lambda: fn(a, b), steps)
 
 
 def main():

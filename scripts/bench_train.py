@@ -94,7 +94,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _median_time(fn, steps: int) -> float:
+def median_time(fn, steps: int) -> float:
+    """Median seconds of `steps` calls of `fn` after one warm-up (compile) call."""
     jax.block_until_ready(fn())  # compile / warm up
     return float(np.median([_timed(fn) for _ in range(steps)]))
 
@@ -218,7 +219,7 @@ def measure(s: Setup, steps: int) -> dict:
 
     forward = jax.jit(loss)
     params = s.state["params"]
-    forward_s = _median_time(lambda: forward(params), steps)
+    forward_s = median_time(lambda: forward(params), steps)
 
     def update(state, grads):
         params, opt_state = apply_update(s.tx, state["params"], state["opt_state"], grads)
@@ -231,7 +232,7 @@ def measure(s: Setup, steps: int) -> dict:
         held["state"], norm = optimizer(held["state"], held["grads"])
         return norm
 
-    optimizer_s = _median_time(optimizer_step, steps)
+    optimizer_s = median_time(optimizer_step, steps)
     held.clear()
 
     step = jax.jit(
