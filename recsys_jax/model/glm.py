@@ -50,8 +50,9 @@ class Block(nnx.Module):
         h, cache = self.attention(
             self.input_layernorm(x), mask, cache=cache, index=index, prefix=prefix, **kw
         )
-        x = x + self.dropout(h, **kw)
-        x = x + self.dropout(self.mlp(self.post_attention_layernorm(x), **kw), **kw)
+        m = lambda h: h if cache is not None else materialized_cotangent(h)
+        x = x + self.dropout(m(h), **kw)
+        x = x + self.dropout(m(self.mlp(self.post_attention_layernorm(x), **kw)), **kw)
         return x, cache
 
 

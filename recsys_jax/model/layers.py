@@ -85,6 +85,23 @@ def tied_logits(x, table):
     return jnp.einsum("...d,vd->...v", x, table.astype(x.dtype), preferred_element_type=jnp.float32)
 
 
+def contract(x, kernel, n_in: int):
+    """x [..., *in] . kernel [*in, *out] -> [..., *out], contracting x's last n_in dims.
+
+    On one device the product runs as a 2-D matmul of reshaped views: XLA:CPU's matmul library
+    takes 2-D row-major operands as they are, while an N-D kernel (qkv: [embed, 3, heads,
+    head_dim]) made the backward pass copy each kernel into a transposed layout twice and run
+    its gradient products ~30 % slower (docs/results.md, training speed). With several devices
+    the N-D form stays, so a kernel sharded over its heads is never merged with unsharded dims.
+    """
+    if jax.device_count() > 1:
+        return jnp.tensordot(x, kernel, axes=n_in)
+    in_shape, out_shape = kernel.shape[:n_in], kernel.shape[n_in:]
+    lead = x.shape[: x.ndim - n_in]
+    flat = x.reshape(-1, math.prod(in_shape)) @ kernel.reshape(math.prod(in_shape), -1)
+    return flat.reshape(*lead, *out_shape)
+
+
 class Dense(nnx.Module):
     """y = x . kernel + bias, contracting x's last len(in_shape) dims; optional LoRA.
 
@@ -129,7 +146,7 @@ class Dense(nnx.Module):
 
     def __call__(self, x, *, deterministic: bool = True, rngs: nnx.Rngs | None = None):
         n_in = self.kernel.ndim - self.bias.ndim
-        y = jnp.tensordot(x, self.kernel[...].astype(self.dtype), axes=n_in)
+        y = contract(x, self.kernel[...].astype(self.dtype), n_in)
         y = y + self.bias[...].astype(self.dtype)
         if self.lora is not None:
             y = y + self.lora(x, deterministic=deterministic, rngs=rngs)

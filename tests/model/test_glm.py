@@ -315,3 +315,27 @@ def test_backward_fusions_do_not_grow_with_depth():
     # recomputed) into every layer's weight-gradient copy: 47 operands at 2 layers, 120 at 6,
     # 194 at 10, and a backward pass 5x the forward for 14 layers.
     assert _widest_backward_fusion(6) == _widest_backward_fusion(2)
+
+
+def test_backward_pass_reads_the_kernels_in_place():
+    # With N-D kernels ([embed, 3, heads, head_dim] and [heads, head_dim, embed]) in N-D
+    # products, XLA:CPU copied each of them into another layout for the gradient products (and
+    # ran those ~30 % slower); as 2-D products the matmul library reads them as they are.
+    graphdef, params = nnx.split(GLM(CFG, rngs=nnx.Rngs(0)))
+    ids, ones = jnp.zeros((2, 16), jnp.int32), jnp.ones((2, 16), jnp.int32)
+
+    def loss(p):
+        return nnx.merge(graphdef, p).hidden_states(ids, ids, ids, ones, ones).sum()
+
+    hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    kernels = {
+        tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if "kernel" in jax.tree_util.keystr(path) and leaf.ndim > 2
+    }
+    assert kernels  # the qkv and output-projection kernels
+    copied = {
+        tuple(int(d) for d in m.group(1).split(","))
+        for m in re.finditer(r"= f32\[([\d,]+)\]\{[\d,]*\} copy\(", hlo)
+    }
+    assert not kernels & copied
