@@ -9,7 +9,8 @@ compiled step) in a temporary run folder and times real batches from its input p
 `--model` times a preset on synthetic batches laid out like packed GLM examples (Part A then
 Part B, the last quarter of each row carrying loss). `--batch` / `--seq-len` override either.
 
-Timed separately, each the median of `--steps` runs after a warm-up:
+Timed in turn for `--steps` rounds (medians; each timed call right after an untimed one of
+the same function, so drift over the run moves all three alike):
   forward   — the loss (dropout on, as in training);
   optimizer — the update from given gradients (Adam, clipping, the gradient norm), the state
               donated as in training;
@@ -219,38 +220,45 @@ def measure(s: Setup, steps: int) -> dict:
 
     forward = jax.jit(loss)
     params = s.state["params"]
-    forward_s = median_time(lambda: forward(params), steps)
 
     def update(state, grads):
         params, opt_state = apply_update(s.tx, state["params"], state["opt_state"], grads)
         return dict(state, params=params, opt_state=opt_state), optax.tree.norm(grads)
 
     optimizer = jax.jit(update, donate_argnums=(0,))
-    held = {"state": jax.tree.map(jnp.copy, s.state), "grads": jax.jit(jax.grad(loss))(params)}
-
-    def optimizer_step():
-        held["state"], norm = optimizer(held["state"], held["grads"])
-        return norm
-
-    optimizer_s = median_time(optimizer_step, steps)
-    held.clear()
-
     step = jax.jit(
         make_train_step(s.graphdef, s.tx, tc.grad_accum, learning_rate_schedule(tc), fraction),
         donate_argnums=(0,),
     )
-    state = jax.tree.map(jnp.copy, s.state)
+    held = {
+        "opt": jax.tree.map(jnp.copy, s.state),
+        "grads": jax.jit(jax.grad(loss))(params),
+        "step": jax.tree.map(jnp.copy, s.state),
+    }
+
+    def optimizer_step():
+        held["opt"], norm = optimizer(held["opt"], held["grads"])
+        return norm
+
+    def train_step():
+        held["step"], metrics = step(held["step"], s.frozen, s.batch)
+        return metrics
+
     start = time.perf_counter()
-    state, metrics = step(state, s.frozen, s.batch)
-    jax.block_until_ready(metrics)
+    jax.block_until_ready(train_step())
     compile_s = time.perf_counter() - start
-    times = []
+    # The three are timed in turn, round after round, so that the machine's drift over the run
+    # moves them alike and their ratios hold. Each timed call follows an untimed call of the
+    # same function, so each is timed with its own data in cache, as when run back to back.
+    timed = {"forward": lambda: forward(params), "optimizer": optimizer_step, "step": train_step}
+    runs = {name: [] for name in timed}
     for _ in range(steps):
-        start = time.perf_counter()
-        state, metrics = step(state, s.frozen, s.batch)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    step_s = float(np.median(times))
+        for name, fn in timed.items():
+            jax.block_until_ready(fn())
+            runs[name].append(_timed(fn))
+    forward_s, optimizer_s, step_s = (float(np.median(runs[n])) for n in timed)
+    metrics = train_step()
+    held.clear()
 
     input_s = None
     if s.next_batch is not None:  # back-to-back, so prefetched batches do not hide the cost
