@@ -50,9 +50,10 @@ class Block(nnx.Module):
         h, cache = self.attention(
             self.input_layernorm(x), mask, cache=cache, index=index, prefix=prefix, **kw
         )
-        m = lambda h: h if cache is not None else materialized_cotangent(h)
-        x = x + self.dropout(m(h), **kw)
-        x = x + self.dropout(m(self.mlp(self.post_attention_layernorm(x), **kw)), **kw)
+        # Training only: a stored gradient at each sublayer output (`materialized_cotangent`).
+        boundary = (lambda h: h) if cache is not None else materialized_cotangent
+        x = x + self.dropout(boundary(h), **kw)
+        x = x + self.dropout(boundary(self.mlp(self.post_attention_layernorm(x), **kw)), **kw)
         return x, cache
 
 
