@@ -13,7 +13,7 @@ jitted and timed alone (median of `--steps` after a warm-up) and the times are s
 A train step does these products and more (softmax, LayerNorm, GeLU, dropout, the optimizer),
 so on the same machine it cannot run faster than `matmul_s` without doing less work: compare
 it with bench_train.py's `step_s`, and `forward_s` / `backward_s` (the products of each pass)
-with bench_train.py's split, run in the same sitting. Prints one JSON object.
+with bench_train.py's split, run in the same hour. Prints one JSON object.
 """
 
 from __future__ import annotations
