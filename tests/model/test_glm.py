@@ -295,17 +295,21 @@ def test_folding_item_features_keeps_the_logits_and_drops_the_product():
     assert fold_item_features(plain) is plain
 
 
-def _widest_backward_fusion(layers: int) -> int:
-    """Operands of the largest fusion XLA's CPU compiler builds for the gradient of the
-    hidden states of a `layers`-deep model."""
-    cfg = dataclasses.replace(CFG, num_layers=layers)
+def _hidden_states_gradient_hlo(cfg):
+    """(params, the optimised HLO XLA's CPU compiler builds for the gradient of the hidden
+    states of a model with `cfg`)."""
     graphdef, params = nnx.split(GLM(cfg, rngs=nnx.Rngs(0)))
     ids, ones = jnp.zeros((2, 16), jnp.int32), jnp.ones((2, 16), jnp.int32)
 
     def loss(p):
         return nnx.merge(graphdef, p).hidden_states(ids, ids, ids, ones, ones).sum()
 
-    hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    return params, jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+
+
+def _widest_backward_fusion(layers: int) -> int:
+    """Operands of the largest fusion in the hidden states' gradient of a `layers`-deep model."""
+    _, hlo = _hidden_states_gradient_hlo(dataclasses.replace(CFG, num_layers=layers))
     fusions = re.finditer(r"= \S+ fusion\(([^)]*)\)", hlo)
     return max(len(re.findall(r"%[\w.\-]+", f.group(1))) for f in fusions)
 
@@ -321,13 +325,7 @@ def test_backward_pass_reads_the_kernels_in_place():
     # With N-D kernels ([embed, 3, heads, head_dim] and [heads, head_dim, embed]) in N-D
     # products, XLA:CPU copied each of them into another layout for the gradient products (and
     # ran those ~30 % slower); as 2-D products the matmul library reads them as they are.
-    graphdef, params = nnx.split(GLM(CFG, rngs=nnx.Rngs(0)))
-    ids, ones = jnp.zeros((2, 16), jnp.int32), jnp.ones((2, 16), jnp.int32)
-
-    def loss(p):
-        return nnx.merge(graphdef, p).hidden_states(ids, ids, ids, ones, ones).sum()
-
-    hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    params, hlo = _hidden_states_gradient_hlo(CFG)
     kernels = {
         tuple(leaf.shape)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)
