@@ -70,6 +70,7 @@ class Attention(nnx.Module):
         )
         self.attention_dropout = Dropout(cfg.attention_dropout_rate)
 
+    @jax.named_scope("attention")  # profiles group ops by it (scripts/profile_step.py)
     def __call__(
         self, x, mask, *, cache=None, index=None, prefix=None, deterministic=True, rngs=None
     ):

@@ -176,6 +176,7 @@ class MLP(nnx.Module):
             rngs=rngs,
         )
 
+    @jax.named_scope("mlp")  # profiles group ops by it (scripts/profile_step.py)
     def __call__(self, x, *, deterministic=True, rngs=None):
         h = self.dense_h_to_4h(x, deterministic=deterministic, rngs=rngs)
         h = jax.nn.gelu(h, approximate=True)  # GLM/Megatron use the tanh GeLU

@@ -162,6 +162,7 @@ def _bwd(grads, cotangents):
 tied_xent_sums.defvjp(_fwd, _bwd)
 
 
+@jax.named_scope("output_layer")  # a name profiles group by (scripts/profile_step.py)
 def target_loss_sums(
     hidden: jax.Array, table: jax.Array, targets: jax.Array, loss_mask: jax.Array, fraction: float
 ):

@@ -78,6 +78,7 @@ def dropout_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(rng_data), step)
 
 
+@jax.named_scope("optimizer")  # a name profiles group by (scripts/profile_step.py)
 def apply_update(tx: optax.GradientTransformation, params, opt_state, grads):
     """One optimizer update: -> (new params, new optimizer state)."""
     updates, opt_state = tx.update(grads, opt_state, params)
