@@ -14,10 +14,13 @@ the compiled HLO, so each op gets
     `reduce`, `gather/scatter`, `elementwise`, `while` excluded (its body's ops are counted).
 Times are per step. `op_s` sums op durations, which may overlap (the CPU runs independent ops
 side by side); `busy_s` is the time at least one op runs and `idle_s` the rest of the step.
-Some ops hand their work to a thread pool and end before it does (XLA:CPU's generic dot):
-their time shows as idle right after them, so every idle gap is charged to the op that ended
-last before it (`idle_after_s`). Prints one JSON object: totals, per-phase and per-sublayer
-sums by kind, and the `--top` costliest ops with their source (the op's name stack).
+XLA:CPU's generic dot (a `dot` op not inside a matmul-library fusion) hands its work to a
+thread pool and its event ends long before the work does, while other ready ops go on: its
+time shows as idle gaps later. So each idle gap is charged (`idle_after_s`) to the generic dot
+that started last before it in the step, or, before the step's first one, to the op that ended
+last before the gap (thunk dispatch, waiting).
+Prints one JSON object: totals, per-phase and per-sublayer sums by kind, and the `--top`
+costliest ops (time plus idle charged) with their source (the op's name stack).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def hlo_ops(text: str) -> dict[str, dict]:
             source = re.search(r'op_name="([^"]*)"', line)
             ops[name] = {
                 "kind": _kind(name, opcode, body),
+                "pooled": opcode in ("dot", "convolution"),
                 "source": source.group(1) if source else "",
             }
     return ops
@@ -127,18 +131,22 @@ def summarize(events: list[dict], windows: list[tuple[float, float]], ops: dict)
     busy = idle = 0.0
     for start, end in windows:
         inside = [e for e in timed if start <= e["ts"] < end]
-        reach, last = start, None
+        reach, last, pooled = start, None, None
         for e in inside:
-            if e["ts"] > reach and last is not None:
-                per_op[last]["idle_after_s"] += (e["ts"] - reach) / 1e6
             if e["ts"] > reach:
+                if pooled or last:
+                    per_op[pooled or last]["idle_after_s"] += (e["ts"] - reach) / 1e6
                 idle += e["ts"] - reach
+            if ops[e["name"]]["pooled"]:
+                pooled = e["name"]
             stop = e["ts"] + e["dur"]
             busy += max(0.0, stop - max(reach, e["ts"]))
             if stop > reach:
                 reach, last = stop, e["name"]
             per_op[e["name"]]["s"] += e["dur"] / 1e6
             per_op[e["name"]]["calls"] += 1
+        if end > reach and (pooled or last):
+            per_op[pooled or last]["idle_after_s"] += (end - reach) / 1e6
         idle += max(0.0, end - reach)
     wall = sum(end - start for start, end in windows)
 
@@ -148,18 +156,18 @@ def summarize(events: list[dict], windows: list[tuple[float, float]], ops: dict)
             kind = ops[name]["kind"]
             sums[key(ops[name]["source"])][kind] += t["s"] / steps
             sums[key(ops[name]["source"])]["idle_after"] += t["idle_after_s"] / steps
-        return {g: {k: round(v, 5) for k, v in sorted(d.items())} for g, d in sorted(sums.items())}
+        return {g: {k: round(v, 7) for k, v in sorted(d.items())} for g, d in sorted(sums.items())}
 
     kinds = collections.defaultdict(float)
     for name, t in per_op.items():
         kinds[ops[name]["kind"]] += t["s"] / steps
     return {
-        "step_s": round(wall / steps / 1e6, 5),
-        "op_s": round(sum(t["s"] for t in per_op.values()) / steps, 5),
-        "busy_s": round(busy / steps / 1e6, 5),
-        "idle_s": round(idle / steps / 1e6, 5),
+        "step_s": round(wall / steps / 1e6, 7),
+        "op_s": round(sum(t["s"] for t in per_op.values()) / steps, 7),
+        "busy_s": round(busy / steps / 1e6, 7),
+        "idle_s": round(idle / steps / 1e6, 7),
         "ops_per_step": round(sum(t["calls"] for t in per_op.values()) / steps, 1),
-        "kinds_s": {k: round(v, 5) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "kinds_s": {k: round(v, 7) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
         "phases_s": grouped(phase),
         "sublayers_s": grouped(sublayer),
         "_per_op": per_op,

@@ -58,42 +58,55 @@ def test_phase_and_sublayer_from_the_name_stack(profile_step, source, phase, sub
 
 def test_summarize_sums_busy_idle_and_charges_gaps(profile_step):
     ops = {
-        "dot.1": {"kind": "matmul", "source": "jit(step)/jvp(mlp)/dot_general"},
-        "add.2": {"kind": "elementwise", "source": "jit(step)/transpose(jvp())/add_any"},
-        "while.3": {"kind": "while", "source": "jit(step)/while"},
+        "dot.1": {"kind": "matmul", "pooled": False, "source": "jit(step)/jvp(mlp)/dot_general"},
+        "add.2": {
+            "kind": "elementwise",
+            "pooled": False,
+            "source": "jit(step)/transpose(jvp())/add",
+        },
+        "while.3": {"kind": "while", "pooled": False, "source": "jit(step)/while"},
+        "dot.4": {"kind": "matmul", "pooled": True, "source": "jit(step)/jvp(mlp)/dot_general"},
     }
 
     def event(name, ts, dur):
         return {"ph": "X", "name": name, "ts": ts, "dur": dur}
 
-    # Two steps of 100 us. Step 1: dot 0-40, add 20-50 (overlap), idle 50-70 (after the add),
-    # dot 70-90, idle 90-100. Step 2: the same shifted by 1000. A while (its body's ops are
-    # counted instead) and an event that is no op of the module are left out.
+    # Two steps of 200 us. Step 1: dot.1 0-40 and add 20-50 side by side, idle 50-70 (charged
+    # to the add, the op that ended last), dot.1 70-90, the pooled dot.4 90-95 whose work runs
+    # on while the add 95-110 goes on, idle 110-150 (charged to dot.4), dot.1 150-160, idle
+    # 160-200 (to dot.4 still: its work may go on). Step 2: the same 1000 us later. A while
+    # (its body's ops are counted instead) and an event that is no op of the module are left
+    # out.
     events = []
     for base in (0, 1000):
         events += [
             event("dot.1", base, 40),
             event("add.2", base + 20, 30),
             event("dot.1", base + 70, 20),
-            event("while.3", base, 100),
-            event("ThunkExecutor::Execute", base, 100),
+            event("dot.4", base + 90, 5),
+            event("add.2", base + 95, 15),
+            event("dot.1", base + 150, 10),
+            event("while.3", base, 200),
+            event("ThunkExecutor::Execute", base, 200),
         ]
-    summary = profile_step.summarize(events, [(0, 100), (1000, 1100)], ops)
+    summary = profile_step.summarize(events, [(0, 200), (1000, 1200)], ops)
     per_op = summary.pop("_per_op")
-    assert summary["step_s"] == pytest.approx(100e-6)
-    assert summary["op_s"] == pytest.approx(90e-6)
-    assert summary["busy_s"] == pytest.approx(70e-6)
-    assert summary["idle_s"] == pytest.approx(30e-6)
-    assert summary["ops_per_step"] == 3
+    assert summary["step_s"] == pytest.approx(200e-6)
+    assert summary["op_s"] == pytest.approx(120e-6)
+    assert summary["busy_s"] == pytest.approx(100e-6)
+    assert summary["idle_s"] == pytest.approx(100e-6)
+    assert summary["ops_per_step"] == 6
     assert summary["kinds_s"] == {
-        "matmul": pytest.approx(60e-6),
-        "elementwise": pytest.approx(30e-6),
+        "matmul": pytest.approx(75e-6),
+        "elementwise": pytest.approx(45e-6),
     }
-    assert per_op["add.2"]["idle_after_s"] == pytest.approx(2 * 20e-6)
+    idle_after = {name: t["idle_after_s"] / 2 for name, t in per_op.items()}
+    assert idle_after == pytest.approx({"add.2": 20e-6, "dot.4": 80e-6, "dot.1": 0.0})
     assert summary["phases_s"]["backward"]["idle_after"] == pytest.approx(20e-6)
-    assert summary["sublayers_s"]["mlp"]["matmul"] == pytest.approx(60e-6)
+    assert summary["sublayers_s"]["mlp"] == pytest.approx({"matmul": 75e-6, "idle_after": 80e-6})
     top = profile_step.top_ops(per_op, ops, 2, 1)
-    assert top[0]["op"] == "dot.1" and top[0]["ms"] == pytest.approx(0.06)
+    assert top[0]["op"] == "dot.4"  # ranked by its time plus the idle charged to it
+    assert (top[0]["ms"], top[0]["idle_after_ms"]) == pytest.approx((0.005, 0.08))
 
 
 @pytest.mark.subprocess
