@@ -18,7 +18,7 @@ from recsys_jax.prompts.mixture import WINDOW_ENDS
 
 # The built-in defaults are the Beauty recipe (configs/beauty.yaml, docs/results.md): the bare
 # item sequence with a next-item loss at every item, item_token index, a 2 x 64 GLM with
-# SASRec's dropout, ~30 minutes on a 2-core CPU. The multitask mixture and RecSysLLM's
+# SASRec's dropout, about 3 minutes on a 2-core CPU. The multitask mixture and RecSysLLM's
 # entity-granular positions are options (configs/tiny.yaml, configs/experiments/).
 DEFAULT_MODEL = ModelConfig(
     num_layers=2,

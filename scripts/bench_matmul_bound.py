@@ -31,6 +31,8 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (the sibling script: its arguments and setups)
 
+from recsys_jax.huge_pages import restart_with_huge_pages  # noqa: E402
+
 
 def step_products(cfg, batch: int, length: int, scored: int) -> list[tuple[str, str, tuple, tuple]]:
     """(part, einsum, lhs shape, rhs shape) of every matrix product in one train step; a part
@@ -123,4 +125,5 @@ def main():
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as training runs: recsys_jax/huge_pages.py
     main()

@@ -46,6 +46,7 @@ from flax import nnx
 
 from recsys_jax import sharding
 from recsys_jax.config import TrainConfig, load_config
+from recsys_jax.huge_pages import restart_with_huge_pages
 from recsys_jax.model import GLM, MODEL_PRESETS
 from recsys_jax.training import loss as loss_lib
 from recsys_jax.training.step import (
@@ -210,14 +211,22 @@ def step_flops(s: Setup) -> float:
     return float(analysis.get("flops", 0.0))
 
 
-def measure(s: Setup, steps: int) -> dict:
-    tc = s.train_cfg
-    fraction = tc.logits_fraction
+def loss_alone(s: Setup):
+    """params -> the loss of the setup's batch, dropout on as in training: the forward pass."""
     key = dropout_key(s.state["rng"], s.state["step"])
+    fraction = s.train_cfg.logits_fraction
+    return lambda params: model_loss(s.graphdef, params, s.frozen, s.batch, key, fraction)[0]
 
-    def loss(params):
-        return model_loss(s.graphdef, params, s.frozen, s.batch, key, fraction)[0]
 
+def step_function(s: Setup):
+    """The train step `(state, frozen, batch) -> (state, metrics)` the trainer compiles."""
+    tc = s.train_cfg
+    schedule = learning_rate_schedule(tc)
+    return make_train_step(s.graphdef, s.tx, tc.grad_accum, schedule, tc.logits_fraction)
+
+
+def measure(s: Setup, steps: int) -> dict:
+    loss = loss_alone(s)
     forward = jax.jit(loss)
     params = s.state["params"]
 
@@ -226,10 +235,7 @@ def measure(s: Setup, steps: int) -> dict:
         return dict(state, params=params, opt_state=opt_state), optax.tree.norm(grads)
 
     optimizer = jax.jit(update, donate_argnums=(0,))
-    step = jax.jit(
-        make_train_step(s.graphdef, s.tx, tc.grad_accum, learning_rate_schedule(tc), fraction),
-        donate_argnums=(0,),
-    )
+    step = jax.jit(step_function(s), donate_argnums=(0,))
     held = {
         "opt": jax.tree.map(jnp.copy, s.state),
         "grads": jax.jit(jax.grad(loss))(params),
@@ -352,4 +358,5 @@ def main():
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as training runs: recsys_jax/huge_pages.py
     main()

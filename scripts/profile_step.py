@@ -4,8 +4,9 @@
     python scripts/profile_step.py --model small --batch 16 --seq-len 136 --vocab 32128
 
 Same arguments as scripts/bench_train.py (same setup, same batch). Runs the jitted train step
-`--steps` times under `jax.profiler.trace`, reads the trace's per-op events and joins them with
-the compiled HLO, so each op gets
+(or, with `--part forward`, the loss alone: bench_train.py's forward pass) `--steps` times
+under `jax.profiler.trace`, reads the trace's per-op events and joins them with the compiled
+HLO, so each op gets
   - a phase, from the name stack XLA keeps in each op's metadata: `forward`, `backward`
     (autodiff's transposed ops), `output layer` (the tied cross-entropy, whose gradient is
     made in its forward pass: training/loss.py), `optimizer`, `other`;
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (the sibling script: its arguments and setups)
 
-from recsys_jax.training.step import learning_rate_schedule, make_train_step  # noqa: E402
+from recsys_jax.huge_pages import restart_with_huge_pages  # noqa: E402
 
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+(?: \S+)*? ([\w\-]+)\(")
@@ -104,23 +105,27 @@ def _scope(source: str) -> str | None:
     return None
 
 
-def phase(source: str) -> str:
-    """Training phase of an op from its name stack (see the module docstring)."""
+def phase(source: str, untransformed: str = "other") -> str:
+    """Training phase of an op from its name stack (see the module docstring); ops outside
+    autodiff's transforms are `untransformed` (all of them "forward" when the loss is alone)."""
     scope = _scope(source)
     if scope in ("optimizer", "output layer"):
         return scope
     if "transpose(" in source:
         return "backward"
-    return "forward" if "jvp(" in source else "other"
+    return "forward" if "jvp(" in source else untransformed
 
 
 def sublayer(source: str) -> str:
     return _scope(source) or "other"
 
 
-def summarize(events: list[dict], windows: list[tuple[float, float]], ops: dict) -> dict:
+def summarize(
+    events: list[dict], windows: list[tuple[float, float]], ops: dict, untransformed="other"
+) -> dict:
     """Per-step sums of the trace `events` (Chrome-trace "X" events, microseconds) that fall in
-    the step `windows` (start, end) and name an op of `ops` (`hlo_ops`)."""
+    the step `windows` (start, end) and name an op of `ops` (`hlo_ops`); `untransformed`: see
+    `phase`."""
     steps = len(windows)
     timed = sorted(
         (e for e in events if e.get("ph") == "X" and ops.get(e.get("name"), {}).get("kind")),
@@ -168,19 +173,19 @@ def summarize(events: list[dict], windows: list[tuple[float, float]], ops: dict)
         "idle_s": round(idle / steps / 1e6, 7),
         "ops_per_step": round(sum(t["calls"] for t in per_op.values()) / steps, 1),
         "kinds_s": {k: round(v, 7) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
-        "phases_s": grouped(phase),
+        "phases_s": grouped(lambda source: phase(source, untransformed)),
         "sublayers_s": grouped(sublayer),
         "_per_op": per_op,
     }
 
 
-def top_ops(per_op: dict, ops: dict, steps: int, count: int) -> list[dict]:
+def top_ops(per_op: dict, ops: dict, steps: int, count: int, untransformed="other") -> list[dict]:
     ranked = sorted(per_op.items(), key=lambda kv: -(kv[1]["s"] + kv[1]["idle_after_s"]))
     return [
         {
             "op": name,
             "kind": ops[name]["kind"],
-            "phase": phase(ops[name]["source"]),
+            "phase": phase(ops[name]["source"], untransformed),
             "ms": round(1e3 * t["s"] / steps, 3),
             "idle_after_ms": round(1e3 * t["idle_after_s"] / steps, 3),
             "calls": round(t["calls"] / steps, 1),
@@ -190,22 +195,28 @@ def top_ops(per_op: dict, ops: dict, steps: int, count: int) -> list[dict]:
     ]
 
 
-def profile(s: bench_train.Setup, steps: int, trace_dir: str) -> tuple[list, list, str]:
-    """(trace events, step windows in trace time, compiled HLO text) of `steps` train steps."""
-    tc = s.train_cfg
-    fn = make_train_step(
-        s.graphdef, s.tx, tc.grad_accum, learning_rate_schedule(tc), tc.logits_fraction
-    )
-    state = jax.tree.map(jnp.copy, s.state)
-    step = jax.jit(fn, donate_argnums=(0,)).lower(state, s.frozen, s.batch).compile()
+def profile(s: bench_train.Setup, steps: int, part: str, trace_dir: str) -> tuple[list, list, str]:
+    """(trace events, step windows in trace time, compiled HLO text) of `steps` runs of the
+    train step (`part` "step") or of the loss alone ("forward", as bench_train.py times it)."""
+    if part == "forward":
+        params = s.state["params"]
+        compiled = jax.jit(bench_train.loss_alone(s)).lower(params).compile()
+        run = lambda: compiled(params)  # noqa: E731
+    else:
+        held = {"state": jax.tree.map(jnp.copy, s.state)}
+        compiled = jax.jit(bench_train.step_function(s), donate_argnums=(0,))
+        compiled = compiled.lower(held["state"], s.frozen, s.batch).compile()
+
+        def run():
+            held["state"], metrics = compiled(held["state"], s.frozen, s.batch)
+            return held["state"], metrics
+
     for _ in range(2):  # warm caches and the allocator
-        state, metrics = step(state, s.frozen, s.batch)
-        jax.block_until_ready((state, metrics))
+        jax.block_until_ready(run())
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for i in range(steps):
             with jax.profiler.TraceAnnotation(f"profile_step_{i}"):
-                state, metrics = step(state, s.frozen, s.batch)
-                jax.block_until_ready((state, metrics))
+                jax.block_until_ready(run())
     (path,) = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
     with gzip.open(path) as f:
         events = json.load(f)["traceEvents"]
@@ -216,22 +227,31 @@ def profile(s: bench_train.Setup, steps: int, trace_dir: str) -> tuple[list, lis
     )
     if len(windows) != steps:
         raise RuntimeError(f"found {len(windows)} of {steps} step annotations in {path}")
-    return events, windows, step.as_text()
+    return events, windows, compiled.as_text()
 
 
 def main():
     parser = bench_train.build_parser(__doc__.split("\n")[0])
     parser.add_argument("--top", type=int, default=15, help="how many of the costliest ops to list")
+    parser.add_argument(
+        "--part",
+        choices=["step", "forward"],
+        default="step",
+        help="the train step, or the loss alone (bench_train.py's forward pass)",
+    )
     args = parser.parse_args()
     with bench_train.setup_for(args, parser) as s, tempfile.TemporaryDirectory() as trace_dir:
-        events, windows, text = profile(s, args.steps, trace_dir)
+        events, windows, text = profile(s, args.steps, args.part, trace_dir)
         name = s.name
     ops = hlo_ops(text)
-    summary = summarize(events, windows, ops)
+    untransformed = "forward" if args.part == "forward" else "other"
+    summary = summarize(events, windows, ops, untransformed)
     per_op = summary.pop("_per_op")
-    summary["top"] = top_ops(per_op, ops, args.steps, args.top)
-    print(json.dumps({"setup": name, "device": jax.devices()[0].device_kind, **summary}))
+    summary["top"] = top_ops(per_op, ops, args.steps, args.top, untransformed)
+    device = jax.devices()[0].device_kind
+    print(json.dumps({"setup": name, "part": args.part, "device": device, **summary}))
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as training runs: recsys_jax/huge_pages.py
     main()
