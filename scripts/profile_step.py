@@ -49,7 +49,8 @@ _CONTAINERS = {"while", "conditional", "call"}
 
 
 def hlo_ops(text: str) -> dict[str, dict]:
-    """name -> {"kind", "source"} for every instruction of a compiled module's text."""
+    """name -> {"kind", "pooled" (runs in the thread pool: a generic dot), "source"} for every
+    instruction of a compiled module's text."""
     bodies, current = collections.defaultdict(list), None
     for line in text.splitlines():
         header = _HEADER.match(line)
