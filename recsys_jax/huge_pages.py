@@ -1,7 +1,7 @@
 """XLA:CPU's per-call buffers on transparent huge pages: a restart with glibc's `hugetlb` tunable.
 
 A compiled call on the CPU (a train step) takes one temporary buffer for all its intermediate
-values from `malloc` when it starts and frees it when it ends: 125 MB for the Beauty 4 x 256
+values from `malloc` when it starts and frees it when it ends: 116 MB for the Beauty 4 x 256
 step, 1.9 GB for `small`. glibc serves a block that large from a fresh `mmap` every time, so
 each step faults its whole buffer in again, 4 KiB at a time (32k page faults per 4 x 256 step,
 490k per `small` step; on a 2-core VM ~20 % of the step, docs/results.md, training speed).
@@ -12,8 +12,8 @@ buffers are small do not change.
 glibc reads tunables once, when a process starts, so `restart_with_huge_pages` re-runs the
 current command (`os.execv`, same arguments and environment) with the tunable added. It does
 so only where it helps: Linux with glibc >= 2.35 and the kernel's transparent huge pages in
-`madvise` mode (with `always` every block gets them anyway; with `never` none can). The CLI
-entry points call it first thing; `RECSYS_JAX_HUGE_PAGES=0` turns it off.
+`madvise` mode (with `always` every block gets them anyway; with `never` none can). The
+training CLI and the speed scripts call it first thing; `RECSYS_JAX_HUGE_PAGES=0` turns it off.
 """
 
 from __future__ import annotations

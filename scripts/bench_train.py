@@ -198,15 +198,22 @@ def _preset_setup(args):
     )
 
 
+def step_function(s: Setup, grad_accum: int | None = None):
+    """The train step `(state, frozen, batch) -> (state, metrics)` the trainer compiles (with
+    `grad_accum` micro-batches instead of the config's, if given)."""
+    tc = s.train_cfg
+    schedule = learning_rate_schedule(tc)
+    accum = tc.grad_accum if grad_accum is None else grad_accum
+    return make_train_step(s.graphdef, s.tx, accum, schedule, tc.logits_fraction)
+
+
 def step_flops(s: Setup) -> float:
     """XLA's FLOP count of one train step on this batch: the loss over exactly its scored
     positions in one chunk, no accumulation loop."""
     scored = int(np.sum(np.asarray(s.batch["loss_mask"]) > 0))
     with loss_lib.exact_rows(scored):
-        fn = make_train_step(
-            s.graphdef, s.tx, 1, learning_rate_schedule(s.train_cfg), s.train_cfg.logits_fraction
-        )
-        analysis = jax.jit(fn).lower(s.state, s.frozen, s.batch).compile().cost_analysis()
+        lowered = jax.jit(step_function(s, grad_accum=1)).lower(s.state, s.frozen, s.batch)
+        analysis = lowered.compile().cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
     return float(analysis.get("flops", 0.0))
 
@@ -216,13 +223,6 @@ def loss_alone(s: Setup):
     key = dropout_key(s.state["rng"], s.state["step"])
     fraction = s.train_cfg.logits_fraction
     return lambda params: model_loss(s.graphdef, params, s.frozen, s.batch, key, fraction)[0]
-
-
-def step_function(s: Setup):
-    """The train step `(state, frozen, batch) -> (state, metrics)` the trainer compiles."""
-    tc = s.train_cfg
-    schedule = learning_rate_schedule(tc)
-    return make_train_step(s.graphdef, s.tx, tc.grad_accum, schedule, tc.logits_fraction)
 
 
 def measure(s: Setup, steps: int) -> dict:
