@@ -315,7 +315,7 @@ def setup_for(args, parser: argparse.ArgumentParser):
 
 
 def main():
-    parser = build_parser(__doc__.split("\n")[0])
+    parser = build_parser(__doc__.split("\n\n")[0].replace("\n", " "))
     args = parser.parse_args()
     setup = setup_for(args, parser)
     with setup as s:
