@@ -29,21 +29,9 @@ def test_help_describes_the_script_in_whole_sentences():
 
 
 def test_report_on_a_preset_is_one_consistent_json_object():
+    args = "--model tiny --batch 4 --seq-len 32 --vocab 500 --steps 1".split()
     result = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--model",
-            "tiny",
-            "--batch",
-            "4",
-            "--seq-len",
-            "32",
-            "--vocab",
-            "500",
-            "--steps",
-            "1",
-        ],
+        [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,
         timeout=300,
